@@ -1,0 +1,3 @@
+from tabtrack.cli import main
+
+main()

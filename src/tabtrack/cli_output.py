@@ -1,0 +1,68 @@
+"""What the terminal shows: result tables and progress (plain text when not a terminal)."""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+from rich import box
+from rich.console import Console
+from rich.table import Table
+
+# Off a terminal, lines are not wrapped at 80 columns: URLs and ids stay copyable.
+console = Console(soft_wrap=not sys.stdout.isatty())
+err_console = Console(stderr=True)
+
+
+@contextmanager
+def fold_progress() -> Iterator:
+    """A progress callback for CV folds: a bar on a terminal, silence otherwise."""
+    if not sys.stderr.isatty():
+        yield None
+        return
+    from rich.progress import Progress
+
+    with Progress(console=err_console, transient=True) as bar:
+        tasks: dict[str, int] = {}
+
+        def update(stage: str, done: int, total: int) -> None:
+            if stage not in tasks:
+                tasks[stage] = bar.add_task(f"{stage}s", total=total)
+            bar.update(tasks[stage], completed=done)
+
+        yield update
+
+
+def metrics_table(metrics: dict[str, dict[str, float]], title: str | None = None) -> Table:
+    """Rows are metric names; columns train, cv (mean ± std) and test."""
+    table = Table(title=title, box=box.SIMPLE_HEAD if console.is_terminal else box.ASCII2)
+    table.add_column("metric")
+    splits = [s for s in ("train", "cv", "test") if s in metrics]
+    for split in splits:
+        table.add_column(split, justify="right")
+    names = list(dict.fromkeys(name for split in ("test", "train") for name in metrics.get(split, {})))
+    for name in names:
+        row = [name]
+        for split in splits:
+            if split == "cv":
+                mean, std = metrics["cv"].get(f"{name}_mean"), metrics["cv"].get(f"{name}_std")
+                row.append("" if mean is None else f"{mean:.4f} ± {std:.4f}")
+            else:
+                value = metrics[split].get(name)
+                row.append("" if value is None else f"{value:.4f}")
+        table.add_row(*row)
+    return table
+
+
+def print_train_result(result, out: Console = console) -> None:
+    title = f"{result.model} · {result.task} · {result.experiment}"
+    out.print(metrics_table(result.metrics, title=title))
+    if result.run_id:
+        out.print(f"run id:  {result.run_id}  ({result.run_name})")
+        if result.model_uri:
+            out.print(f"model:   {result.model_uri}   (also runs:/{result.run_id}/model)")
+        if result.ui_url:
+            out.print(f"view:    {result.ui_url}   (start the UI with: tabtrack ui)")
+    else:
+        out.print("not tracked (--no-track)")

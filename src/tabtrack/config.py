@@ -1,0 +1,172 @@
+"""The run configuration: YAML file, then CLI options, then `--set key=value` overrides.
+
+The resolved config is logged with every run (`config/resolved.yaml`) and is what
+`reproduce` replays. Unknown keys are errors that list the valid ones.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+from tabtrack.errors import ConfigError, choices_hint
+
+DEFAULT_MODEL = "random_forest"
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+
+class ModelConfig(_Strict):
+    type: str = Field(DEFAULT_MODEL, description="model family, e.g. random_forest")
+    params: dict[str, Any] = Field(default_factory=dict, description="estimator hyperparameters")
+
+
+class RunConfig(_Strict):
+    """Everything that decides a run's result, plus where it is recorded."""
+
+    data: str | None = Field(None, description="path to a .csv or .parquet file")
+    target: str | None = Field(None, description="name of the target column")
+    task: Literal["auto", "classification", "regression"] = "auto"
+    model: ModelConfig = Field(default_factory=ModelConfig)
+    test_size: float = Field(0.2, gt=0, lt=1, description="share of rows held out for testing")
+    random_state: int = Field(42, ge=0, le=2**32 - 1, description="seed for every random step")
+    cv_folds: int = Field(0, ge=0, le=100, description="K-fold CV on the training split; 0 turns it off")
+    experiment: str | None = Field(None, description="MLflow experiment; default: the data file's stem")
+    tags: dict[str, str] = Field(default_factory=dict)
+
+    @field_validator("cv_folds")
+    @classmethod
+    def _cv_at_least_two(cls, value: int) -> int:
+        if value == 1:
+            raise ValueError("cv_folds must be 0 (off) or at least 2")
+        return value
+
+    @field_validator("tags", mode="before")
+    @classmethod
+    def _tags_as_text(cls, value: Any) -> Any:
+        if isinstance(value, Mapping):
+            return {str(k): str(v) for k, v in value.items()}
+        return value
+
+    def to_yaml(self) -> str:
+        return yaml.safe_dump(self.model_dump(mode="json"), sort_keys=False)
+
+
+def valid_keys(model: type[BaseModel] = RunConfig, prefix: str = "") -> list[str]:
+    """Dotted keys accepted by `--set` (dict-valued fields accept any sub-key)."""
+    keys: list[str] = []
+    for name, field in model.model_fields.items():
+        annotation = field.annotation
+        if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+            keys.extend(valid_keys(annotation, f"{prefix}{name}."))
+        else:
+            keys.append(f"{prefix}{name}")
+    return keys
+
+
+def load_config_file(path: str | Path) -> dict[str, Any]:
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"config file '{path}' not found.")
+    try:
+        loaded = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except UnicodeDecodeError as exc:
+        raise ConfigError(f"config file '{path}' is not UTF-8 text; re-save it as UTF-8.") from exc
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f" at line {mark.line + 1}" if mark else ""
+        raise ConfigError(f"config file '{path}' is not valid YAML{where}: {getattr(exc, 'problem', exc)}.") from exc
+    if loaded is None:
+        return {}
+    if not isinstance(loaded, dict):
+        raise ConfigError(f"config file '{path}' must hold a mapping of keys to values, not {type(loaded).__name__}.")
+    return loaded
+
+
+def parse_overrides(pairs: Iterable[str]) -> dict[str, Any]:
+    """`["model.params.max_depth=6"]` -> `{"model": {"params": {"max_depth": 6}}}`; values are YAML."""
+    result: dict[str, Any] = {}
+    keys = valid_keys()
+    for pair in pairs:
+        key, sep, raw = pair.partition("=")
+        key = key.strip()
+        if not sep or not key:
+            raise ConfigError(f"--set expects key=value, got {pair!r} (e.g. --set model.params.max_depth=6).")
+        if key not in keys and not _under_dict_field(key):
+            raise ConfigError(choices_hint(key, keys, what="--set key"))
+        try:
+            value = yaml.safe_load(raw) if raw.strip() else None
+        except yaml.YAMLError:
+            value = raw
+        _assign(result, key.split("."), value)
+    return result
+
+
+def resolve_config(
+    *,
+    file: str | Path | None = None,
+    options: Mapping[str, Any] | None = None,
+    overrides: Iterable[str] = (),
+) -> RunConfig:
+    """Merge file < options (None means "not given") < overrides and validate once."""
+    merged: dict[str, Any] = load_config_file(file) if file else {}
+    source = f"config file '{file}'" if file else "config"
+    for layer in (drop_none(options or {}), parse_overrides(overrides)):
+        merged = deep_merge(merged, layer)
+    try:
+        return RunConfig.model_validate(merged)
+    except ValidationError as exc:
+        raise ConfigError(_describe(exc, source)) from exc
+
+
+def deep_merge(base: Mapping[str, Any], update: Mapping[str, Any]) -> dict[str, Any]:
+    merged = dict(base)
+    for key, value in update.items():
+        if isinstance(value, Mapping) and isinstance(merged.get(key), Mapping):
+            merged[key] = deep_merge(merged[key], value)
+        else:
+            merged[key] = value
+    return merged
+
+
+def drop_none(options: Mapping[str, Any]) -> dict[str, Any]:
+    result: dict[str, Any] = {}
+    for key, value in options.items():
+        if isinstance(value, Mapping):
+            nested = drop_none(value)
+            if nested:
+                result[key] = nested
+        elif value is not None:
+            result[key] = value
+    return result
+
+
+def _under_dict_field(key: str) -> bool:
+    return key.startswith(("model.params.", "tags.")) and len(key.split(".")) >= (3 if key.startswith("model") else 2)
+
+
+def _assign(target: dict[str, Any], path: list[str], value: Any) -> None:
+    for part in path[:-1]:
+        target = target.setdefault(part, {})
+    target[path[-1]] = value
+
+
+def _describe(exc: ValidationError, source: str) -> str:
+    """One line for the first problem pydantic found, naming the key, the value and the fix."""
+    error = exc.errors()[0]
+    loc = [str(p) for p in error["loc"]]
+    key = ".".join(loc)
+    if error["type"] == "extra_forbidden":
+        parent = ".".join(loc[:-1])
+        valid = [k[len(parent) + 1 :] if parent else k for k in valid_keys() if k.startswith(parent)]
+        valid = sorted({k.split(".")[0] for k in valid})
+        where = f" under '{parent}'" if parent else ""
+        return f"{source}: " + choices_hint(loc[-1], valid, what=f"key{where}")
+    received = error.get("input")
+    return f"{source}: invalid value for '{key}': {error['msg']} (got {received!r})."

@@ -1,0 +1,87 @@
+"""Identify a data file: content hash, and the md5 DVC recorded for it when it is DVC-tracked."""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass
+from pathlib import Path
+
+import yaml
+
+CHUNK = 1 << 20
+
+
+@dataclass(frozen=True)
+class DataFingerprint:
+    path: str
+    sha256: str
+    size_bytes: int
+    dvc_md5: str | None = None
+    dvc_file: str | None = None  # the .dvc file or dvc.lock the md5 came from
+
+
+def fingerprint(path: str | Path) -> DataFingerprint:
+    """Hash the file in one streaming pass and look up DVC's record of it."""
+    path = Path(path).resolve()
+    digest = hashlib.sha256()
+    with path.open("rb") as handle:
+        while chunk := handle.read(CHUNK):
+            digest.update(chunk)
+    md5, source = dvc_md5(path)
+    return DataFingerprint(
+        path=str(path),
+        sha256=digest.hexdigest(),
+        size_bytes=path.stat().st_size,
+        dvc_md5=md5,
+        dvc_file=source,
+    )
+
+
+def dvc_md5(path: str | Path) -> tuple[str | None, str | None]:
+    """The md5 DVC recorded for `path` (or for a tracked directory holding it), if any.
+
+    Looks at `<path>.dvc`, then `<dir>.dvc` for each parent directory, then the `dvc.lock`
+    of the DVC project (the nearest ancestor holding `.dvc/`) for a stage output.
+    """
+    path = Path(path).resolve()
+    root = _dvc_root(path)
+    if root is None:  # .dvc files and dvc.lock only mean something inside a DVC project
+        return None, None
+    candidates = [path, *(p for p in path.parents if p.is_relative_to(root) and p != root)]
+    for candidate in candidates:
+        dvc_file = candidate.with_name(candidate.name + ".dvc")
+        if dvc_file.is_file():
+            md5 = _md5_from_outs(_read_yaml(dvc_file).get("outs", []), dvc_file.parent, candidate)
+            if md5:
+                return md5, str(dvc_file)
+    lock = root / "dvc.lock"
+    if lock.is_file():
+        for stage in (_read_yaml(lock).get("stages") or {}).values():
+            wdir = root / (stage.get("wdir") or ".")
+            for candidate in candidates:
+                md5 = _md5_from_outs(stage.get("outs", []), wdir, candidate)
+                if md5:
+                    return md5, str(lock)
+    return None, None
+
+
+def _dvc_root(path: Path) -> Path | None:
+    for parent in path.parents:
+        if (parent / ".dvc").is_dir():
+            return parent
+    return None
+
+
+def _md5_from_outs(outs: list, base: Path, target: Path) -> str | None:
+    for out in outs or []:
+        if isinstance(out, dict) and (base / str(out.get("path", ""))).resolve() == target:
+            return out.get("md5")  # DVC 3 also writes `hash: md5`, the algorithm name
+    return None
+
+
+def _read_yaml(path: Path) -> dict:
+    try:
+        loaded = yaml.safe_load(path.read_text())
+    except (OSError, yaml.YAMLError):
+        return {}
+    return loaded if isinstance(loaded, dict) else {}

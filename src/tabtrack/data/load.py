@@ -1,0 +1,77 @@
+"""Read CSV and Parquet files into a DataFrame, turning every failure into a DataError."""
+
+from __future__ import annotations
+
+import csv
+from pathlib import Path
+
+import pandas as pd
+
+from tabtrack.errors import DataError
+
+CSV_SUFFIXES = {".csv", ".tsv", ".txt"}
+PARQUET_SUFFIXES = {".parquet", ".pq"}
+
+
+def load_table(path: str | Path) -> pd.DataFrame:
+    """Load a CSV or Parquet file; raise DataError naming the problem and the fix."""
+    path = Path(path)
+    if not path.exists():
+        raise DataError(f"data file '{path}' not found; check the path (relative paths start at {Path.cwd()}).")
+    if path.is_dir():
+        raise DataError(f"data path '{path}' is a directory; pass a .csv or .parquet file.")
+    suffix = path.suffix.lower()
+    if suffix in CSV_SUFFIXES:
+        frame = _read_csv(path)
+    elif suffix in PARQUET_SUFFIXES:
+        frame = _read_parquet(path)
+    else:
+        raise DataError(f"unknown data format '{suffix or path.name}' for '{path}'; use a .csv or .parquet file.")
+    if frame.shape[1] == 0:
+        raise DataError(f"data file '{path}' has no columns.")
+    if len(frame) == 0:
+        raise DataError(f"data file '{path}' has a header but no rows.")
+    return frame
+
+
+def _read_csv(path: Path) -> pd.DataFrame:
+    sep = "\t" if path.suffix.lower() == ".tsv" else ","
+    _check_csv_header(path, sep)
+    try:
+        return pd.read_csv(path, sep=sep, encoding="utf-8")
+    except UnicodeDecodeError as exc:
+        raise DataError(f"data file '{path}' is not UTF-8 text ({exc.reason}); re-save it as UTF-8.") from exc
+    except pd.errors.EmptyDataError as exc:
+        raise DataError(f"data file '{path}' is empty; it needs a header row and data rows.") from exc
+    except pd.errors.ParserError as exc:
+        detail = str(exc).strip().splitlines()[-1]
+        raise DataError(f"data file '{path}' is not valid CSV: {detail}") from exc
+
+
+def _check_csv_header(path: Path, sep: str) -> None:
+    """Catch what pandas would silently paper over: binary files and duplicate column names."""
+    with path.open("rb") as handle:
+        head = handle.read(64 * 1024)
+    if not head.strip():
+        raise DataError(f"data file '{path}' is empty; it needs a header row and data rows.")
+    if b"\x00" in head:
+        raise DataError(f"data file '{path}' looks binary, not CSV text; pass a .csv or .parquet file.")
+    try:
+        first_line = head.decode("utf-8").splitlines()[0]
+    except UnicodeDecodeError as exc:
+        raise DataError(f"data file '{path}' is not UTF-8 text ({exc.reason}); re-save it as UTF-8.") from exc
+    names = next(csv.reader([first_line], delimiter=sep), [])
+    seen: set[str] = set()
+    duplicates = sorted({name for name in names if name in seen or seen.add(name)})
+    if duplicates:
+        raise DataError(
+            f"data file '{path}' has duplicate column names: {', '.join(map(repr, duplicates))}; rename them."
+        )
+
+
+def _read_parquet(path: Path) -> pd.DataFrame:
+    try:
+        return pd.read_parquet(path)
+    except Exception as exc:  # pyarrow raises several unrelated types for a bad file
+        detail = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise DataError(f"data file '{path}' is not a readable Parquet file: {detail}") from exc

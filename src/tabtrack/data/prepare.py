@@ -1,0 +1,189 @@
+"""Turn a loaded table into clean features and target, decide the task, and split.
+
+Everything here checks at the boundary and returns normalised values; training code
+after it can trust its inputs.
+"""
+
+from __future__ import annotations
+
+import difflib
+import logging
+from dataclasses import dataclass
+
+import numpy as np
+import pandas as pd
+
+from tabtrack.errors import DataError
+
+log = logging.getLogger(__name__)
+
+TASKS = ("classification", "regression")
+# A numeric target with at most this many distinct values is read as class labels.
+MAX_CLASSES_FOR_NUMERIC_TARGET = 20
+
+
+@dataclass
+class Dataset:
+    """Features and target after cleaning, plus what was learned about them."""
+
+    X: pd.DataFrame
+    y: pd.Series
+    task: str
+    target: str
+    numeric_columns: list[str]
+    categorical_columns: list[str]
+    dropped_target_rows: int = 0
+
+    @property
+    def classes(self) -> list | None:
+        return sorted(self.y.unique().tolist()) if self.task == "classification" else None
+
+
+@dataclass
+class Split:
+    X_train: pd.DataFrame
+    X_test: pd.DataFrame
+    y_train: pd.Series
+    y_test: pd.Series
+
+
+def detect_task(y: pd.Series) -> str:
+    """Classification for text, bool or few-valued targets; regression for the rest."""
+    if not pd.api.types.is_numeric_dtype(y) or pd.api.types.is_bool_dtype(y):
+        return "classification"
+    distinct = y.nunique(dropna=True)
+    if distinct <= MAX_CLASSES_FOR_NUMERIC_TARGET and np.all(np.mod(y.dropna(), 1) == 0):
+        return "classification"
+    return "regression"
+
+
+def prepare_dataset(frame: pd.DataFrame, *, target: str, task: str = "auto", source: str = "data") -> Dataset:
+    """Validate the target, drop unlabeled rows, normalise feature dtypes and settle the task."""
+    if target not in frame.columns:
+        raise DataError(_missing_target_message(target, list(frame.columns), source))
+    y = frame[target]
+    missing = int(y.isna().sum())
+    if missing:
+        if missing == len(frame):
+            raise DataError(f"target column {target!r} in {source} has no values (all {missing} are empty).")
+        log.warning("dropped %d row(s) with an empty target %r", missing, target)
+        frame = frame.loc[y.notna()]
+        y = frame[target]
+    X = frame.drop(columns=[target])
+    if X.shape[1] == 0:
+        raise DataError(f"{source} has no feature columns besides the target {target!r}.")
+
+    resolved_task = detect_task(y) if task == "auto" else task
+    if resolved_task not in TASKS:
+        raise DataError(f"unknown task {task!r}; use auto, classification or regression.")
+    if resolved_task == "classification":
+        y = _normalise_labels(y)
+        if y.nunique() < 2:
+            raise DataError(
+                f"target {target!r} in {source} has a single class ({y.iloc[0]!r}); classification needs at least two."
+            )
+    else:
+        if not pd.api.types.is_numeric_dtype(y):
+            raise DataError(
+                f"target {target!r} is not numeric, so it cannot be used for regression; use --task classification."
+            )
+        y = y.astype("float64")
+        if not np.isfinite(y).all():
+            raise DataError(f"target {target!r} in {source} holds infinite values; remove those rows.")
+
+    X, numeric, categorical = _normalise_features(X, source)
+    return Dataset(
+        X=X.reset_index(drop=True),
+        y=y.reset_index(drop=True),
+        task=resolved_task,
+        target=target,
+        numeric_columns=numeric,
+        categorical_columns=categorical,
+        dropped_target_rows=missing,
+    )
+
+
+def split_dataset(data: Dataset, *, test_size: float, random_state: int) -> Split:
+    """Hold out a test split, stratified on the labels for classification."""
+    from sklearn.model_selection import train_test_split
+
+    n_test = int(np.ceil(test_size * len(data.y)))
+    if n_test < 1 or len(data.y) - n_test < 2:
+        raise DataError(
+            f"{len(data.y)} rows cannot be split with test_size={test_size}; use more rows or a different test_size."
+        )
+    stratify = None
+    if data.task == "classification":
+        counts = data.y.value_counts()
+        rare = counts[counts < 2]
+        if len(rare):
+            raise DataError(
+                f"class(es) {', '.join(map(repr, rare.index.tolist()))} of target {data.target!r} have a single row; "
+                "stratified splitting needs at least 2 rows per class: drop or merge them."
+            )
+        if n_test < len(counts):
+            raise DataError(
+                f"test_size={test_size} gives {n_test} test rows for {len(counts)} classes; raise test_size."
+            )
+        stratify = data.y
+    X_train, X_test, y_train, y_test = train_test_split(
+        data.X, data.y, test_size=test_size, random_state=random_state, stratify=stratify
+    )
+    return Split(X_train, X_test, y_train, y_test)
+
+
+def _missing_target_message(target: str, columns: list[str], source: str) -> str:
+    lowered = {str(c).strip().lower(): str(c) for c in columns}
+    close = difflib.get_close_matches(target, [str(c) for c in columns], n=3, cutoff=0.6)
+    exact_but_case = lowered.get(target.strip().lower())
+    if exact_but_case and exact_but_case not in close:
+        close.insert(0, exact_but_case)
+    hint = f" Did you mean {', '.join(repr(c) for c in close)}?" if close else ""
+    shown = ", ".join(repr(str(c)) for c in columns[:20]) + (" ..." if len(columns) > 20 else "")
+    return f"target column {target!r} is not in {source}.{hint} Columns: {shown}."
+
+
+def _normalise_labels(y: pd.Series) -> pd.Series:
+    """Integral float labels (1.0, 0.0) read from CSV become ints; text stays text."""
+    if pd.api.types.is_bool_dtype(y):
+        return y.astype("int64")
+    if pd.api.types.is_float_dtype(y) and np.all(np.mod(y, 1) == 0):
+        return y.astype("int64")
+    if not pd.api.types.is_numeric_dtype(y):
+        return y.astype(object).map(str)
+    return y
+
+
+def _normalise_features(X: pd.DataFrame, source: str) -> tuple[pd.DataFrame, list[str], list[str]]:
+    """Numeric columns become float64 (so the model signature admits missing values);
+    everything else becomes object-dtype text with NaN for missing, which sklearn's
+    imputers and encoders handle consistently across pandas versions."""
+    X = X.copy()
+    X.columns = [str(c) for c in X.columns]
+    numeric: list[str] = []
+    categorical: list[str] = []
+    for column in X.columns:
+        values = X[column]
+        if pd.api.types.is_bool_dtype(values) or pd.api.types.is_numeric_dtype(values):
+            as_float = values.astype("float64")
+            if np.isinf(as_float).any():
+                raise DataError(
+                    f"feature column {column!r} in {source} holds infinite values; replace them with empty cells or drop the rows."
+                )
+            X[column] = as_float
+            numeric.append(column)
+        elif pd.api.types.is_datetime64_any_dtype(values):
+            raise DataError(
+                f"feature column {column!r} in {source} holds dates; derive numeric features from it or drop it."
+            )
+        else:
+            X[column] = (
+                values.astype(object).where(values.notna(), np.nan).map(lambda v: v if isinstance(v, float) else str(v))
+            )
+            categorical.append(column)
+    empty = [c for c in X.columns if X[c].isna().all()]
+    if empty:
+        raise DataError(
+            f"feature column(s) {', '.join(map(repr, empty))} in {source} have no values at all; drop them."
+        )
+    return X, numeric, categorical

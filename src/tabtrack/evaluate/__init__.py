@@ -1,0 +1,1 @@
+"""Pure evaluation: metrics, reports and plots from predictions."""

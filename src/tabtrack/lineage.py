@@ -1,0 +1,79 @@
+"""Where a run came from: git state, Python, OS and the versions of the packages that matter."""
+
+from __future__ import annotations
+
+import os
+import platform
+import socket
+import subprocess
+from importlib import metadata
+from pathlib import Path
+
+# Distributions whose versions decide a run's numbers; recorded when installed.
+KEY_PACKAGES = (
+    "tabtrack",
+    "mlflow",
+    "scikit-learn",
+    "numpy",
+    "pandas",
+    "scipy",
+    "pyarrow",
+    "skops",
+    "xgboost",
+    "lightgbm",
+    "torch",
+    "optuna",
+)
+
+
+def git_info(cwd: str | Path | None = None) -> dict[str, str]:
+    """`git.commit`, `git.branch` and `git.dirty` when `cwd` is inside a git work tree with a commit."""
+    cwd = str(cwd or Path.cwd())
+
+    def git(*args: str) -> str | None:
+        try:
+            done = subprocess.run(["git", *args], cwd=cwd, capture_output=True, text=True, timeout=10)
+        except (OSError, subprocess.TimeoutExpired):
+            return None
+        return done.stdout.strip() if done.returncode == 0 else None
+
+    commit = git("rev-parse", "HEAD")
+    if not commit:
+        return {}
+    status = git("status", "--porcelain", "--untracked-files=no")
+    return {
+        "git.commit": commit,
+        "git.branch": git("rev-parse", "--abbrev-ref", "HEAD") or "",
+        "git.dirty": str(bool(status)).lower(),
+    }
+
+
+def env_info() -> dict[str, str]:
+    return {
+        "env.python": platform.python_version(),
+        "env.os": platform.platform(),
+        "tabtrack.host": socket.gethostname(),
+        "tabtrack.pid": str(os.getpid()),
+    }
+
+
+def installed_version(distribution: str) -> str | None:
+    try:
+        return metadata.version(distribution)
+    except metadata.PackageNotFoundError:
+        return None
+
+
+def package_versions(names: tuple[str, ...] = KEY_PACKAGES) -> dict[str, str]:
+    return {name: version for name in names if (version := installed_version(name))}
+
+
+def pinned(names: tuple[str, ...]) -> list[str]:
+    """`name==installed_version` for each installed distribution in `names`."""
+    return [f"{name}=={version}" for name, version in package_versions(names).items()]
+
+
+def requirements_txt() -> str:
+    lines = [f"# python {platform.python_version()}"]
+    lines += [f"{name}=={version}" for name, version in package_versions().items()]
+    return "\n".join(lines) + "\n"

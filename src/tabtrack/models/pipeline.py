@@ -1,0 +1,47 @@
+"""Preprocessing and estimator as one sklearn Pipeline, so the logged model takes raw rows."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+# Types skops must trust to load the preprocessing (the fitted imputers keep their input dtype).
+PREPROCESSING_TRUSTED_TYPES = ("numpy.dtype",)
+# One-hot encodes at most this many categories per column; rarer ones share one column.
+MAX_CATEGORIES = 50
+
+
+def build_preprocessor(numeric: Sequence[str], categorical: Sequence[str]):
+    from sklearn.compose import ColumnTransformer
+    from sklearn.impute import SimpleImputer
+    from sklearn.pipeline import Pipeline
+    from sklearn.preprocessing import OneHotEncoder, StandardScaler
+
+    transformers = []
+    if numeric:
+        transformers.append(
+            (
+                "num",
+                Pipeline([("impute", SimpleImputer(strategy="median")), ("scale", StandardScaler())]),
+                list(numeric),
+            )
+        )
+    if categorical:
+        encoder = OneHotEncoder(
+            handle_unknown="infrequent_if_exist", max_categories=MAX_CATEGORIES, sparse_output=False
+        )
+        transformers.append(
+            (
+                "cat",
+                Pipeline([("impute", SimpleImputer(strategy="most_frequent")), ("onehot", encoder)]),
+                list(categorical),
+            )
+        )
+    return ColumnTransformer(transformers, remainder="drop", verbose_feature_names_out=True)
+
+
+def build_pipeline(estimator: Any, *, numeric: Sequence[str], categorical: Sequence[str]):
+    """`Pipeline([("preprocess", ...), ("model", estimator)])`."""
+    from sklearn.pipeline import Pipeline
+
+    return Pipeline([("preprocess", build_preprocessor(numeric, categorical)), ("model", estimator)])

@@ -1,0 +1,43 @@
+"""Name -> ModelSpec. Every module in `tabtrack.models.families` that defines `SPECS` is a family,
+so adding one is a single new file."""
+
+from __future__ import annotations
+
+import importlib
+import pkgutil
+from functools import cache
+
+from tabtrack.errors import ConfigError, choices_hint
+from tabtrack.models.spec import ModelSpec
+
+
+@cache
+def _registry() -> dict[str, ModelSpec]:
+    from tabtrack.models import families
+
+    specs: dict[str, ModelSpec] = {}
+    for info in sorted(pkgutil.iter_modules(families.__path__), key=lambda i: i.name):
+        module = importlib.import_module(f"{families.__name__}.{info.name}")
+        for spec in getattr(module, "SPECS", ()):
+            if spec.name in specs:
+                raise RuntimeError(f"model family {spec.name!r} is declared twice")
+            specs[spec.name] = spec
+    return specs
+
+
+def model_names() -> list[str]:
+    return sorted(_registry())
+
+
+def get_spec(name: str) -> ModelSpec:
+    try:
+        return _registry()[name]
+    except KeyError:
+        raise ConfigError(choices_hint(name, _registry(), what="model")) from None
+
+
+def available_models(task: str | None = None) -> list[str]:
+    """Families whose packages are installed (and that support `task`, when given)."""
+    return [
+        name for name, spec in sorted(_registry().items()) if spec.available() and (task is None or task in spec.tasks)
+    ]

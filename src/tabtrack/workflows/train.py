@@ -1,0 +1,339 @@
+"""`tabtrack train`: one data file and config in, one complete, standard MLflow run out."""
+
+from __future__ import annotations
+
+import logging
+import random
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass, field
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from tabtrack import __version__
+from tabtrack.config import RunConfig, deep_merge, drop_none, resolve_config
+from tabtrack.data import DataFingerprint, Dataset, fingerprint, load_table, prepare_dataset, split_dataset
+from tabtrack.data.prepare import Split
+from tabtrack.errors import ConfigError, DataError
+from tabtrack.evaluate.metrics import aggregate_folds, compute_metrics, prefixed
+from tabtrack.evaluate.reports import classification_report
+from tabtrack.lineage import env_info, git_info, pinned, requirements_txt
+from tabtrack.models import ModelSpec, build_pipeline, get_spec
+from tabtrack.models.pipeline import PREPROCESSING_TRUSTED_TYPES
+from tabtrack.redact import redact
+from tabtrack.tracking import ModelArtifact, Tracker, make_tracker
+
+log = logging.getLogger(__name__)
+
+# Called as progress(stage, done, total), e.g. ("fold", 2, 5).
+Progress = Callable[[str, int, int], None]
+INPUT_EXAMPLE_ROWS = 5
+
+
+@dataclass
+class TrainResult:
+    """What a training run produced; `metrics[split][name]` with split in train, cv, test."""
+
+    run_id: str | None
+    experiment: str
+    run_name: str
+    task: str
+    model: str
+    metrics: dict[str, dict[str, float]]
+    pipeline: Any
+    config: RunConfig
+    classes: list | None = None
+    model_uri: str | None = None
+    ui_url: str | None = None
+    fold_run_ids: list[str] = field(default_factory=list)
+
+
+@dataclass
+class _Checked:
+    """Inputs after every user-facing check passed: nothing below here should be a user error."""
+
+    config: RunConfig
+    data_path: Path
+    fingerprint: DataFingerprint
+    dataset: Dataset
+    split: Split
+    spec: ModelSpec
+    estimator: Any  # unfitted, with the resolved hyperparameters; cloned for every fit
+    experiment: str
+
+
+def train(
+    data: str | Path | None = None,
+    *,
+    target: str | None = None,
+    model: str | None = None,
+    params: Mapping[str, Any] | None = None,
+    config: str | Path | RunConfig | None = None,
+    task: str | None = None,
+    cv: int | None = None,
+    test_size: float | None = None,
+    random_state: int | None = None,
+    experiment: str | None = None,
+    tags: Mapping[str, str] | None = None,
+    overrides: Iterable[str] = (),
+    tracking_uri: str | None = None,
+    track: bool = True,
+    tracker: Tracker | None = None,
+    progress: Progress | None = None,
+) -> TrainResult:
+    """Train one model and record it as one standard MLflow run.
+
+    Example:
+        >>> result = tabtrack.train("examples/breast_cancer.csv", target="target",
+        ...                         model="hist_gradient_boosting", params={"max_depth": 4})
+        >>> result.metrics["test"]["roc_auc"]
+    """
+    if isinstance(config, RunConfig):
+        base = config.model_dump()
+        config = None
+    else:
+        base = {}
+    options = {
+        "data": str(data) if data is not None else None,
+        "target": target,
+        "task": task,
+        "model": {"type": model, "params": dict(params) if params else None},
+        "test_size": test_size,
+        "random_state": random_state,
+        "cv_folds": cv,
+        "experiment": experiment,
+        "tags": dict(tags) if tags else None,
+    }
+    resolved = resolve_config(file=config, options=_merge_base(base, options), overrides=overrides)
+    return run_training(resolved, tracker=tracker, tracking_uri=tracking_uri, track=track, progress=progress)
+
+
+def run_training(
+    config: RunConfig,
+    *,
+    tracker: Tracker | None = None,
+    tracking_uri: str | None = None,
+    track: bool = True,
+    progress: Progress | None = None,
+) -> TrainResult:
+    """Check every input first (no run, not even a store, exists if one is bad), then train and record."""
+    checked = _check_training(config)
+    tracker = tracker or make_tracker(track=track, tracking_uri=tracking_uri)
+    spec, cfg, split = checked.spec, checked.config, checked.split
+    run_name = f"{spec.name}_{datetime.now():%Y%m%d_%H%M%S}"
+    _seed_everything(cfg.random_state)
+
+    with tracker.run(experiment=checked.experiment, run_name=run_name, tags=_run_tags(checked)) as run:
+        run.log_params(_run_params(checked))
+        run.log_text(_resolved_yaml(cfg), "config/resolved.yaml")
+        run.log_text(requirements_txt(), "env/requirements.txt")
+        _log_datasets(run, checked)
+
+        metrics: dict[str, dict[str, float]] = {}
+        fold_run_ids: list[str] = []
+        if cfg.cv_folds >= 2:
+            metrics["cv"], fold_run_ids = _cross_validate(run, checked, progress)
+            run.log_metrics(prefixed("cv", metrics["cv"]))
+
+        pipeline = _new_pipeline(checked).fit(split.X_train, split.y_train)
+        classes = checked.dataset.classes
+        for name, X, y in (("train", split.X_train, split.y_train), ("test", split.X_test, split.y_test)):
+            metrics[name] = _evaluate(pipeline, X, y, checked)
+            run.log_metrics(prefixed(name, metrics[name]))
+
+        if classes is not None:
+            text, as_json = classification_report(split.y_test, pipeline.predict(split.X_test), classes=classes)
+            run.log_text(text, "reports/classification_report.txt")
+            run.log_text(as_json, "reports/classification_report.json")
+
+        model_uri = run.log_model(_model_artifact(pipeline, checked))
+        result = TrainResult(
+            run_id=run.run_id,
+            experiment=checked.experiment,
+            run_name=run_name,
+            task=checked.dataset.task,
+            model=spec.name,
+            metrics=metrics,
+            pipeline=pipeline,
+            config=cfg,
+            classes=classes,
+            model_uri=model_uri,
+            ui_url=run.ui_url,
+            fold_run_ids=fold_run_ids,
+        )
+    return result
+
+
+# -- checks ---------------------------------------------------------------------------------
+def _check_training(config: RunConfig) -> _Checked:
+    """Every user mistake surfaces here as a TabtrackError, before a run is created."""
+    if not config.data:
+        raise ConfigError("no data file given; pass DATA (e.g. tabtrack train data.csv --target y).")
+    if not config.target:
+        raise ConfigError("no target column given; pass --target NAME or set `target:` in the config.")
+    spec = get_spec(config.model.type)
+    data_path = Path(config.data)
+    frame = load_table(data_path)
+    dataset = prepare_dataset(frame, target=config.target, task=config.task, source=f"'{data_path}'")
+    if dataset.task not in spec.tasks:
+        raise ConfigError(
+            f"model {spec.name!r} does not support {dataset.task} (target {config.target!r}); "
+            f"it supports {', '.join(spec.tasks)}. Pick another --model or set --task."
+        )
+    split = split_dataset(dataset, test_size=config.test_size, random_state=config.random_state)
+    if config.cv_folds >= 2:
+        _check_folds(split.y_train, config.cv_folds, dataset.task)
+    # Built now so unknown parameter names and invalid values are reported before any run exists.
+    estimator = spec.build(dataset.task, config.model.params, random_state=config.random_state)
+    return _Checked(
+        config=config,
+        data_path=data_path,
+        fingerprint=fingerprint(data_path),
+        dataset=dataset,
+        split=split,
+        spec=spec,
+        estimator=estimator,
+        experiment=config.experiment or data_path.stem,
+    )
+
+
+def _check_folds(y_train: pd.Series, folds: int, task: str) -> None:
+    if folds > len(y_train):
+        raise ConfigError(f"cv_folds={folds} exceeds the {len(y_train)} training rows; lower --cv.")
+    if task == "classification":
+        smallest = y_train.value_counts().min()
+        if smallest < folds:
+            raise DataError(
+                f"the rarest class has {smallest} training row(s), fewer than cv_folds={folds}; lower --cv."
+            )
+
+
+# -- training pieces --------------------------------------------------------------------------
+def _seed_everything(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+
+
+def _new_pipeline(checked: _Checked):
+    from sklearn.base import clone
+
+    return build_pipeline(
+        clone(checked.estimator),
+        numeric=checked.dataset.numeric_columns,
+        categorical=checked.dataset.categorical_columns,
+    )
+
+
+def _evaluate(pipeline, X: pd.DataFrame, y: pd.Series, checked: _Checked) -> dict[str, float]:
+    proba = (
+        pipeline.predict_proba(X)
+        if checked.dataset.task == "classification" and hasattr(pipeline, "predict_proba")
+        else None
+    )
+    return compute_metrics(checked.dataset.task, y, pipeline.predict(X), proba, classes=checked.dataset.classes)
+
+
+def _cross_validate(run: Tracker, checked: _Checked, progress: Progress | None) -> tuple[dict[str, float], list[str]]:
+    """K folds on the training split, one child run `fold_{k}` each; returns mean/std and child ids."""
+    from sklearn.model_selection import KFold, StratifiedKFold
+
+    cfg, split = checked.config, checked.split
+    splitter_cls = StratifiedKFold if checked.dataset.task == "classification" else KFold
+    splitter = splitter_cls(n_splits=cfg.cv_folds, shuffle=True, random_state=cfg.random_state)
+    fold_metrics: list[dict[str, float]] = []
+    run_ids: list[str] = []
+    for k, (fit_idx, val_idx) in enumerate(splitter.split(split.X_train, split.y_train), start=1):
+        with run.child_run(f"fold_{k}") as child:
+            child.log_params(
+                {"fold": k, "cv_folds": cfg.cv_folds, "n_train_samples": len(fit_idx), "n_val_samples": len(val_idx)}
+            )
+            pipeline = _new_pipeline(checked).fit(split.X_train.iloc[fit_idx], split.y_train.iloc[fit_idx])
+            scores = _evaluate(pipeline, split.X_train.iloc[val_idx], split.y_train.iloc[val_idx], checked)
+            child.log_metrics(prefixed("cv", scores))
+            fold_metrics.append(scores)
+            if child.run_id:
+                run_ids.append(child.run_id)
+        if progress:
+            progress("fold", k, cfg.cv_folds)
+    return aggregate_folds(fold_metrics), run_ids
+
+
+# -- what gets recorded ---------------------------------------------------------------------------
+def _run_params(checked: _Checked) -> dict[str, Any]:
+    cfg, split = checked.config, checked.split
+    settings = {
+        "model_type": checked.spec.name,
+        "task": checked.dataset.task,
+        "target": cfg.target,
+        "test_size": cfg.test_size,
+        "random_state": cfg.random_state,
+        "cv_folds": cfg.cv_folds,
+        "n_features": split.X_train.shape[1],
+        "n_train_samples": len(split.X_train),
+        "n_test_samples": len(split.X_test),
+        "n_numeric_features": len(checked.dataset.numeric_columns),
+        "n_categorical_features": len(checked.dataset.categorical_columns),
+    }
+    if checked.dataset.classes is not None:
+        settings["n_classes"] = len(checked.dataset.classes)
+    if checked.dataset.dropped_target_rows:
+        settings["n_dropped_target_rows"] = checked.dataset.dropped_target_rows
+    return redact({**checked.estimator.get_params(deep=False), **settings})
+
+
+def _run_tags(checked: _Checked) -> dict[str, str]:
+    fp = checked.fingerprint
+    tags = {
+        "tabtrack.version": __version__,
+        "data.path": fp.path,
+        "data.sha256": fp.sha256,
+        "data.size_bytes": str(fp.size_bytes),
+        **git_info(),
+        **env_info(),
+    }
+    if fp.dvc_md5:
+        tags["data.dvc_md5"] = fp.dvc_md5
+        tags["data.dvc_file"] = fp.dvc_file or ""
+    tags.update(redact(checked.config.tags))
+    return tags
+
+
+def _resolved_yaml(cfg: RunConfig) -> str:
+    import yaml
+
+    return yaml.safe_dump(redact(cfg.model_dump(mode="json")), sort_keys=False)
+
+
+def _log_datasets(run: Tracker, checked: _Checked) -> None:
+    split, target = checked.split, checked.config.target
+    stem = checked.data_path.stem
+    for context, X, y in (("training", split.X_train, split.y_train), ("test", split.X_test, split.y_test)):
+        frame = X.assign(**{target: y.to_numpy()})
+        run.log_dataset(
+            frame,
+            context=context,
+            source=Path(checked.fingerprint.path).as_uri(),
+            name=f"{stem}_{'train' if context == 'training' else 'test'}",
+            target=target,
+        )
+
+
+def _model_artifact(pipeline, checked: _Checked) -> ModelArtifact:
+    example = checked.split.X_train.head(INPUT_EXAMPLE_ROWS)
+    requirements = ("scikit-learn", "numpy", "pandas", "scipy", "skops", *checked.spec.requires)
+    return ModelArtifact(
+        model=pipeline,
+        flavor=checked.spec.flavor,
+        input_example=example,
+        output_example=pipeline.predict(example),
+        pip_requirements=pinned(tuple(dict.fromkeys(requirements))),
+        trusted_types=[*PREPROCESSING_TRUSTED_TYPES, *checked.spec.trusted_types],
+    )
+
+
+def _merge_base(base: dict[str, Any], options: dict[str, Any]) -> dict[str, Any]:
+    """A RunConfig passed as `config=` is the base layer; explicit keyword arguments win."""
+    return deep_merge(base, drop_none(options))

@@ -1,0 +1,32 @@
+"""`tabtrack ui`: the MLflow UI on the store that `train` writes to."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+from tabtrack.redact import redact_uri
+from tabtrack.tracking.store import is_local_store, resolve_tracking_uri
+
+
+def ui_command(*, tracking_uri: str, host: str, port: int) -> list[str]:
+    return [
+        sys.executable, "-m", "mlflow", "server",
+        "--backend-store-uri", tracking_uri,
+        "--default-artifact-root", (Path.cwd() / "mlruns").as_uri(),
+        "--host", host, "--port", str(port),
+    ]  # fmt: skip
+
+
+def serve_ui(*, tracking_uri: str | None, host: str, port: int) -> int:
+    """Run the UI in the foreground until Ctrl-C; a remote tracking server already is one."""
+    uri = resolve_tracking_uri(tracking_uri)
+    if not is_local_store(uri):
+        print(f"{redact_uri(uri)} is a tracking server: open it in a browser.")
+        return 0
+    print(f"MLflow UI for {uri} at http://{host}:{port}  (Ctrl-C to stop)", flush=True)
+    try:
+        return subprocess.call(ui_command(tracking_uri=uri, host=host, port=port))
+    except KeyboardInterrupt:
+        return 0

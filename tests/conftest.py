@@ -1,0 +1,124 @@
+"""Fixtures: small real datasets, a temp working directory with its own SQLite MLflow store,
+git repos in temp dirs, and an in-process CLI runner that goes through `tabtrack.cli.main`."""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+from sklearn import datasets
+
+EXAMPLES = Path(__file__).resolve().parents[1] / "examples"
+
+
+def _bundled(name: str) -> pd.DataFrame:
+    loader = {
+        "breast_cancer": datasets.load_breast_cancer,
+        "wine": datasets.load_wine,
+        "diabetes": datasets.load_diabetes,
+    }[name]
+    frame = loader(as_frame=True).frame
+    frame.columns = [str(c).replace(" ", "_") for c in frame.columns]
+    return frame
+
+
+@pytest.fixture(scope="session")
+def data_dir(tmp_path_factory) -> Path:
+    """CSV files of scikit-learn's bundled datasets plus a mixed-type one with gaps."""
+    root = tmp_path_factory.mktemp("data")
+    for name in ("breast_cancer", "wine", "diabetes"):
+        _bundled(name).to_csv(root / f"{name}.csv", index=False)
+    mixed_frame().to_csv(root / "mixed.csv", index=False)
+    return root
+
+
+def mixed_frame(n: int = 400, seed: int = 0) -> pd.DataFrame:
+    """Numeric and categorical features, missing values in both, a binary text target."""
+    rng = np.random.default_rng(seed)
+    frame = pd.DataFrame(
+        {
+            "age": rng.integers(18, 80, n).astype(float),
+            "income": rng.normal(50_000, 15_000, n),
+            "city": rng.choice(["paris", "lyon", "nice", "lille"], n),
+            "plan": rng.choice(["basic", "pro"], n),
+        }
+    )
+    score = (frame["age"] > 45).astype(int) + (frame["plan"] == "pro").astype(int) + rng.normal(0, 0.5, n)
+    frame["churn"] = np.where(score > 1, "yes", "no")
+    frame.loc[rng.choice(n, 30, replace=False), "income"] = np.nan
+    frame.loc[rng.choice(n, 30, replace=False), "city"] = np.nan
+    return frame
+
+
+@pytest.fixture
+def workdir(tmp_path, monkeypatch) -> Path:
+    """A fresh working directory: the default store (./mlflow.db) lives here."""
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    return tmp_path
+
+
+@pytest.fixture
+def store_uri(workdir) -> str:
+    return f"sqlite:///{workdir / 'mlflow.db'}"
+
+
+@pytest.fixture
+def client(store_uri):
+    from mlflow import MlflowClient
+
+    return MlflowClient(store_uri)
+
+
+def git(repo: Path, *args: str) -> str:
+    done = subprocess.run(
+        ["git", "-c", "user.email=t@example.com", "-c", "user.name=t", *args],
+        cwd=repo, capture_output=True, text=True, check=True,
+    )  # fmt: skip
+    return done.stdout.strip()
+
+
+@pytest.fixture
+def git_repo(workdir) -> Path:
+    if shutil.which("git") is None:
+        pytest.fail("git is required for these tests (.ci/run installs it)")
+    git(workdir, "init", "-q", "-b", "main")
+    (workdir / ".gitignore").write_text("mlflow.db\nmlruns/\n")
+    return workdir
+
+
+@pytest.fixture
+def cli(capsys):
+    """Run `tabtrack ARGS` in-process through the real entry point; returns (exit code, stdout, stderr)."""
+    from tabtrack.cli import main
+
+    def invoke(*args: str) -> tuple[int, str, str]:
+        argv = sys.argv
+        sys.argv = ["tabtrack", *map(str, args)]
+        try:
+            main()
+            code = 0
+        except SystemExit as exc:
+            code = exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 1)
+        finally:
+            sys.argv = argv
+        captured = capsys.readouterr()
+        return code, captured.out, captured.err
+
+    return invoke
+
+
+def runs_of(client, experiment: str):
+    exp = client.get_experiment_by_name(experiment)
+    return [] if exp is None else client.search_runs([exp.experiment_id])
+
+
+def parent_run(client, experiment: str):
+    parents = [r for r in runs_of(client, experiment) if "mlflow.parentRunId" not in r.data.tags]
+    assert len(parents) == 1, [r.info.run_name for r in parents]
+    return parents[0]

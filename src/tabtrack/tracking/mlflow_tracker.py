@@ -7,6 +7,7 @@ params, metrics and tags are buffered and sent with `log_batch`, not one call pe
 from __future__ import annotations
 
 import time
+import warnings
 from collections.abc import Mapping
 from typing import Any
 
@@ -124,7 +125,10 @@ class MlflowTracker(Tracker):
     def log_dataset(self, frame: Any, *, context: str, source: str, name: str, target: str | None) -> None:
         from mlflow.entities import DatasetInput, InputTag
 
-        dataset = mlflow.data.from_pandas(frame, source=source, name=name, targets=target)
+        with warnings.catch_warnings():
+            # MLflow registers two identical local-file source types and warns that it picked one.
+            warnings.filterwarnings("ignore", message="The specified dataset source can be interpreted")
+            dataset = mlflow.data.from_pandas(frame, source=source, name=name, targets=target)
         entity = DatasetInput(dataset._to_mlflow_entity(), tags=[InputTag("mlflow.data.context", context)])
         self._client.log_inputs(self.run_id, datasets=[entity])
 

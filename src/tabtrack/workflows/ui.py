@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import contextlib
+import os
+import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -26,7 +29,24 @@ def serve_ui(*, tracking_uri: str | None, host: str, port: int) -> int:
         print(f"{redact_uri(uri)} is a tracking server: open it in a browser.")
         return 0
     print(f"MLflow UI for {uri} at http://{host}:{port}  (Ctrl-C to stop)", flush=True)
+    # Its own process group: the server forks workers, and stopping the UI must stop them all.
+    server = subprocess.Popen(ui_command(tracking_uri=uri, host=host, port=port), start_new_session=True)
     try:
-        return subprocess.call(ui_command(tracking_uri=uri, host=host, port=port))
-    except KeyboardInterrupt:
+        return server.wait()
+    except (KeyboardInterrupt, SystemExit):
         return 0
+    finally:
+        _stop_group(server)
+
+
+def _stop_group(process: subprocess.Popen) -> None:
+    if process.poll() is not None:
+        return
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(process.pid, signal.SIGTERM)
+    try:
+        process.wait(timeout=10)
+    except subprocess.TimeoutExpired:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(process.pid, signal.SIGKILL)
+        process.wait()

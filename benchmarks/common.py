@@ -1,0 +1,58 @@
+"""Helpers shared by the benchmark scripts: generated data, timing of fresh processes, tables."""
+
+from __future__ import annotations
+
+import os
+import statistics
+import subprocess
+import sys
+import time
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+
+def generated_classification(path: Path, *, rows: int, features: int, seed: int = 0) -> Path:
+    """A binary classification CSV from scikit-learn's generator (no download)."""
+    from sklearn.datasets import make_classification
+
+    X, y = make_classification(
+        n_samples=rows, n_features=features, n_informative=max(2, features // 2), random_state=seed
+    )
+    frame = pd.DataFrame(X, columns=[f"x{i}" for i in range(features)])
+    frame["y"] = y
+    frame.to_csv(path, index=False)
+    return path
+
+
+def time_command(args: Sequence[str], *, cwd: Path, repeats: int, env: dict | None = None) -> list[float]:
+    """Wall seconds of `args` run `repeats` times as fresh processes."""
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        subprocess.run(list(args), cwd=cwd, check=True, capture_output=True, env={**os.environ, **(env or {})})
+        times.append(time.perf_counter() - start)
+    return times
+
+
+def tabtrack_cmd(*args: str) -> list[str]:
+    bin_dir = Path(sys.executable).parent
+    exe = bin_dir / "tabtrack"
+    return [str(exe), *args] if exe.exists() else [sys.executable, "-m", "tabtrack", *args]
+
+
+def median(values: Sequence[float]) -> float:
+    return float(statistics.median(values))
+
+
+def print_table(rows: Sequence[tuple[str, str, str, str]]) -> None:
+    header = ("measure", "value", "target", "ok")
+    widths = [max(len(str(r[i])) for r in (header, *rows)) for i in range(4)]
+    for row in (header, tuple("-" * w for w in widths), *rows):
+        print("  ".join(str(cell).ljust(width) for cell, width in zip(row, widths, strict=True)))
+
+
+def rng(seed: int = 0) -> np.random.Generator:
+    return np.random.default_rng(seed)

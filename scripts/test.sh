@@ -1,0 +1,12 @@
+#!/usr/bin/env bash
+# Install tabtrack with its test dependencies into .venv and run the linters and the test suite.
+# Complete on a fresh machine with Python 3.11+: `bash scripts/test.sh` (extra args go to pytest).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+PYTHON=${PYTHON:-python3}
+[ -x .venv/bin/python ] || "$PYTHON" -m venv .venv
+.venv/bin/python -m pip install -q --upgrade pip
+.venv/bin/python -m pip install -q -e '.[dev]'
+.venv/bin/ruff check src tests benchmarks
+.venv/bin/ruff format --check src tests benchmarks
+.venv/bin/python -m pytest "$@"

@@ -6,6 +6,7 @@ Heavy imports (pandas, scikit-learn, mlflow) happen inside commands so `--help` 
 from __future__ import annotations
 
 import logging
+import os
 import signal
 import sys
 from pathlib import Path
@@ -102,6 +103,19 @@ def families() -> None:
 
 
 @app.command()
+def report(
+    run_id: Annotated[str, typer.Argument(help="MLflow run id")],
+    output: Annotated[Path, typer.Option("--output", "-o", help="HTML file to write")] = Path("report.html"),
+    tracking_uri: TrackingUri = None,
+) -> None:
+    """Write a standalone HTML report (params, metrics, lineage, plots) for a run."""
+    from tabtrack.workflows.report import run_report
+
+    output.write_text(run_report(run_id, tracking_uri=tracking_uri), encoding="utf-8")
+    typer.echo(f"wrote {output}")
+
+
+@app.command()
 def ui(
     port: Annotated[int, typer.Option("--port", "-p", help="port to listen on")] = 5000,
     host: Annotated[str, typer.Option("--host", help="interface to bind; 0.0.0.0 exposes it")] = "127.0.0.1",
@@ -133,6 +147,7 @@ def _configure_logging(verbose: bool) -> None:
 
         warnings.filterwarnings("ignore", module=r"mlflow(\..*)?")
         warnings.filterwarnings("ignore", category=FutureWarning)
+        os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
 
 
 def _on_sigterm(signum, frame) -> None:

@@ -39,6 +39,18 @@ class RunConfig(_Strict):
     cv_folds: int = Field(0, ge=0, le=100, description="K-fold CV on the training split; 0 turns it off")
     experiment: str | None = Field(None, description="MLflow experiment; default: the data file's stem")
     tags: dict[str, str] = Field(default_factory=dict)
+    thresholds: list[float] = Field([0.3, 0.5, 0.7], description="binary classifiers: F1 logged at each")
+    metrics: list[str] = Field(
+        default_factory=list, description="custom metrics, 'module:function' or 'file.py:function'"
+    )
+
+    @field_validator("thresholds")
+    @classmethod
+    def _thresholds_in_unit_interval(cls, values: list[float]) -> list[float]:
+        bad = [v for v in values if not 0 < v < 1]
+        if bad:
+            raise ValueError(f"thresholds must lie strictly between 0 and 1, got {bad}")
+        return values
 
     @field_validator("cv_folds")
     @classmethod

@@ -126,3 +126,31 @@ def aggregate_folds(fold_metrics: Sequence[Mapping[str, float]]) -> dict[str, fl
 def prefixed(split: str, metrics: Mapping[str, float]) -> dict[str, float]:
     """`{split}_{name}`, the naming contract for logged metrics."""
     return {f"{split}_{name}": value for name, value in metrics.items()}
+
+
+def threshold_metrics(
+    y_true: Sequence, proba_positive: np.ndarray, *, positive, thresholds: Sequence[float]
+) -> dict[str, float]:
+    """Binary only: F1 at each given threshold, and the threshold that maximises F1 (with that F1)."""
+    from sklearn.metrics import f1_score, precision_recall_curve
+
+    positives = np.asarray(y_true) == positive
+    result = {f"f1_at_{t:g}": float(f1_score(positives, proba_positive >= t, zero_division=0)) for t in thresholds}
+    precision, recall, cutoffs = precision_recall_curve(positives, proba_positive)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        f1 = np.where(precision + recall > 0, 2 * precision * recall / (precision + recall), 0.0)[:-1]
+    if len(cutoffs):
+        best = int(np.argmax(f1))
+        result["best_f1_threshold"] = float(cutoffs[best])
+        result["best_f1"] = float(f1[best])
+    return result
+
+
+def group_by_split(flat: Mapping[str, float]) -> dict[str, dict[str, float]]:
+    """`{"test_f1": .9, "cv_f1_mean": .8}` -> `{"test": {"f1": .9}, "cv": {"f1_mean": .8}}`."""
+    grouped: dict[str, dict[str, float]] = {}
+    for key, value in flat.items():
+        split, sep, name = key.partition("_")
+        if sep and split in ("train", "cv", "test"):
+            grouped.setdefault(split, {})[name] = value
+    return grouped

@@ -6,9 +6,11 @@ params, metrics and tags are buffered and sent with `log_batch`, not one call pe
 
 from __future__ import annotations
 
+import tempfile
 import time
 import warnings
 from collections.abc import Mapping
+from pathlib import Path
 from typing import Any
 
 import mlflow
@@ -119,8 +121,12 @@ class MlflowTracker(Tracker):
     def log_text(self, text: str, artifact_file: str) -> None:
         self._client.log_text(self.run_id, text, artifact_file)
 
-    def log_figure(self, figure: Any, artifact_file: str) -> None:
-        self._client.log_figure(self.run_id, figure, artifact_file)
+    def log_bytes(self, data: bytes, artifact_file: str) -> None:
+        folder, _, name = artifact_file.rpartition("/")
+        with tempfile.TemporaryDirectory() as tmp:
+            local = Path(tmp) / name
+            local.write_bytes(data)
+            self._client.log_artifact(self.run_id, str(local), artifact_path=folder or None)
 
     def log_dataset(self, frame: Any, *, context: str, source: str, name: str, target: str | None) -> None:
         from mlflow.entities import DatasetInput, InputTag

@@ -42,7 +42,7 @@ class NullTracker(Tracker):
     def log_text(self, text: str, artifact_file: str) -> None:
         pass
 
-    def log_figure(self, figure: Any, artifact_file: str) -> None:
+    def log_bytes(self, data: bytes, artifact_file: str) -> None:
         pass
 
     def log_dataset(self, frame: Any, *, context: str, source: str, name: str, target: str | None) -> None:

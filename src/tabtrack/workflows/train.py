@@ -18,8 +18,10 @@ from tabtrack.config import RunConfig, deep_merge, drop_none, resolve_config
 from tabtrack.data import DataFingerprint, Dataset, fingerprint, load_table, prepare_dataset, split_dataset
 from tabtrack.data.prepare import Split
 from tabtrack.errors import ConfigError, DataError
+from tabtrack.evaluate.custom import CustomMetric, load_metric
+from tabtrack.evaluate.evidence import build_evidence
+from tabtrack.evaluate.html_report import ReportData, render_report
 from tabtrack.evaluate.metrics import aggregate_folds, compute_metrics, prefixed
-from tabtrack.evaluate.reports import classification_report
 from tabtrack.lineage import env_info, git_info, pinned, requirements_txt
 from tabtrack.models import ModelSpec, build_pipeline, get_spec
 from tabtrack.models.pipeline import PREPROCESSING_TRUSTED_TYPES
@@ -49,6 +51,7 @@ class TrainResult:
     model_uri: str | None = None
     ui_url: str | None = None
     fold_run_ids: list[str] = field(default_factory=list)
+    artifact_seconds: float = 0.0  # time spent on plots, reports and importance
 
 
 @dataclass
@@ -63,6 +66,7 @@ class _Checked:
     spec: ModelSpec
     estimator: Any  # unfitted, with the resolved hyperparameters; cloned for every fit
     experiment: str
+    custom_metrics: list[CustomMetric]
 
 
 def train(
@@ -126,8 +130,9 @@ def run_training(
     run_name = f"{spec.name}_{datetime.now():%Y%m%d_%H%M%S}"
     _seed_everything(cfg.random_state)
 
-    with tracker.run(experiment=checked.experiment, run_name=run_name, tags=_run_tags(checked)) as run:
-        run.log_params(_run_params(checked))
+    params, tags = _run_params(checked), _run_tags(checked)
+    with tracker.run(experiment=checked.experiment, run_name=run_name, tags=tags) as run:
+        run.log_params(params)
         run.log_text(_resolved_yaml(cfg), "config/resolved.yaml")
         run.log_text(requirements_txt(), "env/requirements.txt")
         _log_datasets(run, checked)
@@ -139,17 +144,31 @@ def run_training(
             run.log_metrics(prefixed("cv", metrics["cv"]))
 
         pipeline = _new_pipeline(checked).fit(split.X_train, split.y_train)
-        classes = checked.dataset.classes
-        for name, X, y in (("train", split.X_train, split.y_train), ("test", split.X_test, split.y_test)):
-            metrics[name] = _evaluate(pipeline, X, y, checked)
-            run.log_metrics(prefixed(name, metrics[name]))
+        metrics["train"], _, _ = _evaluate(pipeline, split.X_train, split.y_train, checked)
+        metrics["test"], y_pred, proba = _evaluate(pipeline, split.X_test, split.y_test, checked)
 
-        if classes is not None:
-            text, as_json = classification_report(split.y_test, pipeline.predict(split.X_test), classes=classes)
-            run.log_text(text, "reports/classification_report.txt")
-            run.log_text(as_json, "reports/classification_report.json")
+        evidence = build_evidence(
+            pipeline, split.X_test, split.y_test, y_pred, proba,
+            task=checked.dataset.task, classes=checked.dataset.classes, model_name=spec.name,
+            thresholds=cfg.thresholds, random_state=cfg.random_state,
+        )  # fmt: skip
+        metrics["test"].update(evidence.metrics)
+        for split_name in ("train", "test"):
+            run.log_metrics(prefixed(split_name, metrics[split_name]))
+        run.log_params(evidence.params)
+        for path, text in evidence.texts.items():
+            run.log_text(text, path)
+        for path, png in evidence.images.items():
+            run.log_bytes(png, path)
 
         model_uri = run.log_model(_model_artifact(pipeline, checked))
+        flat_metrics = {f"{split_name}_{k}": v for split_name, values in metrics.items() for k, v in values.items()}
+        report = ReportData(
+            run_id=run.run_id, run_name=run_name, experiment=checked.experiment, status="FINISHED",
+            params={k: str(v) for k, v in {**params, **evidence.params}.items()},
+            metrics=flat_metrics, tags=tags, images=evidence.images,
+        )  # fmt: skip
+        run.log_text(render_report(report), "report.html")
         result = TrainResult(
             run_id=run.run_id,
             experiment=checked.experiment,
@@ -159,10 +178,11 @@ def run_training(
             metrics=metrics,
             pipeline=pipeline,
             config=cfg,
-            classes=classes,
+            classes=checked.dataset.classes,
             model_uri=model_uri,
             ui_url=run.ui_url,
             fold_run_ids=fold_run_ids,
+            artifact_seconds=evidence.seconds,
         )
     return result
 
@@ -197,6 +217,7 @@ def _check_training(config: RunConfig) -> _Checked:
         spec=spec,
         estimator=estimator,
         experiment=config.experiment or data_path.stem,
+        custom_metrics=[load_metric(reference) for reference in config.metrics],
     )
 
 
@@ -227,13 +248,15 @@ def _new_pipeline(checked: _Checked):
     )
 
 
-def _evaluate(pipeline, X: pd.DataFrame, y: pd.Series, checked: _Checked) -> dict[str, float]:
-    proba = (
-        pipeline.predict_proba(X)
-        if checked.dataset.task == "classification" and hasattr(pipeline, "predict_proba")
-        else None
-    )
-    return compute_metrics(checked.dataset.task, y, pipeline.predict(X), proba, classes=checked.dataset.classes)
+def _evaluate(pipeline, X: pd.DataFrame, y: pd.Series, checked: _Checked):
+    """`(metrics, y_pred, proba)` on one split, custom metrics included."""
+    task = checked.dataset.task
+    y_pred = pipeline.predict(X)
+    proba = pipeline.predict_proba(X) if task == "classification" and hasattr(pipeline, "predict_proba") else None
+    scores = compute_metrics(task, y, y_pred, proba, classes=checked.dataset.classes)
+    for metric in checked.custom_metrics:
+        scores[metric.name] = metric(np.asarray(y), y_pred, proba)
+    return scores, y_pred, proba
 
 
 def _cross_validate(run: Tracker, checked: _Checked, progress: Progress | None) -> tuple[dict[str, float], list[str]]:
@@ -251,7 +274,7 @@ def _cross_validate(run: Tracker, checked: _Checked, progress: Progress | None) 
                 {"fold": k, "cv_folds": cfg.cv_folds, "n_train_samples": len(fit_idx), "n_val_samples": len(val_idx)}
             )
             pipeline = _new_pipeline(checked).fit(split.X_train.iloc[fit_idx], split.y_train.iloc[fit_idx])
-            scores = _evaluate(pipeline, split.X_train.iloc[val_idx], split.y_train.iloc[val_idx], checked)
+            scores, _, _ = _evaluate(pipeline, split.X_train.iloc[val_idx], split.y_train.iloc[val_idx], checked)
             child.log_metrics(prefixed("cv", scores))
             fold_metrics.append(scores)
             if child.run_id:

@@ -1,0 +1,59 @@
+"""Issue 3 benchmark: time spent producing all evaluation artifacts (plots, reports, importance)
+for a 20,000-row run, printed next to the training time. Target: artifacts <= 1 s.
+
+    python -m benchmarks.artifacts [--repeats 5]
+"""
+
+from __future__ import annotations
+
+import argparse
+import tempfile
+import time
+from pathlib import Path
+
+from benchmarks.common import generated_classification, median, print_table
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--repeats", type=int, default=5)
+    args = parser.parse_args()
+
+    import numpy as np
+    import pandas as pd
+
+    import tabtrack
+
+    rows = []
+    with tempfile.TemporaryDirectory() as tmp:
+        data = generated_classification(Path(tmp) / "c20k.csv", rows=20_000, features=8)
+        frame = pd.read_csv(data)
+        frame["y"] = frame["y"] * 50.0 + np.random.default_rng(0).normal(0, 5, len(frame))  # a regression twin
+        reg = Path(tmp) / "r20k.csv"
+        frame.to_csv(reg, index=False)
+        for label, path, task, model in (
+            ("classification, random_forest", data, "classification", "random_forest"),
+            ("classification, hist_gradient_boosting", data, "classification", "hist_gradient_boosting"),
+            ("regression, hist_gradient_boosting", reg, "regression", "hist_gradient_boosting"),
+        ):
+            artifacts, totals = [], []
+            for _ in range(args.repeats):
+                start = time.perf_counter()
+                result = tabtrack.train(path, target="y", model=model, task=task, track=False)
+                totals.append(time.perf_counter() - start)
+                artifacts.append(result.artifact_seconds)
+            a = median(artifacts)
+            rows.append(
+                (
+                    f"artifacts, {label} (train+eval {median(totals) - a:.2f} s)",
+                    f"{a:.2f} s",
+                    "<= 1 s",
+                    "yes" if a <= 1 else "NO",
+                )
+            )
+    print(f"20,000 rows x 8 features, median of {args.repeats}")
+    print_table(rows)
+
+
+if __name__ == "__main__":
+    main()

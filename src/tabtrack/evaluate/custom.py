@@ -1,0 +1,65 @@
+"""User metrics named in the config: "package.module:function" or "path/to/file.py:function".
+
+Each is called as `fn(y_true, y_pred, y_proba) -> float` and logged per split as `{split}_{function}`.
+"""
+
+from __future__ import annotations
+
+import importlib
+import importlib.util
+import math
+import numbers
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+from tabtrack.errors import ConfigError, TabtrackError
+
+
+@dataclass(frozen=True)
+class CustomMetric:
+    reference: str  # as written in the config
+    name: str
+    fn: Callable
+    source_file: str | None  # the .py file defining it, so it can ship with a model that needs it
+
+    def __call__(self, y_true, y_pred, y_proba) -> float:
+        try:
+            value = self.fn(y_true, y_pred, y_proba)
+        except Exception as exc:
+            raise TabtrackError(f"custom metric {self.reference!r} failed: {type(exc).__name__}: {exc}") from exc
+        if isinstance(value, bool) or not isinstance(value, numbers.Real) or math.isnan(float(value)):
+            raise TabtrackError(
+                f"custom metric {self.reference!r} returned {value!r}; it must return one finite number (float)."
+            )
+        return float(value)
+
+
+def load_metric(reference: str) -> CustomMetric:
+    """Import the function now, so a bad reference is a config error before any run exists."""
+    target, sep, function = reference.rpartition(":")
+    if not sep or not target or not function:
+        raise ConfigError(
+            f"custom metric {reference!r} must look like 'package.module:function' or 'file.py:function'."
+        )
+    if target.endswith(".py"):
+        path = Path(target)
+        if not path.is_file():
+            raise ConfigError(f"custom metric file '{path}' not found (from {reference!r}).")
+        spec = importlib.util.spec_from_file_location(f"tabtrack_user_metrics_{path.stem}", path)
+        module = importlib.util.module_from_spec(spec)
+        try:
+            spec.loader.exec_module(module)
+        except Exception as exc:
+            raise ConfigError(f"custom metric file '{path}' failed to import: {type(exc).__name__}: {exc}") from exc
+    else:
+        try:
+            module = importlib.import_module(target)
+        except ImportError as exc:
+            raise ConfigError(
+                f"custom metric module {target!r} cannot be imported ({exc}); is it installed or on PYTHONPATH?"
+            ) from exc
+    fn = getattr(module, function, None)
+    if not callable(fn):
+        raise ConfigError(f"custom metric {reference!r}: module {target!r} has no function {function!r}.")
+    return CustomMetric(reference=reference, name=function, fn=fn, source_file=getattr(module, "__file__", None))

@@ -19,6 +19,7 @@ def ui_command(*, tracking_uri: str, host: str, port: int) -> list[str]:
         "--backend-store-uri", tracking_uri,
         "--default-artifact-root", (Path.cwd() / "mlruns").as_uri(),
         "--host", host, "--port", str(port),
+        "--workers", "1",  # one person browsing: starts in a few seconds instead of forking four
     ]  # fmt: skip
 
 

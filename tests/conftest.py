@@ -122,3 +122,16 @@ def parent_run(client, experiment: str):
     parents = [r for r in runs_of(client, experiment) if "mlflow.parentRunId" not in r.data.tags]
     assert len(parents) == 1, [r.info.run_name for r in parents]
     return parents[0]
+
+
+def require(module: str):
+    """Import an optional dependency, skipping the test where it is absent, except in CI, which installs all."""
+    import importlib
+    import os
+
+    try:
+        return importlib.import_module(module)
+    except ImportError:
+        if os.environ.get("CI"):
+            pytest.fail(f"{module} is not installed; CI installs tabtrack[all]")
+        pytest.skip(f"{module} not installed (pip install 'tabtrack[all]')")

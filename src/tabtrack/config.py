@@ -37,6 +37,9 @@ class RunConfig(_Strict):
     test_size: float = Field(0.2, gt=0, lt=1, description="share of rows held out for testing")
     random_state: int = Field(42, ge=0, le=2**32 - 1, description="seed for every random step")
     cv_folds: int = Field(0, ge=0, le=100, description="K-fold CV on the training split; 0 turns it off")
+    device: Literal["auto", "cpu", "cuda"] = Field(
+        "auto", description="for mlp and xgboost: auto picks CUDA when present"
+    )
     experiment: str | None = Field(None, description="MLflow experiment; default: the data file's stem")
     tags: dict[str, str] = Field(default_factory=dict)
     thresholds: list[float] = Field([0.3, 0.5, 0.7], description="binary classifiers: F1 logged at each")

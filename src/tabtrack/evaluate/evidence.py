@@ -14,13 +14,20 @@ import pandas as pd
 
 from tabtrack.evaluate.importance import feature_importance
 from tabtrack.evaluate.metrics import threshold_metrics
-from tabtrack.evaluate.plots import classification_plots, feature_importance_plot, regression_plots, render_png
+from tabtrack.evaluate.plots import (
+    classification_plots,
+    feature_importance_plot,
+    loss_curve_plot,
+    regression_plots,
+    render_png,
+)
 from tabtrack.evaluate.reports import classification_report
 
 
 @dataclass
 class Evidence:
     metrics: dict[str, float] = field(default_factory=dict)  # extra test metrics, without the split prefix
+    run_metrics: dict[str, float] = field(default_factory=dict)  # logged as named, e.g. best_epoch
     images: dict[str, bytes] = field(default_factory=dict)  # "plots/name.png" -> PNG
     texts: dict[str, str] = field(default_factory=dict)  # "reports/name.ext" -> text
     params: dict[str, Any] = field(default_factory=dict)
@@ -58,6 +65,12 @@ def build_evidence(
     evidence.params["feature_importance_method"] = method
     if rows is not None:
         evidence.params["permutation_importance_rows"] = rows
+
+    estimator = pipeline.named_steps["model"]
+    history = getattr(estimator, "history_", None)
+    if history:
+        figures["loss_curve"] = loss_curve_plot(history, best_epoch=estimator.best_epoch_, model=model_name)
+        evidence.run_metrics.update({"best_epoch": estimator.best_epoch_, "n_epochs": estimator.n_epochs_})
 
     evidence.images = {f"plots/{name}.png": render_png(fig) for name, fig in figures.items()}
     evidence.seconds = time.perf_counter() - start

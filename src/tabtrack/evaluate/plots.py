@@ -149,3 +149,19 @@ def feature_importance_plot(table: pd.DataFrame, *, model: str, method: str, top
     ax.set_ylabel("input column")
     ax.tick_params(axis="y", labelsize=8)
     return fig
+
+
+def loss_curve_plot(history: Sequence[dict[str, float]], *, best_epoch: int, model: str):
+    """Training and validation loss per epoch, with the epoch whose weights were kept."""
+    fig, ax = _figure("Loss per epoch", model)
+    epochs = np.arange(1, len(history) + 1)
+    for key, label in (("train_loss", "train"), ("val_loss", "validation")):
+        values = [record.get(key) for record in history]
+        if any(v is not None for v in values):
+            ax.plot(epochs, values, label=label, marker="o" if len(history) <= 30 else None, markersize=3)
+    if best_epoch:
+        ax.axvline(best_epoch, color="tab:red", linestyle="--", linewidth=1, label=f"best epoch ({best_epoch})")
+    ax.set_xlabel("Epoch")
+    ax.set_ylabel("Loss")
+    ax.legend(fontsize=8)
+    return fig

@@ -11,6 +11,11 @@ from typing import Any
 from tabtrack.errors import ConfigError, choices_hint
 
 SearchSpace = Callable[[Any, str], dict[str, Any]]  # (optuna.Trial, task) -> params
+# (task, training labels, device) -> params that depend on the data or the machine, e.g. scale_pos_weight
+DataParams = Callable[[str, Any, str], dict[str, Any]]
+
+IMPORT_NAMES = {"scikit-learn": "sklearn"}
+LABEL_WRAPPER_TYPE = "tabtrack.models.label_encoded.LabelEncodedClassifier"
 
 
 @dataclass(frozen=True)
@@ -27,23 +32,41 @@ class ModelSpec:
     defaults: Mapping[str, Any] = field(default_factory=dict)
     seed_param: str | None = "random_state"
     search_space: SearchSpace | None = None
+    data_params: DataParams | None = None
     flavor: str = "sklearn"
+    # The MLflow flavor that also logs the bare estimator as `model_native` (e.g. "xgboost").
+    native_flavor: str | None = None
     # Types skops must trust to load this estimator (MLflow 3 saves sklearn models with skops).
     trusted_types: tuple[str, ...] = ()
     # Distributions the estimator needs at inference time, pinned to installed versions.
     requires: tuple[str, ...] = ()
     iterative: bool = False  # has a notion of iterations, so Optuna pruning applies
+    # Classifiers that only accept labels 0..K-1 get wrapped so the model still speaks the user's labels.
+    encode_labels: bool = False
+    # The fitted model imports tabtrack code, so the package ships with it (`code_paths`).
+    needs_tabtrack_code: bool = False
+    device_param: str | None = None  # estimator parameter that takes "cpu" / "cuda"
 
     @property
     def tasks(self) -> tuple[str, ...]:
         return tuple(self.estimators)
 
     def available(self) -> bool:
-        return all(importlib.util.find_spec(module) is not None for module in self._modules())
+        return not self.missing_packages()
+
+    def missing_packages(self) -> list[str]:
+        modules = self._modules() | {IMPORT_NAMES.get(r, r) for r in self.requires}
+        return sorted(m for m in modules if importlib.util.find_spec(m) is None)
 
     def estimator_class(self, task: str) -> type:
         if task not in self.estimators:
             raise ConfigError(f"model {self.name!r} does not support {task}; it supports {', '.join(self.tasks)}.")
+        missing = self.missing_packages()
+        if missing:
+            raise ConfigError(
+                f"model {self.name!r} needs {', '.join(missing)}, which is not installed; "
+                f"install it with: pip install 'tabtrack[{self.name}]'"
+            )
         module_name, _, class_name = self.estimators[task].partition(":")
         try:
             module = importlib.import_module(module_name)
@@ -54,34 +77,76 @@ class ModelSpec:
             ) from exc
         return getattr(module, class_name)
 
-    def resolve_params(self, task: str, params: Mapping[str, Any], *, random_state: int) -> dict[str, Any]:
-        """Defaults, then the user's params, then the run's seed; unknown names are errors."""
+    def resolve_params(
+        self,
+        task: str,
+        params: Mapping[str, Any],
+        *,
+        random_state: int,
+        y_train: Any = None,
+        device: str = "cpu",
+    ) -> dict[str, Any]:
+        """Defaults, then data-derived params, then the user's params, then the run's seed and device.
+        Unknown names are errors that list the valid ones."""
         cls = self.estimator_class(task)
         valid = set(cls().get_params(deep=False))
         for key in params:
             if key not in valid:
                 raise ConfigError(choices_hint(key, valid, what=f"parameter for model {self.name!r}"))
-        resolved = {**self.defaults, **params}
+        derived = self.data_params(task, y_train, device) if self.data_params and y_train is not None else {}
+        resolved = {**self.defaults, **derived, **params}
         if self.seed_param and self.seed_param in valid:
             resolved[self.seed_param] = random_state
+        if self.device_param and self.device_param in valid:
+            resolved[self.device_param] = device
         return resolved
 
-    def build(self, task: str, params: Mapping[str, Any], *, random_state: int):
+    def build(
+        self, task: str, params: Mapping[str, Any], *, random_state: int, y_train: Any = None, device: str = "cpu"
+    ):
         """A new, unfitted estimator; invalid parameter values are reported as ConfigError."""
         cls = self.estimator_class(task)
-        estimator = cls(**self.resolve_params(task, params, random_state=random_state))
+        estimator = cls(**self.resolve_params(task, params, random_state=random_state, y_train=y_train, device=device))
         _check_param_values(estimator, self.name)
+        if self.encode_labels and task == "classification":
+            from tabtrack.models.label_encoded import LabelEncodedClassifier
+
+            return LabelEncodedClassifier(estimator)
         return estimator
+
+    @property
+    def all_trusted_types(self) -> tuple[str, ...]:
+        return (*self.trusted_types, *((LABEL_WRAPPER_TYPE,) if self.encode_labels else ()))
+
+    def ships_tabtrack_code(self, task: str) -> bool:
+        return self.needs_tabtrack_code or (self.encode_labels and task == "classification")
 
     def _modules(self) -> set[str]:
         return {path.partition(":")[0].split(".")[0] for path in self.estimators.values()}
 
 
+def hyperparameters(estimator: Any) -> dict[str, Any]:
+    """The estimator's own parameters, looking through tabtrack's label-encoding wrapper."""
+    inner = getattr(estimator, "estimator", None)
+    if inner is not None and type(estimator).__name__ == "LabelEncodedClassifier":
+        estimator = inner
+    return estimator.get_params(deep=False)
+
+
+def unwrap(estimator: Any) -> Any:
+    """The fitted algorithm itself (for native flavors and importances)."""
+    return (
+        getattr(estimator, "estimator_", estimator)
+        if type(estimator).__name__ == "LabelEncodedClassifier"
+        else estimator
+    )
+
+
 def _check_param_values(estimator: Any, name: str) -> None:
     """Run scikit-learn's own parameter validation now, before any run is created."""
     validate = getattr(estimator, "_validate_params", None)
-    if validate is None:
-        return
+    if validate is None or not hasattr(estimator, "_parameter_constraints"):
+        return  # not a scikit-learn estimator with declared constraints (XGBoost, LightGBM)
     from sklearn.utils._param_validation import InvalidParameterError
 
     try:

@@ -6,6 +6,7 @@ params, metrics and tags are buffered and sent with `log_batch`, not one call pe
 
 from __future__ import annotations
 
+import importlib
 import tempfile
 import time
 import warnings
@@ -142,19 +143,26 @@ class MlflowTracker(Tracker):
         from mlflow.models import infer_signature
 
         self.flush()
-        signature = infer_signature(artifact.input_example, artifact.output_example)
-        if artifact.flavor != "sklearn":
-            raise NotImplementedError(f"flavor {artifact.flavor!r} is not supported yet")
-        info = mlflow.sklearn.log_model(
-            artifact.model,
-            name=artifact.name,
-            signature=signature,
-            input_example=artifact.input_example,
+        common = {
+            "name": artifact.name,
             # Known requirements: skips MLflow's slow requirement inference (~6.7 s per call).
-            pip_requirements=artifact.pip_requirements,
-            code_paths=artifact.code_paths or None,
-            skops_trusted_types=artifact.trusted_types or None,
-        )
+            "pip_requirements": artifact.pip_requirements,
+        }
+        if artifact.input_example is not None:
+            common["signature"] = infer_signature(artifact.input_example, artifact.output_example)
+            common["input_example"] = artifact.input_example
+        if artifact.flavor == "sklearn":
+            info = mlflow.sklearn.log_model(
+                artifact.model,
+                code_paths=artifact.code_paths or None,
+                skops_trusted_types=artifact.trusted_types or None,
+                **common,
+            )
+        elif artifact.flavor in ("xgboost", "lightgbm", "pytorch"):
+            flavor = importlib.import_module(f"mlflow.{artifact.flavor}")
+            info = flavor.log_model(artifact.model, **common)
+        else:
+            raise ValueError(f"no MLflow flavor {artifact.flavor!r}")
         return info.model_uri
 
     @property

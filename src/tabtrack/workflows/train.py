@@ -13,6 +13,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+import tabtrack as tabtrack_package
 from tabtrack import __version__
 from tabtrack.config import RunConfig, deep_merge, drop_none, resolve_config
 from tabtrack.data import DataFingerprint, Dataset, fingerprint, load_table, prepare_dataset, split_dataset
@@ -25,6 +26,7 @@ from tabtrack.evaluate.metrics import aggregate_folds, compute_metrics, prefixed
 from tabtrack.lineage import env_info, git_info, pinned, requirements_txt
 from tabtrack.models import ModelSpec, build_pipeline, get_spec
 from tabtrack.models.pipeline import PREPROCESSING_TRUSTED_TYPES
+from tabtrack.models.spec import hyperparameters, unwrap
 from tabtrack.redact import redact
 from tabtrack.tracking import ModelArtifact, Tracker, make_tracker
 
@@ -67,6 +69,7 @@ class _Checked:
     estimator: Any  # unfitted, with the resolved hyperparameters; cloned for every fit
     experiment: str
     custom_metrics: list[CustomMetric]
+    device: str | None
 
 
 def train(
@@ -81,6 +84,7 @@ def train(
     test_size: float | None = None,
     random_state: int | None = None,
     experiment: str | None = None,
+    device: str | None = None,
     tags: Mapping[str, str] | None = None,
     overrides: Iterable[str] = (),
     tracking_uri: str | None = None,
@@ -109,6 +113,7 @@ def train(
         "random_state": random_state,
         "cv_folds": cv,
         "experiment": experiment,
+        "device": device,
         "tags": dict(tags) if tags else None,
     }
     resolved = resolve_config(file=config, options=_merge_base(base, options), overrides=overrides)
@@ -143,7 +148,9 @@ def run_training(
             metrics["cv"], fold_run_ids = _cross_validate(run, checked, progress)
             run.log_metrics(prefixed("cv", metrics["cv"]))
 
-        pipeline = _new_pipeline(checked).fit(split.X_train, split.y_train)
+        pipeline = _new_pipeline(checked)
+        _report_epochs(pipeline.named_steps["model"], run, progress)
+        pipeline.fit(split.X_train, split.y_train)
         metrics["train"], _, _ = _evaluate(pipeline, split.X_train, split.y_train, checked)
         metrics["test"], y_pred, proba = _evaluate(pipeline, split.X_test, split.y_test, checked)
 
@@ -155,6 +162,7 @@ def run_training(
         metrics["test"].update(evidence.metrics)
         for split_name in ("train", "test"):
             run.log_metrics(prefixed(split_name, metrics[split_name]))
+        run.log_metrics(evidence.run_metrics)
         run.log_params(evidence.params)
         for path, text in evidence.texts.items():
             run.log_text(text, path)
@@ -162,6 +170,8 @@ def run_training(
             run.log_bytes(png, path)
 
         model_uri = run.log_model(_model_artifact(pipeline, checked))
+        if spec.native_flavor:
+            run.log_model(_native_artifact(pipeline, checked))
         flat_metrics = {f"{split_name}_{k}": v for split_name, values in metrics.items() for k, v in values.items()}
         report = ReportData(
             run_id=run.run_id, run_name=run_name, experiment=checked.experiment, status="FINISHED",
@@ -207,7 +217,14 @@ def _check_training(config: RunConfig) -> _Checked:
     if config.cv_folds >= 2:
         _check_folds(split.y_train, config.cv_folds, dataset.task)
     # Built now so unknown parameter names and invalid values are reported before any run exists.
-    estimator = spec.build(dataset.task, config.model.params, random_state=config.random_state)
+    device = _check_device(config.device, spec)
+    estimator = spec.build(
+        dataset.task,
+        config.model.params,
+        random_state=config.random_state,
+        y_train=split.y_train,
+        device=device or "cpu",
+    )
     return _Checked(
         config=config,
         data_path=data_path,
@@ -218,7 +235,22 @@ def _check_training(config: RunConfig) -> _Checked:
         estimator=estimator,
         experiment=config.experiment or data_path.stem,
         custom_metrics=[load_metric(reference) for reference in config.metrics],
+        device=device,
     )
+
+
+def _check_device(requested: str, spec: ModelSpec) -> str | None:
+    """The device the model trains on, or None for CPU-only families."""
+    if spec.device_param is None:
+        if requested == "cuda":
+            raise ConfigError(f"model {spec.name!r} trains on the CPU only; --device applies to mlp and xgboost.")
+        return None
+    from tabtrack.models.torch_mlp import resolve_device
+
+    try:
+        return resolve_device(requested)
+    except RuntimeError as exc:
+        raise ConfigError(f"--device {requested}: {exc}; use --device auto or cpu.") from exc
 
 
 def _check_folds(y_train: pd.Series, folds: int, task: str) -> None:
@@ -304,7 +336,9 @@ def _run_params(checked: _Checked) -> dict[str, Any]:
         settings["n_classes"] = len(checked.dataset.classes)
     if checked.dataset.dropped_target_rows:
         settings["n_dropped_target_rows"] = checked.dataset.dropped_target_rows
-    return redact({**checked.estimator.get_params(deep=False), **settings})
+    if checked.device:
+        settings["device"] = checked.device
+    return redact({**hyperparameters(checked.estimator), **settings})
 
 
 def _run_tags(checked: _Checked) -> dict[str, str]:
@@ -344,6 +378,36 @@ def _log_datasets(run: Tracker, checked: _Checked) -> None:
         )
 
 
+def _report_epochs(estimator, run: Tracker, progress: Progress | None) -> None:
+    """Iterative estimators that report epochs (the MLP) log each one with step=epoch (buffered)."""
+    if not hasattr(type(estimator), "epoch_callback"):
+        return
+    total = getattr(estimator, "epochs", 0)
+
+    def on_epoch(epoch: int, values: dict[str, float]) -> None:
+        run.log_metrics(values, step=epoch)
+        if progress:
+            progress("epoch", epoch, total)
+
+    estimator.epoch_callback = on_epoch
+
+
+def _native_artifact(pipeline, checked: _Checked) -> ModelArtifact:
+    """The bare algorithm under its own MLflow flavor (it takes preprocessed features, not raw rows)."""
+    native = unwrap(pipeline.named_steps["model"])
+    if checked.spec.native_flavor == "pytorch":
+        native = native.torch_module()
+    features = pipeline.named_steps["preprocess"].transform(checked.split.X_train.head(INPUT_EXAMPLE_ROWS))
+    return ModelArtifact(
+        model=native,
+        flavor=checked.spec.native_flavor,
+        input_example=np.asarray(features, dtype=np.float32),
+        output_example=None,
+        pip_requirements=pinned(("numpy", *checked.spec.requires)),
+        name="model_native",
+    )
+
+
 def _model_artifact(pipeline, checked: _Checked) -> ModelArtifact:
     example = checked.split.X_train.head(INPUT_EXAMPLE_ROWS)
     requirements = ("scikit-learn", "numpy", "pandas", "scipy", "skops", *checked.spec.requires)
@@ -353,7 +417,10 @@ def _model_artifact(pipeline, checked: _Checked) -> ModelArtifact:
         input_example=example,
         output_example=pipeline.predict(example),
         pip_requirements=pinned(tuple(dict.fromkeys(requirements))),
-        trusted_types=[*PREPROCESSING_TRUSTED_TYPES, *checked.spec.trusted_types],
+        trusted_types=[*PREPROCESSING_TRUSTED_TYPES, *checked.spec.all_trusted_types],
+        code_paths=[str(Path(tabtrack_package.__file__).parent)]
+        if checked.spec.ships_tabtrack_code(checked.dataset.task)
+        else [],
     )
 
 

@@ -1,0 +1,35 @@
+"""A PyTorch MLP (see tabtrack.models.torch_mlp): per-epoch loss curves, early stopping, CPU or CUDA."""
+
+from __future__ import annotations
+
+from tabtrack.models.spec import ModelSpec
+
+
+def _space(trial, task: str) -> dict:
+    width = trial.suggest_categorical("width", [32, 64, 128, 256])
+    depth = trial.suggest_int("depth", 1, 3)
+    return {
+        "hidden_layers": [width // (2**i) for i in range(depth)],
+        "dropout": trial.suggest_float("dropout", 0.0, 0.5),
+        "learning_rate": trial.suggest_float("learning_rate", 1e-4, 1e-2, log=True),
+        "weight_decay": trial.suggest_float("weight_decay", 1e-6, 1e-2, log=True),
+    }
+
+
+SPECS = (
+    ModelSpec(
+        name="mlp",
+        summary="PyTorch multilayer perceptron (Adam, early stopping; CPU or CUDA)",
+        estimators={
+            "classification": "tabtrack.models.torch_mlp:TorchMLPClassifier",
+            "regression": "tabtrack.models.torch_mlp:TorchMLPRegressor",
+        },
+        search_space=_space,
+        native_flavor="pytorch",
+        trusted_types=("tabtrack.models.torch_mlp.TorchMLPClassifier", "tabtrack.models.torch_mlp.TorchMLPRegressor"),
+        requires=("torch",),
+        iterative=True,
+        needs_tabtrack_code=True,
+        device_param="device",
+    ),
+)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 from importlib import metadata
 
 import mlflow
@@ -182,7 +183,8 @@ def test_parquet_input_and_task_override(workdir, data_dir, store_uri, client):
     assert "rmse" in result.metrics["test"]
 
 
-def test_rows_with_empty_target_are_dropped_with_a_warning(workdir, data_dir, store_uri, client, caplog):
+def test_rows_with_empty_target_are_dropped_with_a_warning(workdir, data_dir, store_uri, client, caplog, monkeypatch):
+    monkeypatch.setattr(logging.getLogger("tabtrack"), "propagate", True)  # an in-process CLI test may have set it off
     frame = pd.read_csv(data_dir / "diabetes.csv")
     frame.loc[:9, "target"] = np.nan
     frame.to_csv(workdir / "gaps.csv", index=False)

@@ -67,8 +67,19 @@ def train(
     tag: Annotated[list[str] | None, typer.Option("--tag", help="run tag key=value (repeatable)")] = None,
     tracking_uri: TrackingUri = None,
     no_track: Annotated[bool, typer.Option("--no-track", help="train and print metrics without MLflow")] = False,
+    register: Annotated[str | None, typer.Option("--register", help="register the model under this name")] = None,
+    gate: Annotated[
+        bool, typer.Option("--gate", help="with --register: champion only if it beats the current one")
+    ] = False,
+    gate_metric: Annotated[
+        str | None, typer.Option("--gate-metric", help="metric the gate compares (default: primary)")
+    ] = None,
 ) -> None:
     """Train one model and record it as one standard MLflow run."""
+    if (gate or gate_metric) and not register:
+        raise ConfigError("--gate needs --register NAME.")
+    if register and no_track:
+        raise ConfigError("--register needs a tracked run; drop --no-track.")
     from tabtrack.cli_output import console, fold_progress, print_train_result
     from tabtrack.workflows.train import train as train_workflow
 
@@ -91,6 +102,110 @@ def train(
             progress=progress,
         )
     print_train_result(result, console)
+    if register:
+        _register_result(result, register, gate=gate, metric=gate_metric, tracking_uri=tracking_uri)
+
+
+def _register_result(result, name: str, *, gate: bool, metric: str | None, tracking_uri: str | None) -> None:
+    from tabtrack.workflows import registry
+
+    version = registry.register(result.run_id, name=name, tracking_uri=tracking_uri)
+    typer.echo(f"registered: {name} version {version.version}  (models:/{name}/{version.version})")
+    if gate:
+        decision = registry.gate(
+            name, version.version, X_test=result.X_test, y_test=result.y_test, task=result.task,
+            classes=result.classes, metric=metric, tracking_uri=tracking_uri,
+        )  # fmt: skip
+        typer.echo(f"gate: {decision.alias}: {decision.reason}")
+
+
+@app.command("register")
+def register_cmd(
+    run_id: Annotated[str, typer.Argument(help="run whose `model` to register")],
+    name: Annotated[str, typer.Option("--name", "-n", help="registered model name")],
+    description: Annotated[str | None, typer.Option("--description", help="version description")] = None,
+    tracking_uri: TrackingUri = None,
+) -> None:
+    """Register a run's model as a new version, tagged with its lineage and test metrics."""
+    from tabtrack.workflows import registry
+
+    version = registry.register(run_id, name=name, description=description, tracking_uri=tracking_uri)
+    typer.echo(f"registered: {name} version {version.version}  (models:/{name}/{version.version})")
+
+
+@app.command()
+def promote(
+    name: Annotated[str, typer.Argument(help="registered model name")],
+    version: Annotated[str, typer.Option("--version", help="version to point the alias at")],
+    alias: Annotated[str | None, typer.Option("--alias", help="alias, e.g. champion")] = None,
+    stage: Annotated[
+        str | None, typer.Option("--stage", help="deprecated: staging|production, mapped to an alias")
+    ] = None,
+    tracking_uri: TrackingUri = None,
+) -> None:
+    """Point an alias (champion, challenger, ...) at a model version."""
+    from tabtrack.workflows import registry
+
+    chosen = registry.promote(name, version=version, alias=alias, stage=stage, tracking_uri=tracking_uri)
+    typer.echo(f"{name}@{chosen} -> version {version}  (models:/{name}@{chosen})")
+
+
+models_app = typer.Typer(help="Registered models: list and show.", no_args_is_help=True)
+app.add_typer(models_app, name="models")
+
+
+@models_app.command("list")
+def models_list(tracking_uri: TrackingUri = None) -> None:
+    """Registered models with their latest version and aliases."""
+    from tabtrack.cli_output import console, simple_table
+    from tabtrack.workflows import registry
+
+    rows = [
+        [m["name"], str(m["latest_version"]), ", ".join(f"{a}=v{v}" for a, v in sorted(m["aliases"].items()))]
+        for m in registry.list_models(tracking_uri)
+    ]
+    console.print(simple_table(["name", "latest", "aliases"], rows))
+
+
+@models_app.command("show")
+def models_show(name: Annotated[str, typer.Argument()], tracking_uri: TrackingUri = None) -> None:
+    """Versions of one model: aliases, source run and test metrics."""
+    from tabtrack.cli_output import console, simple_table
+    from tabtrack.workflows import registry
+
+    rows = [
+        [str(v["version"]), ", ".join(v["aliases"]), v["run_id"] or "", _headline(v["metrics"])]
+        for v in registry.show_model(name, tracking_uri)
+    ]
+    console.print(simple_table(["version", "aliases", "run id", "test metrics"], rows, title=name))
+
+
+@app.command()
+def predict(
+    model_uri: Annotated[str, typer.Argument(help="models:/NAME@alias, models:/NAME/3, runs:/ID/model or a path")],
+    data: Annotated[Path, typer.Argument(help="CSV or Parquet rows to score")],
+    output: Annotated[Path, typer.Option("--output", "-o", help="CSV to write")] = Path("predictions.csv"),
+    tracking_uri: TrackingUri = None,
+) -> None:
+    """Score a file with a logged or registered model; classifiers add one probability column per class."""
+    from tabtrack.serving.predict import predict_file
+
+    rows = predict_file(model_uri, data, output, tracking_uri=tracking_uri)
+    typer.echo(f"wrote {rows} predictions to {output}")
+
+
+@app.command()
+def serve(
+    model_uri: Annotated[str, typer.Argument(help="models:/NAME@alias, models:/NAME/3, runs:/ID/model or a path")],
+    host: Annotated[str, typer.Option("--host")] = "127.0.0.1",
+    port: Annotated[int, typer.Option("--port", "-p")] = 8080,
+    workers: Annotated[int, typer.Option("--workers", "-w", min=1, help="processes, each with the model loaded")] = 1,
+    tracking_uri: TrackingUri = None,
+) -> None:
+    """Serve a model over HTTP: POST /predict, GET /health, GET /metadata."""
+    from tabtrack.serving.app import run_server
+
+    run_server(model_uri, host=host, port=port, tracking_uri=tracking_uri, workers=workers)
 
 
 @app.command()
@@ -129,6 +244,12 @@ def ui(
     raise typer.Exit(serve_ui(tracking_uri=tracking_uri, host=host, port=port))
 
 
+def _headline(metrics: dict[str, str]) -> str:
+    """The few test metrics worth a column; `tabtrack report` and the UI have the rest."""
+    keys = ("test_accuracy", "test_f1", "test_f1_macro", "test_roc_auc", "test_rmse", "test_r2")
+    return "  ".join(f"{k.removeprefix('test_')}={float(metrics[k]):.4f}" for k in keys if k in metrics)
+
+
 def _pairs(values: list[str] | None, option: str) -> dict[str, str]:
     result: dict[str, str] = {}
     for item in values or []:
@@ -140,7 +261,19 @@ def _pairs(values: list[str] | None, option: str) -> dict[str, str]:
 
 
 def _configure_logging(verbose: bool) -> None:
-    logging.basicConfig(level=logging.INFO if verbose else logging.WARNING, format="%(levelname)s: %(message)s")
+    logging.basicConfig(
+        level=logging.INFO if verbose else logging.WARNING, format="%(levelname)s: %(name)s: %(message)s"
+    )
+    # tabtrack's own messages: "warning: ..." on stderr, one handler however often main() runs in a process
+    ours = logging.getLogger("tabtrack")
+    for handler in [h for h in ours.handlers if getattr(h, "tabtrack_cli", False)]:
+        ours.removeHandler(handler)
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(logging.Formatter("%(levelname)s: %(message)s"))
+    handler.tabtrack_cli = True
+    ours.addHandler(handler)
+    ours.setLevel(logging.INFO if verbose else logging.WARNING)
+    ours.propagate = False
     if not verbose:
         # MLflow narrates every run ("View run ...", schema hints); the result table says what matters.
         for noisy in ("mlflow", "alembic", "skops"):

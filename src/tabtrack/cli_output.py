@@ -11,7 +11,7 @@ from rich.console import Console
 from rich.table import Table
 
 # Off a terminal, lines are not wrapped at 80 columns: URLs and ids stay copyable.
-console = Console(soft_wrap=not sys.stdout.isatty())
+console = Console(soft_wrap=not sys.stdout.isatty(), width=None if sys.stdout.isatty() else 160)
 err_console = Console(stderr=True)
 
 
@@ -66,3 +66,12 @@ def print_train_result(result, out: Console = console) -> None:
             out.print(f"view:    {result.ui_url}   (start the UI with: tabtrack ui)")
     else:
         out.print("not tracked (--no-track)")
+
+
+def simple_table(headers: list[str], rows: list[list[str]], title: str | None = None) -> Table:
+    table = Table(title=title, box=box.SIMPLE_HEAD if console.is_terminal else box.ASCII2)
+    for header in headers:
+        table.add_column(header)
+    for row in rows:
+        table.add_row(*row)
+    return table

@@ -54,6 +54,9 @@ class TrainResult:
     ui_url: str | None = None
     fold_run_ids: list[str] = field(default_factory=list)
     artifact_seconds: float = 0.0  # time spent on plots, reports and importance
+    # The held-out rows, kept so a champion gate scores old and new models on the same data.
+    X_test: Any = field(default=None, repr=False)
+    y_test: Any = field(default=None, repr=False)
 
 
 @dataclass
@@ -193,6 +196,8 @@ def run_training(
             ui_url=run.ui_url,
             fold_run_ids=fold_run_ids,
             artifact_seconds=evidence.seconds,
+            X_test=split.X_test,
+            y_test=split.y_test,
         )
     return result
 

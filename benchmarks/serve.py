@@ -1,0 +1,170 @@
+"""Issue 6 benchmark: single-row requests at concurrency 8 against `tabtrack serve`, with
+`mlflow models serve` on the same model as the reference, measured in the same run.
+
+    python -m benchmarks.serve [--requests 10000] [--concurrency 8]
+
+Prints p50/p99 latency and requests/s for each. Targets: tabtrack p99 < 50 ms, throughput >= reference.
+"""
+
+from __future__ import annotations
+
+import argparse
+import http.client
+import json
+import os
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+from benchmarks.common import print_table
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def _wait(port: int, path: str, proc: subprocess.Popen, timeout: float = 180) -> None:
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        if proc.poll() is not None:
+            raise RuntimeError(f"server exited: {proc.stdout.read() if proc.stdout else ''}")
+        try:
+            conn = http.client.HTTPConnection("127.0.0.1", port, timeout=2)
+            conn.request("GET", path)
+            if conn.getresponse().status == 200:
+                return
+        except OSError:
+            time.sleep(0.5)
+    raise RuntimeError("server did not start")
+
+
+def load_test(port: int, path: str, bodies: list[bytes], concurrency: int) -> tuple[list[float], float, int]:
+    """Each worker keeps one connection open and sends its share of requests back to back."""
+    latencies: list[float] = []
+    errors = [0]
+    lock = threading.Lock()
+    shares = [bodies[i::concurrency] for i in range(concurrency)]
+
+    def worker(share: list[bytes]) -> None:
+        conn = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
+        local = []
+        for body in share:
+            start = time.perf_counter()
+            try:
+                conn.request("POST", path, body=body, headers={"Content-Type": "application/json"})
+                response = conn.getresponse()
+                response.read()
+                ok = response.status == 200
+            except (OSError, http.client.HTTPException) as exc:
+                print(f"request failed: {exc!r}", file=sys.stderr)
+                conn.close()
+                conn = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
+                ok = False
+            local.append(time.perf_counter() - start)
+            if not ok:
+                with lock:
+                    errors[0] += 1
+        conn.close()
+        with lock:
+            latencies.extend(local)
+
+    threads = [threading.Thread(target=worker, args=(share,)) for share in shares]
+    start = time.perf_counter()
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    return latencies, time.perf_counter() - start, errors[0]
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--requests", type=int, default=10_000)
+    parser.add_argument("--concurrency", type=int, default=8)
+    args = parser.parse_args()
+
+    import pandas as pd
+    from sklearn.datasets import load_breast_cancer
+
+    import tabtrack
+
+    with tempfile.TemporaryDirectory() as tmp:
+        work = Path(tmp)
+        frame = load_breast_cancer(as_frame=True).frame
+        frame.columns = [c.replace(" ", "_") for c in frame.columns]
+        frame.to_csv(work / "cancer.csv", index=False)
+        uri = f"sqlite:///{work / 'mlflow.db'}"
+        result = tabtrack.train(work / "cancer.csv", target="target", model="hist_gradient_boosting", tracking_uri=uri)
+        rows = frame.drop(columns=["target"]).to_dict("records")
+        ours = [json.dumps({"records": [rows[i % len(rows)]]}).encode() for i in range(args.requests)]
+        theirs = [
+            json.dumps({"dataframe_split": pd.DataFrame([rows[i % len(rows)]]).to_dict("split")}).encode()
+            for i in range(args.requests)
+        ]
+        # the venv's bin first: mlflow models serve starts `uvicorn` by name
+        env = {
+            **os.environ,
+            "MLFLOW_TRACKING_URI": uri,
+            "PATH": f"{Path(sys.executable).parent}:{os.environ.get('PATH', '')}",
+        }
+        model_uri = f"runs:/{result.run_id}/model"
+        table = []
+        for label, command, path, health, bodies in (
+            ("tabtrack serve", [sys.executable, "-m", "tabtrack", "serve", model_uri], "/predict", "/health", ours),
+            (
+                "mlflow models serve",
+                [sys.executable, "-m", "mlflow", "models", "serve", "-m", model_uri, "--env-manager", "local"],
+                "/invocations",
+                "/ping",
+                theirs,
+            ),
+        ):
+            port = _free_port()
+            proc = subprocess.Popen(
+                [*command, "--port", str(port)],
+                cwd=work,
+                env=env,
+                stdout=subprocess.PIPE,
+                stderr=subprocess.STDOUT,
+                text=True,
+            )
+            try:
+                _wait(port, health, proc)
+                load_test(port, path, bodies[:200], args.concurrency)  # warm-up
+                latencies, seconds, errors = load_test(port, path, bodies, args.concurrency)
+            finally:
+                proc.terminate()
+                proc.wait(timeout=30)
+            latencies.sort()
+            p50 = statistics.median(latencies) * 1000
+            p99 = latencies[int(0.99 * (len(latencies) - 1))] * 1000
+            table.append((label, p50, p99, len(latencies) / seconds, errors))
+
+    print(
+        f"{args.requests:,} single-row requests, concurrency {args.concurrency}, HistGradientBoosting on breast_cancer"
+    )
+    for label, p50, p99, rps, errors in table:
+        print(f"{label:>20}: p50 {p50:.1f} ms, p99 {p99:.1f} ms, {rps:.0f} req/s, {errors} errors")
+    ours_row, ref_row = table
+    print_table(
+        [
+            ("tabtrack serve p99", f"{ours_row[2]:.1f} ms", "< 50 ms", "yes" if ours_row[2] < 50 else "NO"),
+            (
+                "throughput vs mlflow models serve",
+                f"{ours_row[3] / ref_row[3]:.2f}x",
+                ">= 1.0x",
+                "yes" if ours_row[3] >= ref_row[3] else "NO",
+            ),
+        ]
+    )
+
+
+if __name__ == "__main__":
+    main()

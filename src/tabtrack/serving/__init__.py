@@ -1,0 +1,1 @@
+"""Using a logged or registered model: batch predictions and the HTTP service."""

@@ -1,0 +1,147 @@
+"""A model loaded once, with its signature and lineage, ready to score raw rows."""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from tabtrack.errors import TabtrackError
+from tabtrack.tracking.store import resolve_tracking_uri
+
+log = logging.getLogger(__name__)
+NUMERIC_TYPES = {"double", "float", "long", "integer", "boolean"}
+
+
+@dataclass
+class LoadedModel:
+    uri: str
+    model: Any  # the scikit-learn pipeline (predict and predict_proba on raw rows)
+    columns: dict[str, str]  # input column -> MLflow type, from the signature
+    metadata: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def classes(self) -> list | None:
+        classes = getattr(self.model, "classes_", None)
+        return None if classes is None else [c.item() if hasattr(c, "item") else c for c in classes]
+
+    def prepare(self, frame: pd.DataFrame) -> pd.DataFrame:
+        """Check rows against the signature: missing columns are an error naming them, extra columns are
+        dropped with a warning, values are coerced to the signature's types (a value that cannot be is an error)."""
+        missing = [c for c in self.columns if c not in frame.columns]
+        if missing:
+            raise TabtrackError(f"input lacks column(s) the model needs: {', '.join(map(repr, missing))}.")
+        extra = [c for c in frame.columns if c not in self.columns]
+        if extra:
+            log.warning("ignoring column(s) the model does not use: %s", ", ".join(map(str, extra)))
+        numeric = [c for c, kind in self.columns.items() if kind in NUMERIC_TYPES]
+        prepared = {}
+        if numeric:
+            try:  # one vectorised conversion; per-column only to name the culprit
+                block = np.asarray(frame[numeric].to_numpy(), dtype="float64")
+            except (ValueError, TypeError):
+                for column in numeric:
+                    bad = next((v for v in frame[column] if not _is_number(v)), None)
+                    if bad is not None:
+                        raise TabtrackError(f"column {column!r} must be numeric; got {bad!r}.") from None
+                raise
+            if np.isinf(block).any():
+                column = numeric[int(np.argwhere(np.isinf(block))[0][1])]
+                raise TabtrackError(f"column {column!r} holds an infinite value; send a finite number or null.")
+            prepared.update({column: block[:, i] for i, column in enumerate(numeric)})
+        for column, kind in self.columns.items():
+            if kind not in NUMERIC_TYPES:
+                values = frame[column]
+                prepared[column] = (
+                    values.astype(object)
+                    .where(values.notna(), np.nan)
+                    .map(lambda v: v if isinstance(v, float) else str(v))
+                )
+        return pd.DataFrame(prepared, index=frame.index, columns=list(self.columns))
+
+    def score(self, frame: pd.DataFrame) -> tuple[np.ndarray, np.ndarray | None]:
+        """Predictions and, for classifiers, probabilities, preprocessing the rows once for both."""
+        rows = self.prepare(frame)
+        steps = getattr(self.model, "steps", None)
+        if not steps:
+            proba = self.model.predict_proba(rows) if hasattr(self.model, "predict_proba") else None
+            return self.model.predict(rows), proba
+        features = self.model[:-1].transform(rows)
+        estimator = steps[-1][1]
+        if not hasattr(estimator, "predict_proba"):
+            return estimator.predict(features), None
+        # One pass through the model: the label is the most probable class, so an answer's label and
+        # probabilities always agree (what predict() does for trees, boosting and the MLP).
+        proba = estimator.predict_proba(features)
+        return np.asarray(estimator.classes_)[np.argmax(proba, axis=1)], proba
+
+
+def _is_number(value: Any) -> bool:
+    if value is None:
+        return True
+    try:
+        float(value)
+    except (TypeError, ValueError):
+        return False
+    return True
+
+
+def load(uri: str, *, tracking_uri: str | None = None) -> LoadedModel:
+    """Load once; any failure is one clear TabtrackError naming the URI."""
+    import mlflow
+    from mlflow.exceptions import MlflowException
+
+    mlflow.set_tracking_uri(resolve_tracking_uri(tracking_uri))
+    try:
+        info = mlflow.models.get_model_info(uri)
+        model = mlflow.sklearn.load_model(uri)
+    except (MlflowException, OSError) as exc:
+        message = getattr(exc, "message", str(exc)).strip().splitlines()[0]
+        raise TabtrackError(f"cannot load model {uri!r}: {message}") from exc
+    if info.signature is None or info.signature.inputs is None:
+        raise TabtrackError(f"model {uri!r} has no input signature; log it with tabtrack train.")
+    columns = {spec["name"]: spec["type"] for spec in info.signature.inputs.to_dict()}
+    return LoadedModel(uri=uri, model=model, columns=columns, metadata=_lineage(uri, info))
+
+
+def _lineage(uri: str, info) -> dict[str, Any]:
+    """Registered name, version and aliases (when the URI names a registered model), the source run and its lineage."""
+    from mlflow import MlflowClient
+    from mlflow.exceptions import MlflowException
+
+    client = MlflowClient()
+    meta: dict[str, Any] = {"model_uri": uri, "name": None, "version": None, "aliases": [], "run_id": info.run_id}
+    if uri.startswith("models:/") and not uri.startswith("models:/m-"):
+        path = uri.removeprefix("models:/")
+        try:
+            if "@" in path:
+                name, alias = path.split("@", 1)
+                version = client.get_model_version_by_alias(name, alias)
+            else:
+                name, number = path.split("/", 1)
+                version = client.get_model_version(name, number)
+            registered = client.get_registered_model(name)
+            meta.update(
+                name=name,
+                version=str(version.version),
+                run_id=version.run_id or meta["run_id"],
+                aliases=sorted(a for a, v in (registered.aliases or {}).items() if str(v) == str(version.version)),
+            )
+        except (MlflowException, ValueError):
+            pass
+    if meta["run_id"]:
+        try:
+            run = client.get_run(meta["run_id"])
+        except MlflowException:
+            return meta
+        meta["data_sha256"] = run.data.tags.get("data.sha256")
+        meta["data_dvc_md5"] = run.data.tags.get("data.dvc_md5")
+        meta["git_commit"] = run.data.tags.get("git.commit")
+        meta["model_type"] = run.data.params.get("model_type")
+        meta["test_metrics"] = {
+            k.removeprefix("test_"): v for k, v in sorted(run.data.metrics.items()) if k.startswith("test_")
+        }
+    return meta

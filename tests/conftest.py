@@ -135,3 +135,29 @@ def require(module: str):
         if os.environ.get("CI"):
             pytest.fail(f"{module} is not installed; CI installs tabtrack[all]")
         pytest.skip(f"{module} not installed (pip install 'tabtrack[all]')")
+
+
+def free_port() -> int:
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def wait_for_http(url: str, proc, *, timeout: float = 120, what: str = "server") -> None:
+    """Poll `url` until it answers 200; fail early if `proc` exits, and after `timeout` seconds."""
+    import time
+    import urllib.request
+
+    deadline = time.time() + timeout
+    while True:
+        try:
+            with urllib.request.urlopen(url, timeout=2) as response:
+                if response.status == 200:
+                    return
+        except OSError:
+            pass
+        assert proc.poll() is None, f"{what} exited"
+        assert time.time() < deadline, f"{what} did not start within {timeout:.0f} s"
+        time.sleep(0.3)

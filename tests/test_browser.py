@@ -5,16 +5,14 @@ from __future__ import annotations
 
 import os
 import shutil
-import socket
 import subprocess
 import sys
-import time
-import urllib.request
 from pathlib import Path
 
 import pytest
 
 import tabtrack
+from conftest import free_port, wait_for_http
 
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
 OUTPUTS = Path(__file__).resolve().parents[1] / "test-outputs"
@@ -42,30 +40,16 @@ def browser():
         browser.close()
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
 @pytest.fixture
 def ui_server(workdir):
-    port = _free_port()
+    port = free_port()
     env = {k: v for k, v in os.environ.items() if k != "MLFLOW_TRACKING_URI"}
     proc = subprocess.Popen(
         [sys.executable, "-m", "tabtrack", "ui", "--port", str(port)],
         cwd=workdir, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
     )  # fmt: skip
     base = f"http://127.0.0.1:{port}"
-    deadline = time.time() + 120
-    while True:
-        try:
-            with urllib.request.urlopen(f"{base}/health", timeout=2):
-                break
-        except OSError:
-            assert proc.poll() is None, "tabtrack ui exited"
-            assert time.time() < deadline, "tabtrack ui did not start"
-            time.sleep(0.5)
+    wait_for_http(f"{base}/health", proc, what="tabtrack ui")
     yield base
     proc.terminate()
     proc.wait(timeout=30)

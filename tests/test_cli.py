@@ -4,16 +4,14 @@ from __future__ import annotations
 
 import json
 import os
-import socket
 import subprocess
 import sys
-import time
 import urllib.request
 from pathlib import Path
 
 import pytest
 
-from conftest import EXAMPLES, parent_run
+from conftest import EXAMPLES, free_port, parent_run, wait_for_http
 
 TABTRACK = [sys.executable, "-m", "tabtrack"]
 
@@ -65,12 +63,6 @@ def test_help_version_and_families():
         assert name in families
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
 def _get(url: str, data: dict | None = None):
     request = urllib.request.Request(
         url, data=json.dumps(data).encode() if data is not None else None, headers={"Content-Type": "application/json"}
@@ -83,7 +75,7 @@ def _get(url: str, data: dict | None = None):
 def test_ui_serves_the_same_store(workdir, data_dir):
     trained = _run("train", data_dir / "diabetes.csv", "--target", "target", "--model", "ridge", cwd=workdir)
     assert trained.returncode == 0, trained.stderr
-    port = _free_port()
+    port = free_port()
     env = {k: v for k, v in os.environ.items() if k != "MLFLOW_TRACKING_URI"}
     proc = subprocess.Popen(
         [*TABTRACK, "ui", "--port", str(port)],
@@ -95,16 +87,7 @@ def test_ui_serves_the_same_store(workdir, data_dir):
     )
     base = f"http://127.0.0.1:{port}"
     try:
-        deadline = time.time() + 90
-        while True:
-            try:
-                if _get(f"{base}/health")[0] == 200:
-                    break
-            except OSError:
-                pass
-            assert proc.poll() is None, proc.stdout.read()
-            assert time.time() < deadline, "UI did not start"
-            time.sleep(0.5)
+        wait_for_http(f"{base}/health", proc, what="tabtrack ui")
         _, body = _get(f"{base}/api/2.0/mlflow/experiments/get-by-name?experiment_name=diabetes")
         experiment_id = json.loads(body)["experiment"]["experiment_id"]
         _, body = _get(f"{base}/api/2.0/mlflow/runs/search", {"experiment_ids": [experiment_id]})

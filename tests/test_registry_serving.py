@@ -5,10 +5,8 @@ from __future__ import annotations
 
 import json
 import os
-import socket
 import subprocess
 import sys
-import time
 import urllib.error
 import urllib.request
 
@@ -19,6 +17,7 @@ import pytest
 from mlflow import MlflowClient
 
 import tabtrack
+from conftest import free_port, wait_for_http
 from tabtrack.errors import TabtrackError
 from tabtrack.workflows import registry
 
@@ -159,12 +158,6 @@ def test_predict_file_adds_predictions_and_probabilities(trained, tmp_path, data
     assert code == 2 and "cannot load model 'models:/nope/1'" in err
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
 def _request(url: str, body: bytes | None = None, headers: dict | None = None):
     request = urllib.request.Request(url, data=body, headers={"Content-Type": "application/json", **(headers or {})})
     try:
@@ -179,23 +172,14 @@ def service(trained):
     uri = trained["uri"]
     registry.register(trained["strong"].run_id, name="svc", tracking_uri=uri)
     registry.promote("svc", version="1", alias="champion", tracking_uri=uri)
-    port = _free_port()
+    port = free_port()
     env = {**os.environ, "MLFLOW_TRACKING_URI": uri}
     proc = subprocess.Popen(
         [sys.executable, "-m", "tabtrack", "serve", "models:/svc@champion", "--port", str(port)],
         env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
     )  # fmt: skip
     base = f"http://127.0.0.1:{port}"
-    deadline = time.time() + 120
-    while True:
-        try:
-            if _request(f"{base}/health")[0] == 200:
-                break
-        except OSError:
-            pass
-        assert proc.poll() is None, proc.stdout.read()
-        assert time.time() < deadline, "service did not start"
-        time.sleep(0.3)
+    wait_for_http(f"{base}/health", proc, what="tabtrack serve")
     yield base
     proc.terminate()
     proc.wait(timeout=30)
@@ -265,7 +249,7 @@ def test_wrong_type_and_oversized_bodies(service, data_dir):
 def test_bad_model_uri_fails_at_startup(trained):
     env = {**os.environ, "MLFLOW_TRACKING_URI": trained["uri"]}
     done = subprocess.run(
-        [sys.executable, "-m", "tabtrack", "serve", "models:/does_not_exist@champion", "--port", str(_free_port())],
+        [sys.executable, "-m", "tabtrack", "serve", "models:/does_not_exist@champion", "--port", str(free_port())],
         env=env, capture_output=True, text=True, timeout=120,
     )  # fmt: skip
     assert done.returncode == 2 and "cannot load model 'models:/does_not_exist@champion'" in done.stderr

@@ -13,28 +13,27 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-import tabtrack as tabtrack_package
-from tabtrack import __version__
 from tabtrack.config import RunConfig, deep_merge, drop_none, resolve_config
-from tabtrack.data import DataFingerprint, Dataset, fingerprint, load_table, prepare_dataset, split_dataset
-from tabtrack.data.prepare import Split
-from tabtrack.errors import ConfigError, DataError
-from tabtrack.evaluate.custom import CustomMetric, load_metric
 from tabtrack.evaluate.evidence import build_evidence
 from tabtrack.evaluate.html_report import ReportData, render_report
 from tabtrack.evaluate.metrics import aggregate_folds, compute_metrics, prefixed
-from tabtrack.lineage import env_info, git_info, pinned, requirements_txt
-from tabtrack.models import ModelSpec, build_pipeline, get_spec
-from tabtrack.models.pipeline import PREPROCESSING_TRUSTED_TYPES
-from tabtrack.models.spec import hyperparameters, unwrap
-from tabtrack.redact import redact
-from tabtrack.tracking import ModelArtifact, Tracker, make_tracker
+from tabtrack.lineage import requirements_txt
+from tabtrack.models import build_pipeline
+from tabtrack.tracking import Tracker, make_tracker
+from tabtrack.workflows.checks import CheckedInputs, check_training
+from tabtrack.workflows.recording import (
+    log_datasets,
+    model_artifact,
+    native_artifact,
+    resolved_yaml,
+    run_params,
+    run_tags,
+)
 
 log = logging.getLogger(__name__)
 
 # Called as progress(stage, done, total), e.g. ("fold", 2, 5).
 Progress = Callable[[str, int, int], None]
-INPUT_EXAMPLE_ROWS = 5
 
 
 @dataclass
@@ -57,22 +56,6 @@ class TrainResult:
     # The held-out rows, kept so a champion gate scores old and new models on the same data.
     X_test: Any = field(default=None, repr=False)
     y_test: Any = field(default=None, repr=False)
-
-
-@dataclass
-class _Checked:
-    """Inputs after every user-facing check passed: nothing below here should be a user error."""
-
-    config: RunConfig
-    data_path: Path
-    fingerprint: DataFingerprint
-    dataset: Dataset
-    split: Split
-    spec: ModelSpec
-    estimator: Any  # unfitted, with the resolved hyperparameters; cloned for every fit
-    experiment: str
-    custom_metrics: list[CustomMetric]
-    device: str | None
 
 
 def train(
@@ -132,18 +115,18 @@ def run_training(
     progress: Progress | None = None,
 ) -> TrainResult:
     """Check every input first (no run, not even a store, exists if one is bad), then train and record."""
-    checked = _check_training(config)
+    checked = check_training(config)
     tracker = tracker or make_tracker(track=track, tracking_uri=tracking_uri)
     spec, cfg, split = checked.spec, checked.config, checked.split
     run_name = f"{spec.name}_{datetime.now():%Y%m%d_%H%M%S}"
     _seed_everything(cfg.random_state)
 
-    params, tags = _run_params(checked), _run_tags(checked)
+    params, tags = run_params(checked), run_tags(checked)
     with tracker.run(experiment=checked.experiment, run_name=run_name, tags=tags) as run:
         run.log_params(params)
-        run.log_text(_resolved_yaml(cfg), "config/resolved.yaml")
+        run.log_text(resolved_yaml(cfg), "config/resolved.yaml")
         run.log_text(requirements_txt(), "env/requirements.txt")
-        _log_datasets(run, checked)
+        log_datasets(run, checked)
 
         metrics: dict[str, dict[str, float]] = {}
         fold_run_ids: list[str] = []
@@ -172,9 +155,9 @@ def run_training(
         for path, png in evidence.images.items():
             run.log_bytes(png, path)
 
-        model_uri = run.log_model(_model_artifact(pipeline, checked))
+        model_uri = run.log_model(model_artifact(pipeline, checked))
         if spec.native_flavor:
-            run.log_model(_native_artifact(pipeline, checked))
+            run.log_model(native_artifact(pipeline, checked))
         flat_metrics = {f"{split_name}_{k}": v for split_name, values in metrics.items() for k, v in values.items()}
         report = ReportData(
             run_id=run.run_id, run_name=run_name, experiment=checked.experiment, status="FINISHED",
@@ -202,80 +185,13 @@ def run_training(
     return result
 
 
-# -- checks ---------------------------------------------------------------------------------
-def _check_training(config: RunConfig) -> _Checked:
-    """Every user mistake surfaces here as a TabtrackError, before a run is created."""
-    if not config.data:
-        raise ConfigError("no data file given; pass DATA (e.g. tabtrack train data.csv --target y).")
-    if not config.target:
-        raise ConfigError("no target column given; pass --target NAME or set `target:` in the config.")
-    spec = get_spec(config.model.type)
-    data_path = Path(config.data)
-    frame = load_table(data_path)
-    dataset = prepare_dataset(frame, target=config.target, task=config.task, source=f"'{data_path}'")
-    if dataset.task not in spec.tasks:
-        raise ConfigError(
-            f"model {spec.name!r} does not support {dataset.task} (target {config.target!r}); "
-            f"it supports {', '.join(spec.tasks)}. Pick another --model or set --task."
-        )
-    split = split_dataset(dataset, test_size=config.test_size, random_state=config.random_state)
-    if config.cv_folds >= 2:
-        _check_folds(split.y_train, config.cv_folds, dataset.task)
-    # Built now so unknown parameter names and invalid values are reported before any run exists.
-    device = _check_device(config.device, spec)
-    estimator = spec.build(
-        dataset.task,
-        config.model.params,
-        random_state=config.random_state,
-        y_train=split.y_train,
-        device=device or "cpu",
-    )
-    return _Checked(
-        config=config,
-        data_path=data_path,
-        fingerprint=fingerprint(data_path),
-        dataset=dataset,
-        split=split,
-        spec=spec,
-        estimator=estimator,
-        experiment=config.experiment or data_path.stem,
-        custom_metrics=[load_metric(reference) for reference in config.metrics],
-        device=device,
-    )
-
-
-def _check_device(requested: str, spec: ModelSpec) -> str | None:
-    """The device the model trains on, or None for CPU-only families."""
-    if spec.device_param is None:
-        if requested == "cuda":
-            raise ConfigError(f"model {spec.name!r} trains on the CPU only; --device applies to mlp and xgboost.")
-        return None
-    from tabtrack.models.torch_mlp import resolve_device
-
-    try:
-        return resolve_device(requested)
-    except RuntimeError as exc:
-        raise ConfigError(f"--device {requested}: {exc}; use --device auto or cpu.") from exc
-
-
-def _check_folds(y_train: pd.Series, folds: int, task: str) -> None:
-    if folds > len(y_train):
-        raise ConfigError(f"cv_folds={folds} exceeds the {len(y_train)} training rows; lower --cv.")
-    if task == "classification":
-        smallest = y_train.value_counts().min()
-        if smallest < folds:
-            raise DataError(
-                f"the rarest class has {smallest} training row(s), fewer than cv_folds={folds}; lower --cv."
-            )
-
-
 # -- training pieces --------------------------------------------------------------------------
 def _seed_everything(seed: int) -> None:
     random.seed(seed)
     np.random.seed(seed % 2**32)
 
 
-def _new_pipeline(checked: _Checked):
+def _new_pipeline(checked: CheckedInputs):
     from sklearn.base import clone
 
     return build_pipeline(
@@ -285,7 +201,7 @@ def _new_pipeline(checked: _Checked):
     )
 
 
-def _evaluate(pipeline, X: pd.DataFrame, y: pd.Series, checked: _Checked):
+def _evaluate(pipeline, X: pd.DataFrame, y: pd.Series, checked: CheckedInputs):
     """`(metrics, y_pred, proba)` on one split, custom metrics included."""
     task = checked.dataset.task
     y_pred = pipeline.predict(X)
@@ -296,7 +212,9 @@ def _evaluate(pipeline, X: pd.DataFrame, y: pd.Series, checked: _Checked):
     return scores, y_pred, proba
 
 
-def _cross_validate(run: Tracker, checked: _Checked, progress: Progress | None) -> tuple[dict[str, float], list[str]]:
+def _cross_validate(
+    run: Tracker, checked: CheckedInputs, progress: Progress | None
+) -> tuple[dict[str, float], list[str]]:
     """K folds on the training split, one child run `fold_{k}` each; returns mean/std and child ids."""
     from sklearn.model_selection import KFold, StratifiedKFold
 
@@ -321,68 +239,6 @@ def _cross_validate(run: Tracker, checked: _Checked, progress: Progress | None) 
     return aggregate_folds(fold_metrics), run_ids
 
 
-# -- what gets recorded ---------------------------------------------------------------------------
-def _run_params(checked: _Checked) -> dict[str, Any]:
-    cfg, split = checked.config, checked.split
-    settings = {
-        "model_type": checked.spec.name,
-        "task": checked.dataset.task,
-        "target": cfg.target,
-        "test_size": cfg.test_size,
-        "random_state": cfg.random_state,
-        "cv_folds": cfg.cv_folds,
-        "n_features": split.X_train.shape[1],
-        "n_train_samples": len(split.X_train),
-        "n_test_samples": len(split.X_test),
-        "n_numeric_features": len(checked.dataset.numeric_columns),
-        "n_categorical_features": len(checked.dataset.categorical_columns),
-    }
-    if checked.dataset.classes is not None:
-        settings["n_classes"] = len(checked.dataset.classes)
-    if checked.dataset.dropped_target_rows:
-        settings["n_dropped_target_rows"] = checked.dataset.dropped_target_rows
-    if checked.device:
-        settings["device"] = checked.device
-    return redact({**hyperparameters(checked.estimator), **settings})
-
-
-def _run_tags(checked: _Checked) -> dict[str, str]:
-    fp = checked.fingerprint
-    tags = {
-        "tabtrack.version": __version__,
-        "data.path": fp.path,
-        "data.sha256": fp.sha256,
-        "data.size_bytes": str(fp.size_bytes),
-        **git_info(),
-        **env_info(),
-    }
-    if fp.dvc_md5:
-        tags["data.dvc_md5"] = fp.dvc_md5
-        tags["data.dvc_file"] = fp.dvc_file or ""
-    tags.update(redact(checked.config.tags))
-    return tags
-
-
-def _resolved_yaml(cfg: RunConfig) -> str:
-    import yaml
-
-    return yaml.safe_dump(redact(cfg.model_dump(mode="json")), sort_keys=False)
-
-
-def _log_datasets(run: Tracker, checked: _Checked) -> None:
-    split, target = checked.split, checked.config.target
-    stem = checked.data_path.stem
-    for context, X, y in (("training", split.X_train, split.y_train), ("test", split.X_test, split.y_test)):
-        frame = X.assign(**{target: y.to_numpy()})
-        run.log_dataset(
-            frame,
-            context=context,
-            source=Path(checked.fingerprint.path).as_uri(),
-            name=f"{stem}_{'train' if context == 'training' else 'test'}",
-            target=target,
-        )
-
-
 def _report_epochs(estimator, run: Tracker, progress: Progress | None) -> None:
     """Iterative estimators that report epochs (the MLP) log each one with step=epoch (buffered)."""
     if not hasattr(type(estimator), "epoch_callback"):
@@ -395,38 +251,6 @@ def _report_epochs(estimator, run: Tracker, progress: Progress | None) -> None:
             progress("epoch", epoch, total)
 
     estimator.epoch_callback = on_epoch
-
-
-def _native_artifact(pipeline, checked: _Checked) -> ModelArtifact:
-    """The bare algorithm under its own MLflow flavor (it takes preprocessed features, not raw rows)."""
-    native = unwrap(pipeline.named_steps["model"])
-    if checked.spec.native_flavor == "pytorch":
-        native = native.torch_module()
-    features = pipeline.named_steps["preprocess"].transform(checked.split.X_train.head(INPUT_EXAMPLE_ROWS))
-    return ModelArtifact(
-        model=native,
-        flavor=checked.spec.native_flavor,
-        input_example=np.asarray(features, dtype=np.float32),
-        output_example=None,
-        pip_requirements=pinned(("numpy", *checked.spec.requires)),
-        name="model_native",
-    )
-
-
-def _model_artifact(pipeline, checked: _Checked) -> ModelArtifact:
-    example = checked.split.X_train.head(INPUT_EXAMPLE_ROWS)
-    requirements = ("scikit-learn", "numpy", "pandas", "scipy", "skops", *checked.spec.requires)
-    return ModelArtifact(
-        model=pipeline,
-        flavor=checked.spec.flavor,
-        input_example=example,
-        output_example=pipeline.predict(example),
-        pip_requirements=pinned(tuple(dict.fromkeys(requirements))),
-        trusted_types=[*PREPROCESSING_TRUSTED_TYPES, *checked.spec.all_trusted_types],
-        code_paths=[str(Path(tabtrack_package.__file__).parent)]
-        if checked.spec.ships_tabtrack_code(checked.dataset.task)
-        else [],
-    )
 
 
 def _merge_base(base: dict[str, Any], options: dict[str, Any]) -> dict[str, Any]:

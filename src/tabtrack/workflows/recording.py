@@ -1,0 +1,113 @@
+"""What a training run records besides metrics: params, tags, config, datasets and model artifacts."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+import tabtrack as tabtrack_package
+from tabtrack import __version__
+from tabtrack.config import RunConfig
+from tabtrack.lineage import env_info, git_info, pinned
+from tabtrack.models.pipeline import PREPROCESSING_TRUSTED_TYPES
+from tabtrack.models.spec import hyperparameters, unwrap
+from tabtrack.redact import redact
+from tabtrack.tracking import ModelArtifact, Tracker
+from tabtrack.workflows.checks import CheckedInputs
+
+INPUT_EXAMPLE_ROWS = 5
+
+
+def run_params(checked: CheckedInputs) -> dict[str, Any]:
+    cfg, split = checked.config, checked.split
+    settings = {
+        "model_type": checked.spec.name,
+        "task": checked.dataset.task,
+        "target": cfg.target,
+        "test_size": cfg.test_size,
+        "random_state": cfg.random_state,
+        "cv_folds": cfg.cv_folds,
+        "n_features": split.X_train.shape[1],
+        "n_train_samples": len(split.X_train),
+        "n_test_samples": len(split.X_test),
+        "n_numeric_features": len(checked.dataset.numeric_columns),
+        "n_categorical_features": len(checked.dataset.categorical_columns),
+    }
+    if checked.dataset.classes is not None:
+        settings["n_classes"] = len(checked.dataset.classes)
+    if checked.dataset.dropped_target_rows:
+        settings["n_dropped_target_rows"] = checked.dataset.dropped_target_rows
+    if checked.device:
+        settings["device"] = checked.device
+    return redact({**hyperparameters(checked.estimator), **settings})
+
+
+def run_tags(checked: CheckedInputs) -> dict[str, str]:
+    fp = checked.fingerprint
+    tags = {
+        "tabtrack.version": __version__,
+        "data.path": fp.path,
+        "data.sha256": fp.sha256,
+        "data.size_bytes": str(fp.size_bytes),
+        **git_info(),
+        **env_info(),
+    }
+    if fp.dvc_md5:
+        tags["data.dvc_md5"] = fp.dvc_md5
+        tags["data.dvc_file"] = fp.dvc_file or ""
+    tags.update(redact(checked.config.tags))
+    return tags
+
+
+def resolved_yaml(cfg: RunConfig) -> str:
+    import yaml
+
+    return yaml.safe_dump(redact(cfg.model_dump(mode="json")), sort_keys=False)
+
+
+def log_datasets(run: Tracker, checked: CheckedInputs) -> None:
+    split, target = checked.split, checked.config.target
+    stem = checked.data_path.stem
+    for context, X, y in (("training", split.X_train, split.y_train), ("test", split.X_test, split.y_test)):
+        frame = X.assign(**{target: y.to_numpy()})
+        run.log_dataset(
+            frame,
+            context=context,
+            source=Path(checked.fingerprint.path).as_uri(),
+            name=f"{stem}_{'train' if context == 'training' else 'test'}",
+            target=target,
+        )
+
+
+def native_artifact(pipeline, checked: CheckedInputs) -> ModelArtifact:
+    """The bare algorithm under its own MLflow flavor (it takes preprocessed features, not raw rows)."""
+    native = unwrap(pipeline.named_steps["model"])
+    if checked.spec.native_flavor == "pytorch":
+        native = native.torch_module()
+    features = pipeline.named_steps["preprocess"].transform(checked.split.X_train.head(INPUT_EXAMPLE_ROWS))
+    return ModelArtifact(
+        model=native,
+        flavor=checked.spec.native_flavor,
+        input_example=np.asarray(features, dtype=np.float32),
+        output_example=None,
+        pip_requirements=pinned(("numpy", *checked.spec.requires)),
+        name="model_native",
+    )
+
+
+def model_artifact(pipeline, checked: CheckedInputs) -> ModelArtifact:
+    example = checked.split.X_train.head(INPUT_EXAMPLE_ROWS)
+    requirements = ("scikit-learn", "numpy", "pandas", "scipy", "skops", *checked.spec.requires)
+    return ModelArtifact(
+        model=pipeline,
+        flavor=checked.spec.flavor,
+        input_example=example,
+        output_example=pipeline.predict(example),
+        pip_requirements=pinned(tuple(dict.fromkeys(requirements))),
+        trusted_types=[*PREPROCESSING_TRUSTED_TYPES, *checked.spec.all_trusted_types],
+        code_paths=[str(Path(tabtrack_package.__file__).parent)]
+        if checked.spec.ships_tabtrack_code(checked.dataset.task)
+        else [],
+    )

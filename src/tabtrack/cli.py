@@ -119,6 +119,80 @@ def _register_result(result, name: str, *, gate: bool, metric: str | None, track
         typer.echo(f"gate: {decision.alias}: {decision.reason}")
 
 
+@app.command()
+def compare(
+    data: Annotated[Path | None, typer.Argument(help="CSV or Parquet file (or `data:` in --config)")] = None,
+    target: Annotated[str | None, typer.Option("--target", "-t", help="target column")] = None,
+    models: Annotated[
+        str | None, typer.Option("--models", help="comma-separated families; default: all installed for the task")
+    ] = None,
+    metric: Annotated[
+        str | None, typer.Option("--metric", help="ranking metric on the test split; default: the task's primary")
+    ] = None,
+    cv: Annotated[int | None, typer.Option("--cv", help="K-fold CV inside each model's run")] = None,
+    config: Annotated[Path | None, typer.Option("--config", "-c", help="YAML config file")] = None,
+    set_: Annotated[
+        list[str] | None, typer.Option("--set", help="override a config key: key=value (repeatable)")
+    ] = None,
+    params: Annotated[
+        list[str] | None, typer.Option("--params", help="one model's parameter: MODEL.NAME=VALUE (repeatable)")
+    ] = None,
+    task: Annotated[str | None, typer.Option("--task", help="auto, classification or regression")] = None,
+    test_size: Annotated[float | None, typer.Option("--test-size")] = None,
+    seed: Annotated[int | None, typer.Option("--seed", "--random-state")] = None,
+    experiment: Annotated[str | None, typer.Option("--experiment", "-e")] = None,
+    tag: Annotated[list[str] | None, typer.Option("--tag", help="tag key=value on every run (repeatable)")] = None,
+    tracking_uri: TrackingUri = None,
+    no_track: Annotated[bool, typer.Option("--no-track")] = False,
+    register: Annotated[str | None, typer.Option("--register", help="register the best model under this name")] = None,
+    gate: Annotated[
+        bool, typer.Option("--gate", help="with --register: champion only if it beats the current one")
+    ] = False,
+) -> None:
+    """Train several model families on the same split and rank them: one parent run, one child per model."""
+    if gate and not register:
+        raise ConfigError("--gate needs --register NAME.")
+    from tabtrack.cli_output import console, fold_progress, leaderboard_table
+    from tabtrack.workflows.compare import compare as compare_workflow
+    from tabtrack.workflows.train import build_config
+
+    resolved = build_config(
+        data, target=target, config=config, task=task, cv=cv, test_size=test_size, random_state=seed,
+        experiment=experiment, tags=_pairs(tag, "--tag"), overrides=set_ or (),
+    )  # fmt: skip
+    with fold_progress() as progress:
+        result = compare_workflow(
+            resolved,
+            models=models.split(",") if models else None,
+            metric=metric,
+            params=_model_params(params),
+            tracking_uri=tracking_uri,
+            track=not no_track,
+            progress=progress,
+        )
+    console.print(leaderboard_table(result.leaderboard, metric=result.metric, title=f"compare · {result.experiment}"))
+    if result.run_id:
+        console.print(f"parent run: {result.run_id}   best: {result.best_model}")
+    for model_name, error in result.failures.items():
+        typer.echo(f"failed: {model_name}: {error}", err=True)
+    if register and result.best_model:
+        _register_result(
+            result.results[result.best_model], register, gate=gate, metric=result.metric, tracking_uri=tracking_uri
+        )
+
+
+def _model_params(values: list[str] | None) -> dict[str, dict]:
+    import yaml
+
+    result: dict[str, dict] = {}
+    for key, raw in _pairs(values, "--params").items():
+        model_name, sep, name = key.partition(".")
+        if not sep or not name:
+            raise ConfigError(f"--params expects MODEL.NAME=VALUE, got {key}={raw!r} (e.g. random_forest.max_depth=6).")
+        result.setdefault(model_name, {})[name] = yaml.safe_load(raw) if raw.strip() else None
+    return result
+
+
 @app.command("register")
 def register_cmd(
     run_id: Annotated[str, typer.Argument(help="run whose `model` to register")],
@@ -283,6 +357,7 @@ def _configure_logging(verbose: bool) -> None:
         warnings.filterwarnings("ignore", module=r"mlflow(\..*)?")
         warnings.filterwarnings("ignore", category=FutureWarning)
         os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
+        os.environ.setdefault("MLFLOW_LOGGING_LEVEL", "WARNING")  # read when mlflow is first imported
 
 
 def _on_sigterm(signum, frame) -> None:

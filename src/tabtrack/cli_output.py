@@ -75,3 +75,34 @@ def simple_table(headers: list[str], rows: list[list[str]], title: str | None = 
     for row in rows:
         table.add_row(*row)
     return table
+
+
+def leaderboard_table(board, *, metric: str, title: str | None = None) -> Table:
+    """Rank, model, the ranking metric (and its CV mean ± std), a few other test metrics, status."""
+    table = Table(title=title, box=box.SIMPLE_HEAD if console.is_terminal else box.ASCII2)
+    others = [c for c in board.columns if c.startswith("test_") and c != f"test_{metric}"][:3]
+    columns = [
+        "rank",
+        "model",
+        f"test_{metric}",
+        *([f"cv_{metric}"] if f"cv_{metric}_mean" in board.columns else []),
+        *others,
+        "seconds",
+        "status",
+    ]
+    for column in columns:
+        table.add_column(column, justify="right" if column not in ("model", "status") else "left")
+    for _, row in board.iterrows():
+        cells = []
+        for column in columns:
+            if column == f"cv_{metric}":
+                mean, std = row.get(f"cv_{metric}_mean"), row.get(f"cv_{metric}_std")
+                cells.append("" if mean is None or mean != mean else f"{mean:.4f} ± {std:.4f}")
+            else:
+                value = row.get(column)
+                if isinstance(value, float):
+                    cells.append("" if value != value else f"{value:.4f}" if column != "seconds" else f"{value:.1f}")
+                else:
+                    cells.append("" if value is None else str(value))
+        table.add_row(*cells)
+    return table

@@ -53,6 +53,10 @@ class Tracker(ABC):
         with child._lifecycle():
             yield child
 
+    def nested(self) -> Tracker:
+        """An unstarted tracker whose `run(...)` becomes a child of this run (a comparison's model runs)."""
+        raise NotImplementedError(f"{type(self).__name__} has no nested runs")
+
     @contextmanager
     def _lifecycle(self) -> Iterator[None]:
         try:

@@ -44,8 +44,15 @@ class MlflowTracker(Tracker):
     # -- lifecycle --------------------------------------------------------------------
     def _start(self, *, experiment: str, run_name: str, tags: dict[str, str]) -> None:
         mlflow.set_tracking_uri(self.tracking_uri)
+        if self._parent is not None:  # a nested() tracker: a child of the parent's run, in its experiment
+            self._parent.flush()
+            self._begin(run_name, {**tags, PARENT_TAG: self._parent.run_id}, nested=True)
+            return
         self.experiment_id = self._experiment_id(experiment)
         self._begin(run_name, tags, nested=False)
+
+    def nested(self) -> Tracker:
+        return MlflowTracker(self.tracking_uri, _parent=self)
 
     def _new_child(self, run_name: str, tags: dict[str, str]) -> Tracker:
         self.flush()

@@ -27,6 +27,11 @@ class NullTracker(Tracker):
         self.children.append(child)
         return child
 
+    def nested(self) -> Tracker:
+        child = NullTracker()
+        self.children.append(child)
+        return child
+
     def _end(self, status: str) -> None:
         self.status = status
 

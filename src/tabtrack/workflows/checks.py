@@ -32,24 +32,27 @@ class CheckedInputs:
     device: str | None
 
 
-def check_training(config: RunConfig) -> CheckedInputs:
-    """Every user mistake surfaces here as a TabtrackError, before a run is created."""
-    if not config.data:
-        raise ConfigError("no data file given; pass DATA (e.g. tabtrack train data.csv --target y).")
-    if not config.target:
-        raise ConfigError("no target column given; pass --target NAME or set `target:` in the config.")
+@dataclass
+class CheckedData:
+    """The data half of the checks, shared by every model a comparison trains."""
+
+    data_path: Path
+    fingerprint: DataFingerprint
+    dataset: Dataset
+    split: Split
+
+
+def check_training(config: RunConfig, data: CheckedData | None = None) -> CheckedInputs:
+    """Every user mistake surfaces here as a TabtrackError, before a run is created.
+    `data` skips re-reading a file already checked with the same data settings."""
     spec = get_spec(config.model.type)
-    data_path = Path(config.data)
-    frame = load_table(data_path)
-    dataset = prepare_dataset(frame, target=config.target, task=config.task, source=f"'{data_path}'")
+    data = data or check_data(config)
+    dataset, split = data.dataset, data.split
     if dataset.task not in spec.tasks:
         raise ConfigError(
             f"model {spec.name!r} does not support {dataset.task} (target {config.target!r}); "
             f"it supports {', '.join(spec.tasks)}. Pick another --model or set --task."
         )
-    split = split_dataset(dataset, test_size=config.test_size, random_state=config.random_state)
-    if config.cv_folds >= 2:
-        _check_folds(split.y_train, config.cv_folds, dataset.task)
     # Built now so unknown parameter names and invalid values are reported before any run exists.
     device = _check_device(config.device, spec)
     estimator = spec.build(
@@ -61,16 +64,31 @@ def check_training(config: RunConfig) -> CheckedInputs:
     )
     return CheckedInputs(
         config=config,
-        data_path=data_path,
-        fingerprint=fingerprint(data_path),
+        data_path=data.data_path,
+        fingerprint=data.fingerprint,
         dataset=dataset,
         split=split,
         spec=spec,
         estimator=estimator,
-        experiment=config.experiment or data_path.stem,
+        experiment=config.experiment or data.data_path.stem,
         custom_metrics=[load_metric(reference) for reference in config.metrics],
         device=device,
     )
+
+
+def check_data(config: RunConfig) -> CheckedData:
+    """Load, validate, fingerprint and split the data named by the config."""
+    if not config.data:
+        raise ConfigError("no data file given; pass DATA (e.g. tabtrack train data.csv --target y).")
+    if not config.target:
+        raise ConfigError("no target column given; pass --target NAME or set `target:` in the config.")
+    data_path = Path(config.data)
+    frame = load_table(data_path)
+    dataset = prepare_dataset(frame, target=config.target, task=config.task, source=f"'{data_path}'")
+    split = split_dataset(dataset, test_size=config.test_size, random_state=config.random_state)
+    if config.cv_folds >= 2:
+        _check_folds(split.y_train, config.cv_folds, dataset.task)
+    return CheckedData(data_path=data_path, fingerprint=fingerprint(data_path), dataset=dataset, split=split)
 
 
 def _check_device(requested: str, spec: ModelSpec) -> str | None:

@@ -85,6 +85,30 @@ def train(
         ...                         model="hist_gradient_boosting", params={"max_depth": 4})
         >>> result.metrics["test"]["roc_auc"]
     """
+    resolved = build_config(
+        data, target=target, model=model, params=params, config=config, task=task, cv=cv, test_size=test_size,
+        random_state=random_state, experiment=experiment, device=device, tags=tags, overrides=overrides,
+    )  # fmt: skip
+    return run_training(resolved, tracker=tracker, tracking_uri=tracking_uri, track=track, progress=progress)
+
+
+def build_config(
+    data: str | Path | None = None,
+    *,
+    target: str | None = None,
+    model: str | None = None,
+    params: Mapping[str, Any] | None = None,
+    config: str | Path | RunConfig | None = None,
+    task: str | None = None,
+    cv: int | None = None,
+    test_size: float | None = None,
+    random_state: int | None = None,
+    experiment: str | None = None,
+    device: str | None = None,
+    tags: Mapping[str, str] | None = None,
+    overrides: Iterable[str] = (),
+) -> RunConfig:
+    """Config file (or a RunConfig) < keyword options (None means "not given") < `--set` overrides."""
     if isinstance(config, RunConfig):
         base = config.model_dump()
         config = None
@@ -102,8 +126,7 @@ def train(
         "device": device,
         "tags": dict(tags) if tags else None,
     }
-    resolved = resolve_config(file=config, options=_merge_base(base, options), overrides=overrides)
-    return run_training(resolved, tracker=tracker, tracking_uri=tracking_uri, track=track, progress=progress)
+    return resolve_config(file=config, options=_merge_base(base, options), overrides=overrides)
 
 
 def run_training(
@@ -113,9 +136,11 @@ def run_training(
     tracking_uri: str | None = None,
     track: bool = True,
     progress: Progress | None = None,
+    checked: CheckedInputs | None = None,
 ) -> TrainResult:
-    """Check every input first (no run, not even a store, exists if one is bad), then train and record."""
-    checked = check_training(config)
+    """Check every input first (no run, not even a store, exists if one is bad), then train and record.
+    `checked` passes inputs a caller (compare) already checked."""
+    checked = checked or check_training(config)
     tracker = tracker or make_tracker(track=track, tracking_uri=tracking_uri)
     spec, cfg, split = checked.spec, checked.config, checked.split
     run_name = f"{spec.name}_{datetime.now():%Y%m%d_%H%M%S}"

@@ -1,0 +1,185 @@
+"""`tabtrack compare`: several model families on the same split, one parent run, one child run per
+model (each a full standard run), and a leaderboard that answers "which was better?"."""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+import pandas as pd
+
+from tabtrack.config import ModelConfig, RunConfig
+from tabtrack.errors import ConfigError, TabtrackError
+from tabtrack.evaluate.metrics import GREATER_IS_BETTER, primary_metric
+from tabtrack.models import available_models, get_spec
+from tabtrack.tracking import Tracker, make_tracker
+from tabtrack.workflows.checks import CheckedInputs, check_data, check_training
+from tabtrack.workflows.recording import resolved_yaml, run_tags
+from tabtrack.workflows.train import Progress, TrainResult, run_training
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class CompareResult:
+    run_id: str | None
+    experiment: str
+    metric: str
+    leaderboard: pd.DataFrame  # one row per model, best first; failed models last
+    results: dict[str, TrainResult] = field(default_factory=dict)
+    failures: dict[str, str] = field(default_factory=dict)  # model -> error
+
+    @property
+    def best_model(self) -> str | None:
+        ok = self.leaderboard[self.leaderboard["status"] == "FINISHED"]
+        return None if ok.empty else str(ok.iloc[0]["model"])
+
+
+def compare(
+    config: RunConfig,
+    *,
+    models: Sequence[str] | None = None,
+    metric: str | None = None,
+    params: Mapping[str, Mapping[str, Any]] | None = None,
+    tracker: Tracker | None = None,
+    tracking_uri: str | None = None,
+    track: bool = True,
+    progress: Progress | None = None,
+) -> CompareResult:
+    """Train each model on the same data and split (one seed) and rank them on the test split by
+    `metric` (default: the task's primary metric; direction read from the metric's definition)."""
+    data = check_data(config)
+    task = data.dataset.task
+    n_classes = len(data.dataset.classes) if data.dataset.classes is not None else None
+    chosen = _check_models(models, task)
+    metric = metric or primary_metric(task, n_classes)
+    if metric not in GREATER_IS_BETTER:
+        valid = sorted(GREATER_IS_BETTER)
+        raise ConfigError(f"unknown --metric {metric!r}; use one of {', '.join(valid)}.")
+    params = dict(params or {})
+    unknown = sorted(set(params) - set(chosen))
+    if unknown:
+        raise ConfigError(f"--params names model(s) not being compared: {', '.join(unknown)}.")
+    checked: dict[str, CheckedInputs] = {
+        name: check_training(
+            config.model_copy(update={"model": ModelConfig(type=name, params=dict(params.get(name, {})))}), data
+        )
+        for name in chosen
+    }
+    tracker = tracker or make_tracker(track=track, tracking_uri=tracking_uri)
+    first = next(iter(checked.values()))
+    run_name = f"compare_{datetime.now():%Y%m%d_%H%M%S}"
+    tags = {**run_tags(first), "tabtrack.kind": "compare"}
+
+    results: dict[str, TrainResult] = {}
+    failures: dict[str, str] = {}
+    seconds: dict[str, float] = {}
+    with tracker.run(experiment=first.experiment, run_name=run_name, tags=tags) as parent:
+        parent.log_params(
+            {
+                "models": ",".join(chosen), "metric": metric, "task": task, "target": config.target,
+                "test_size": config.test_size, "random_state": config.random_state, "cv_folds": config.cv_folds,
+                "n_train_samples": len(data.split.X_train), "n_test_samples": len(data.split.X_test),
+            }
+        )  # fmt: skip
+        parent.log_text(resolved_yaml(config), "config/resolved.yaml")
+        for index, name in enumerate(chosen, start=1):
+            start = time.perf_counter()
+            try:
+                results[name] = run_training(
+                    checked[name].config, tracker=parent.nested(), progress=progress, checked=checked[name]
+                )
+            except Exception as exc:
+                failures[name] = f"{type(exc).__name__}: {exc}"
+                log.warning("model %s failed: %s", name, failures[name])
+            seconds[name] = time.perf_counter() - start
+            if progress:
+                progress("model", index, len(chosen))
+        board = leaderboard(results, failures, seconds, metric=metric)
+        parent.log_text(board.to_csv(index=False), "leaderboard.csv")
+        parent.log_text(_markdown(board), "leaderboard.md")
+        best = board[board["status"] == "FINISHED"]
+        if not best.empty:
+            top = best.iloc[0]
+            parent.set_tags({"best.model": str(top["model"]), "best.run_id": str(top["run_id"])})
+            parent.log_metrics({f"best_test_{metric}": float(top[f"test_{metric}"])})
+        if failures:
+            parent.set_tags({"failed_models": ",".join(sorted(failures))})
+        result = CompareResult(parent.run_id, first.experiment, metric, board, results, failures)
+    if not results:
+        raise TabtrackError(f"every model failed: {'; '.join(f'{m}: {e}' for m, e in failures.items())}")
+    return result
+
+
+def leaderboard(
+    results: Mapping[str, TrainResult], failures: Mapping[str, str], seconds: Mapping[str, float], *, metric: str
+) -> pd.DataFrame:
+    """Rows best first by test `metric` (its direction from GREATER_IS_BETTER); failed models last."""
+    rows = []
+    for name, result in results.items():
+        row = {"model": name, "status": "FINISHED", "run_id": result.run_id or ""}
+        row[f"test_{metric}"] = result.metrics["test"].get(metric)
+        if "cv" in result.metrics:
+            row[f"cv_{metric}_mean"] = result.metrics["cv"].get(f"{metric}_mean")
+            row[f"cv_{metric}_std"] = result.metrics["cv"].get(f"{metric}_std")
+        for other, value in result.metrics["test"].items():
+            if other != metric and other in GREATER_IS_BETTER:
+                row[f"test_{other}"] = value
+        row["seconds"] = round(seconds.get(name, 0.0), 2)
+        rows.append(row)
+    board = pd.DataFrame(rows)
+    if not board.empty:
+        board = board.sort_values(
+            f"test_{metric}", ascending=not GREATER_IS_BETTER[metric], kind="stable", na_position="last"
+        )
+    failed = pd.DataFrame(
+        [
+            {
+                "model": name,
+                "status": "FAILED",
+                "run_id": "",
+                "error": error,
+                "seconds": round(seconds.get(name, 0.0), 2),
+            }
+            for name, error in failures.items()
+        ]
+    )
+    board = pd.concat([board, failed], ignore_index=True) if not failed.empty else board.reset_index(drop=True)
+    board.insert(0, "rank", range(1, len(board) + 1))
+    return board
+
+
+def _check_models(models: Iterable[str] | None, task: str) -> list[str]:
+    if not models:
+        chosen = available_models(task)
+        if not chosen:
+            raise ConfigError(f"no installed model family supports {task}.")
+        return chosen
+    chosen = list(dict.fromkeys(m.strip() for m in models if m.strip()))
+    for name in chosen:
+        spec = get_spec(name)  # unknown names: an error listing the valid ones
+        if task not in spec.tasks:
+            raise ConfigError(f"model {name!r} does not support {task}; drop it from --models.")
+    return chosen
+
+
+def _markdown(board: pd.DataFrame) -> str:
+    columns = [c for c in board.columns if c != "error"] + (["error"] if "error" in board.columns else [])
+    lines = ["| " + " | ".join(columns) + " |", "|" + "---|" * len(columns)]
+    for _, row in board[columns].iterrows():
+        cells = []
+        for value in row:
+            if isinstance(value, float):
+                cells.append("" if pd.isna(value) else f"{value:.4f}")
+            else:
+                cells.append(
+                    ""
+                    if value is None or (not isinstance(value, str) and pd.isna(value))
+                    else str(value).replace("|", "\\|")
+                )
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines) + "\n"

@@ -1,0 +1,124 @@
+"""`tabtrack compare`: one parent, one full child run per model, a leaderboard in the right order,
+and a failing model that leaves the others complete."""
+
+from __future__ import annotations
+
+import io
+
+import mlflow
+import pandas as pd
+import pytest
+
+from tabtrack.errors import ConfigError
+from tabtrack.workflows.compare import compare
+from tabtrack.workflows.train import build_config
+
+MODELS = ["logistic_regression", "random_forest", "hist_gradient_boosting"]
+
+
+def test_leaderboard_order_matches_the_children(workdir, data_dir, store_uri, client):
+    config = build_config(data_dir / "breast_cancer.csv", target="target", cv=3)
+    result = compare(config, models=MODELS, tracking_uri=store_uri)
+    assert result.metric == "roc_auc" and not result.failures
+
+    parent = client.get_run(result.run_id)
+    children = client.search_runs(
+        [parent.info.experiment_id], filter_string=f"tags.mlflow.parentRunId = '{result.run_id}'"
+    )
+    by_model = {c.data.params["model_type"]: c for c in children}
+    assert set(by_model) == set(MODELS)
+    for child in children:  # each child is a full standard run, with its own CV folds
+        assert child.info.status == "FINISHED"
+        assert {"test_roc_auc", "cv_roc_auc_mean", "train_accuracy"} <= set(child.data.metrics)
+        folds = client.search_runs(
+            [parent.info.experiment_id], filter_string=f"tags.mlflow.parentRunId = '{child.info.run_id}'"
+        )
+        assert len(folds) == 3
+        assert "plots/roc_curve.png" in {a.path for a in client.list_artifacts(child.info.run_id, "plots")}
+
+    expected = sorted(MODELS, key=lambda m: -by_model[m].data.metrics["test_roc_auc"])
+    assert list(result.leaderboard["model"]) == expected
+    board = pd.read_csv(io.StringIO(mlflow.artifacts.load_text(f"runs:/{result.run_id}/leaderboard.csv")))
+    assert list(board["model"]) == expected and list(board["rank"]) == [1, 2, 3]
+    for _, row in board.iterrows():
+        assert row["test_roc_auc"] == pytest.approx(by_model[row["model"]].data.metrics["test_roc_auc"])
+        assert row["run_id"] == by_model[row["model"]].info.run_id
+    markdown = mlflow.artifacts.load_text(f"runs:/{result.run_id}/leaderboard.md")
+    assert markdown.startswith("| rank | model |") and expected[0] in markdown.splitlines()[2]
+    assert parent.data.tags["best.model"] == expected[0]
+    assert parent.data.tags["best.run_id"] == by_model[expected[0]].info.run_id
+    assert parent.data.metrics["best_test_roc_auc"] == pytest.approx(by_model[expected[0]].data.metrics["test_roc_auc"])
+
+
+def test_lower_is_better_metrics_rank_ascending(workdir, data_dir, store_uri):
+    config = build_config(data_dir / "diabetes.csv", target="target")
+    result = compare(config, models=["ridge", "random_forest"], tracking_uri=store_uri)
+    assert result.metric == "rmse"
+    values = list(result.leaderboard["test_rmse"])
+    assert values == sorted(values)
+
+
+def test_a_failing_model_leaves_the_others_complete(workdir, data_dir, store_uri, client, cli):
+    code, out, err = cli(
+        "compare", data_dir / "breast_cancer.csv", "--target", "target", "--models", ",".join(MODELS),
+        "--params", "logistic_regression.solver=liblinear", "--params", "logistic_regression.l1_ratio=0.5",
+        "--experiment", "cmp",
+    )  # fmt: skip
+    assert code == 0, err
+    assert "failed: logistic_regression" in err and "FAILED" in out
+    runs = client.search_runs([client.get_experiment_by_name("cmp").experiment_id])
+    parent = next(r for r in runs if r.info.run_name.startswith("compare_"))
+    children = {
+        r.data.params.get("model_type"): r for r in runs if r.data.tags.get("mlflow.parentRunId") == parent.info.run_id
+    }
+    assert children["logistic_regression"].info.status == "FAILED"
+    assert "elasticnet" in children["logistic_regression"].data.tags["error"]
+    assert (
+        children["random_forest"].info.status == "FINISHED"
+        and children["hist_gradient_boosting"].info.status == "FINISHED"
+    )
+    assert parent.info.status == "FINISHED" and parent.data.tags["failed_models"] == "logistic_regression"
+    board = pd.read_csv(io.StringIO(mlflow.artifacts.load_text(f"runs:/{parent.info.run_id}/leaderboard.csv")))
+    assert list(board["status"]) == ["FINISHED", "FINISHED", "FAILED"]
+
+
+def test_default_models_are_every_installed_family_for_the_task(workdir, data_dir):
+    from tabtrack.models import available_models
+
+    config = build_config(data_dir / "diabetes.csv", target="target", overrides=["model.params={}"])
+    result = compare(config, track=False, params={"mlp": {"epochs": 20}, "xgboost": {"n_estimators": 30}})
+    assert set(result.leaderboard["model"]) == set(available_models("regression"))
+    assert "logistic_regression" not in set(result.leaderboard["model"])
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "message"),
+    [
+        ({"models": ["ridge"]}, "does not support classification"),
+        ({"models": ["random_forrest"]}, "Did you mean 'random_forest'"),
+        ({"metric": "rsme"}, "unknown --metric 'rsme'"),
+        ({"models": ["random_forest"], "params": {"ridge": {"alpha": 1}}}, "not being compared: ridge"),
+        ({"models": ["random_forest"], "params": {"random_forest": {"max_dept": 1}}}, "Did you mean 'max_depth'"),
+    ],
+)
+def test_bad_compare_requests_fail_before_any_run(kwargs, message, workdir, data_dir):
+    config = build_config(data_dir / "breast_cancer.csv", target="target")
+    with pytest.raises(ConfigError, match=message):
+        compare(config, **kwargs)
+    assert not (workdir / "mlflow.db").exists()
+
+
+def test_compare_registers_its_best_model(workdir, data_dir, cli, client):
+    code, out, err = cli(
+        "compare", data_dir / "wine.csv", "--target", "target", "--models", "logistic_regression,random_forest",
+        "--register", "wine_best", "--gate",
+    )  # fmt: skip
+    assert code == 0, err
+    assert "registered: wine_best version 1" in out and "gate: champion" in out
+    version = client.get_model_version("wine_best", "1")
+    parent = next(
+        r
+        for r in client.search_runs([client.get_experiment_by_name("wine").experiment_id])
+        if r.info.run_name.startswith("compare_")
+    )
+    assert version.tags["source_run_id"] == parent.data.tags["best.run_id"]

@@ -254,6 +254,144 @@ def models_show(name: Annotated[str, typer.Argument()], tracking_uri: TrackingUr
     console.print(simple_table(["version", "aliases", "run id", "test metrics"], rows, title=name))
 
 
+runs_app = typer.Typer(help="Runs as data: list, export, clean.", no_args_is_help=True)
+app.add_typer(runs_app, name="runs")
+Experiment = Annotated[str | None, typer.Option("--experiment", "-e", help="experiment name; default: all")]
+Filter = Annotated[str, typer.Option("--filter", help='MLflow search filter, e.g. "metrics.test_f1 > 0.9"')]
+OrderBy = Annotated[list[str] | None, typer.Option("--order-by", help='e.g. "metrics.test_f1 DESC" (repeatable)')]
+Folds = Annotated[bool, typer.Option("--folds", help="include CV fold runs")]
+
+
+@runs_app.command("list")
+def runs_list(
+    experiment: Experiment = None,
+    filter_: Filter = "",
+    order_by: OrderBy = None,
+    fmt: Annotated[str, typer.Option("--format", "-f", help="table, csv, md or json")] = "table",
+    output: Annotated[
+        Path | None, typer.Option("--output", "-o", help="write to a file instead of the terminal")
+    ] = None,
+    folds: Folds = False,
+    tracking_uri: TrackingUri = None,
+) -> None:
+    """Runs with their params, metrics and key tags as columns."""
+    _runs_out(experiment, filter_, order_by, fmt, output, folds, tracking_uri)
+
+
+@runs_app.command("export")
+def runs_export(
+    experiment: Experiment = None,
+    filter_: Filter = "",
+    order_by: OrderBy = None,
+    fmt: Annotated[str, typer.Option("--format", "-f", help="csv, md, json or table")] = "csv",
+    output: Annotated[Path | None, typer.Option("--output", "-o", help="file to write; default: stdout")] = None,
+    folds: Folds = False,
+    tracking_uri: TrackingUri = None,
+) -> None:
+    """Like `runs list`, CSV by default, for spreadsheets and reports."""
+    _runs_out(experiment, filter_, order_by, fmt, output, folds, tracking_uri)
+
+
+def _runs_out(experiment, filter_, order_by, fmt, output, folds, tracking_uri) -> None:
+    from tabtrack.workflows import runs
+
+    frame = runs.list_runs(
+        experiment=experiment, filter_string=filter_, order_by=order_by, include_folds=folds, tracking_uri=tracking_uri
+    )
+    if fmt == "table":
+        from tabtrack.cli_output import console, simple_table
+
+        shown = runs.compact(frame)
+        rows = [[runs._cell(v) for v in row] for row in shown.itertuples(index=False)]
+        if output:
+            output.write_text(runs.export(frame, "md"))
+        else:
+            console.print(simple_table(list(shown.columns), rows))
+        return
+    text = runs.export(frame, fmt)
+    if output:
+        output.write_text(text)
+        typer.echo(f"wrote {len(frame)} runs to {output}")
+    else:
+        typer.echo(text, nl=False)
+
+
+@runs_app.command("clean")
+def runs_clean(
+    failed: Annotated[bool, typer.Option("--failed", help="delete FAILED runs")] = False,
+    stale: Annotated[bool, typer.Option("--stale", help="mark RUNNING runs whose process is gone as FAILED")] = False,
+    older_than: Annotated[
+        str | None, typer.Option("--older-than", help="with --failed: only runs older than this, e.g. 7d")
+    ] = None,
+    dry_run: Annotated[bool, typer.Option("--dry-run", help="list what would change, change nothing")] = False,
+    experiment: Experiment = None,
+    tracking_uri: TrackingUri = None,
+) -> None:
+    """Delete failed runs, or close runs left RUNNING by a process that died."""
+    from tabtrack.workflows import runs
+
+    if failed == stale:
+        raise ConfigError("choose one of --failed or --stale.")
+    verb = "would" if dry_run else "did"
+    if failed:
+        chosen = runs.clean_failed(
+            experiment=experiment, older_than=older_than, dry_run=dry_run, tracking_uri=tracking_uri
+        )
+        typer.echo(f"{verb} delete {len(chosen)} failed run(s)" + "".join(f"\n  {r}" for r in chosen))
+    else:
+        marked, undecidable = runs.clean_stale(experiment=experiment, dry_run=dry_run, tracking_uri=tracking_uri)
+        typer.echo(f"{verb} mark {len(marked)} stale run(s) FAILED" + "".join(f"\n  {r}" for r in marked))
+        if undecidable:
+            typer.echo(
+                f"left {len(undecidable)} RUNNING run(s) from other hosts (or without tabtrack's host/pid tags) alone",
+                err=True,
+            )
+
+
+@app.command("diff")
+def diff_cmd(
+    run_a: Annotated[str, typer.Argument()],
+    run_b: Annotated[str, typer.Argument()],
+    fmt: Annotated[str, typer.Option("--format", "-f", help="table or json")] = "table",
+    only_changes: Annotated[bool, typer.Option("--changes", help="show only what differs")] = False,
+    tracking_uri: TrackingUri = None,
+) -> None:
+    """Compare two runs: params, metrics with deltas, data and code lineage, package versions."""
+    import json
+
+    from tabtrack.workflows import runs
+
+    result = runs.diff(run_a, run_b, tracking_uri=tracking_uri)
+    if fmt == "json":
+        typer.echo(json.dumps(result, indent=2, default=str))
+        return
+    if fmt != "table":
+        raise ConfigError(f"unknown format {fmt!r}; use table or json.")
+    from rich.table import Table
+
+    from tabtrack.cli_output import console
+
+    for section, rows in result.items():
+        table = Table(title=section, show_lines=False)
+        for column in ("name", "a", "b", *(["delta"] if section == "metrics" else [])):
+            table.add_column(column)
+        for row in rows:
+            if only_changes and not row["changed"] and section != "runs":
+                continue
+            style = "bold red" if row["changed"] and section != "runs" else None
+            cells = [str(row["name"]), _fmt(row["a"]), _fmt(row["b"])]
+            if section == "metrics":
+                cells.append("" if row["delta"] is None else f"{row['delta']:+.4g}")
+            table.add_row(*[("* " if style and i == 0 else "") + c for i, c in enumerate(cells)], style=style)
+        console.print(table)
+
+
+def _fmt(value) -> str:
+    if value is None:
+        return "-"
+    return f"{value:.6g}" if isinstance(value, float) else str(value)
+
+
 @app.command()
 def predict(
     model_uri: Annotated[str, typer.Argument(help="models:/NAME@alias, models:/NAME/3, runs:/ID/model or a path")],

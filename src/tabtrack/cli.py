@@ -181,6 +181,79 @@ def compare(
         )
 
 
+@app.command()
+def tune(
+    data: Annotated[Path | None, typer.Argument(help="CSV or Parquet file (or `data:` in --config)")] = None,
+    target: Annotated[str | None, typer.Option("--target", "-t")] = None,
+    model: Annotated[str | None, typer.Option("--model", "-m", help="model family to tune")] = None,
+    trials: Annotated[int, typer.Option("--trials", "-n", help="trials to add to the study")] = 20,
+    timeout: Annotated[
+        float | None, typer.Option("--timeout", help="stop adding trials after this many seconds")
+    ] = None,
+    jobs: Annotated[int, typer.Option("--jobs", "-j", help="worker processes sharing the study")] = 1,
+    storage: Annotated[
+        str | None,
+        typer.Option("--storage", help="Optuna storage URL, e.g. postgresql://...; default: .tabtrack/optuna.journal"),
+    ] = None,
+    study_name: Annotated[str | None, typer.Option("--study-name", help="same name resumes the study")] = None,
+    metric: Annotated[
+        str | None, typer.Option("--metric", help="CV metric to optimise; default: the task's primary")
+    ] = None,
+    cv: Annotated[int | None, typer.Option("--cv", help="folds per trial (default 3)")] = None,
+    config: Annotated[Path | None, typer.Option("--config", "-c")] = None,
+    set_: Annotated[
+        list[str] | None, typer.Option("--set", help="override a config key: key=value (repeatable)")
+    ] = None,
+    seed: Annotated[int | None, typer.Option("--seed", "--random-state")] = None,
+    experiment: Annotated[str | None, typer.Option("--experiment", "-e")] = None,
+    tag: Annotated[list[str] | None, typer.Option("--tag")] = None,
+    tracking_uri: TrackingUri = None,
+    register: Annotated[str | None, typer.Option("--register", help="register the refitted best model")] = None,
+    gate: Annotated[bool, typer.Option("--gate")] = False,
+) -> None:
+    """Tune a model family's hyperparameters with Optuna: one child run per trial, best refit on the parent."""
+    from tabtrack.cli_output import console, fold_progress, print_train_result
+    from tabtrack.workflows.train import build_config
+    from tabtrack.workflows.tune import tune as tune_workflow
+
+    if gate and not register:
+        raise ConfigError("--gate needs --register NAME.")
+    resolved = build_config(
+        data, target=target, model=model, config=config, cv=cv, random_state=seed, experiment=experiment,
+        tags=_pairs(tag, "--tag"), overrides=set_ or (),
+    )  # fmt: skip
+    with fold_progress() as progress:
+        result = tune_workflow(
+            resolved, trials=trials, timeout=timeout, jobs=jobs, storage=storage, study_name=study_name,
+            metric=metric, tracking_uri=tracking_uri, progress=progress,
+        )  # fmt: skip
+    console.print(
+        f"study {result.study_name} ({result.storage}): {result.n_trials} trials; best cv {result.metric} {result.best_value:.4f}"
+    )
+    console.print(f"best params: {result.best_params}")
+    print_train_result(result.refit, console)
+    if register:
+        _register_result(result.refit, register, gate=gate, metric=None, tracking_uri=tracking_uri)
+
+
+@app.command("tune-worker")
+def tune_worker(
+    study_name: Annotated[str, typer.Option("--study-name")],
+    storage: Annotated[
+        str, typer.Option("--storage", help="the study's storage URL (shared PostgreSQL for other machines)")
+    ],
+    until: Annotated[int, typer.Option("--until", help="stop when the study holds this many finished trials")],
+    timeout: Annotated[float | None, typer.Option("--timeout")] = None,
+    tracking_uri: TrackingUri = None,
+) -> None:
+    """Add trials to a study that `tabtrack tune` started (on this machine or another)."""
+    from tabtrack.workflows.tune import run_worker
+
+    raise typer.Exit(
+        run_worker(study_name=study_name, storage=storage, total=until, timeout=timeout, tracking_uri=tracking_uri)
+    )
+
+
 def _model_params(values: list[str] | None) -> dict[str, dict]:
     import yaml
 

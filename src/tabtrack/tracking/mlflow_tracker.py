@@ -54,6 +54,21 @@ class MlflowTracker(Tracker):
     def nested(self) -> Tracker:
         return MlflowTracker(self.tracking_uri, _parent=self)
 
+    @classmethod
+    def attach(cls, run_id: str, *, tracking_uri: str | None = None) -> MlflowTracker:
+        """A tracker for a run another process started (a tune worker adds trial runs under it);
+        it only adds children and values, and never ends the run."""
+        tracker = cls(tracking_uri)
+        mlflow.set_tracking_uri(tracker.tracking_uri)
+        try:
+            run = tracker._client.get_run(run_id)
+        except MlflowException as exc:
+            raise TrackingError(
+                f"run {run_id!r} not found at {redact_uri(tracker.tracking_uri)}: {exc.message}"
+            ) from exc
+        tracker.run_id, tracker.experiment_id = run_id, run.info.experiment_id
+        return tracker
+
     def _new_child(self, run_name: str, tags: dict[str, str]) -> Tracker:
         self.flush()
         child = MlflowTracker(self.tracking_uri, _parent=self)

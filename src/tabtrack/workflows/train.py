@@ -142,72 +142,84 @@ def run_training(
     `checked` passes inputs a caller (compare) already checked."""
     checked = checked or check_training(config)
     tracker = tracker or make_tracker(track=track, tracking_uri=tracking_uri)
-    spec, cfg, split = checked.spec, checked.config, checked.split
-    run_name = f"{spec.name}_{datetime.now():%Y%m%d_%H%M%S}"
-    _seed_everything(cfg.random_state)
+    run_name = f"{checked.spec.name}_{datetime.now():%Y%m%d_%H%M%S}"
+    _seed_everything(checked.config.random_state)
 
     params, tags = run_params(checked), run_tags(checked)
     with tracker.run(experiment=checked.experiment, run_name=run_name, tags=tags) as run:
-        run.log_params(params)
-        run.log_text(resolved_yaml(cfg), "config/resolved.yaml")
-        run.log_text(requirements_txt(), "env/requirements.txt")
-        log_datasets(run, checked)
+        return record_training(run, checked, run_name=run_name, params=params, tags=tags, progress=progress)
 
-        metrics: dict[str, dict[str, float]] = {}
-        fold_run_ids: list[str] = []
-        if cfg.cv_folds >= 2:
-            metrics["cv"], fold_run_ids = _cross_validate(run, checked, progress)
-            run.log_metrics(prefixed("cv", metrics["cv"]))
 
-        pipeline = _new_pipeline(checked)
-        _report_epochs(pipeline.named_steps["model"], run, progress)
-        pipeline.fit(split.X_train, split.y_train)
-        metrics["train"], _, _ = _evaluate(pipeline, split.X_train, split.y_train, checked)
-        metrics["test"], y_pred, proba = _evaluate(pipeline, split.X_test, split.y_test, checked)
+def record_training(
+    run: Tracker,
+    checked: CheckedInputs,
+    *,
+    run_name: str,
+    params: dict[str, Any],
+    tags: dict[str, str],
+    progress: Progress | None = None,
+) -> TrainResult:
+    """Everything a standard run holds, logged into the already started `run` (tune refits into its parent)."""
+    spec, cfg, split = checked.spec, checked.config, checked.split
+    run.log_params(params)
+    run.log_text(resolved_yaml(cfg), "config/resolved.yaml")
+    run.log_text(requirements_txt(), "env/requirements.txt")
+    log_datasets(run, checked)
 
-        evidence = build_evidence(
-            pipeline, split.X_test, split.y_test, y_pred, proba,
-            task=checked.dataset.task, classes=checked.dataset.classes, model_name=spec.name,
-            thresholds=cfg.thresholds, random_state=cfg.random_state,
-        )  # fmt: skip
-        metrics["test"].update(evidence.metrics)
-        for split_name in ("train", "test"):
-            run.log_metrics(prefixed(split_name, metrics[split_name]))
-        run.log_metrics(evidence.run_metrics)
-        run.log_params(evidence.params)
-        for path, text in evidence.texts.items():
-            run.log_text(text, path)
-        for path, png in evidence.images.items():
-            run.log_bytes(png, path)
+    metrics: dict[str, dict[str, float]] = {}
+    fold_run_ids: list[str] = []
+    if cfg.cv_folds >= 2:
+        metrics["cv"], fold_run_ids = _cross_validate(run, checked, progress)
+        run.log_metrics(prefixed("cv", metrics["cv"]))
 
-        model_uri = run.log_model(model_artifact(pipeline, checked))
-        if spec.native_flavor:
-            run.log_model(native_artifact(pipeline, checked))
-        flat_metrics = {f"{split_name}_{k}": v for split_name, values in metrics.items() for k, v in values.items()}
-        report = ReportData(
-            run_id=run.run_id, run_name=run_name, experiment=checked.experiment, status="FINISHED",
-            params={k: str(v) for k, v in {**params, **evidence.params}.items()},
-            metrics=flat_metrics, tags=tags, images=evidence.images,
-        )  # fmt: skip
-        run.log_text(render_report(report), "report.html")
-        result = TrainResult(
-            run_id=run.run_id,
-            experiment=checked.experiment,
-            run_name=run_name,
-            task=checked.dataset.task,
-            model=spec.name,
-            metrics=metrics,
-            pipeline=pipeline,
-            config=cfg,
-            classes=checked.dataset.classes,
-            model_uri=model_uri,
-            ui_url=run.ui_url,
-            fold_run_ids=fold_run_ids,
-            artifact_seconds=evidence.seconds,
-            X_test=split.X_test,
-            y_test=split.y_test,
-        )
-    return result
+    pipeline = new_pipeline(checked)
+    _report_epochs(pipeline.named_steps["model"], run, progress)
+    pipeline.fit(split.X_train, split.y_train)
+    metrics["train"], _, _ = evaluate_split(pipeline, split.X_train, split.y_train, checked)
+    metrics["test"], y_pred, proba = evaluate_split(pipeline, split.X_test, split.y_test, checked)
+
+    evidence = build_evidence(
+        pipeline, split.X_test, split.y_test, y_pred, proba,
+        task=checked.dataset.task, classes=checked.dataset.classes, model_name=spec.name,
+        thresholds=cfg.thresholds, random_state=cfg.random_state,
+    )  # fmt: skip
+    metrics["test"].update(evidence.metrics)
+    for split_name in ("train", "test"):
+        run.log_metrics(prefixed(split_name, metrics[split_name]))
+    run.log_metrics(evidence.run_metrics)
+    run.log_params(evidence.params)
+    for path, text in evidence.texts.items():
+        run.log_text(text, path)
+    for path, png in evidence.images.items():
+        run.log_bytes(png, path)
+
+    model_uri = run.log_model(model_artifact(pipeline, checked))
+    if spec.native_flavor:
+        run.log_model(native_artifact(pipeline, checked))
+    flat_metrics = {f"{split_name}_{k}": v for split_name, values in metrics.items() for k, v in values.items()}
+    report = ReportData(
+        run_id=run.run_id, run_name=run_name, experiment=checked.experiment, status="FINISHED",
+        params={k: str(v) for k, v in {**params, **evidence.params}.items()},
+        metrics=flat_metrics, tags=tags, images=evidence.images,
+    )  # fmt: skip
+    run.log_text(render_report(report), "report.html")
+    return TrainResult(
+        run_id=run.run_id,
+        experiment=checked.experiment,
+        run_name=run_name,
+        task=checked.dataset.task,
+        model=spec.name,
+        metrics=metrics,
+        pipeline=pipeline,
+        config=cfg,
+        classes=checked.dataset.classes,
+        model_uri=model_uri,
+        ui_url=run.ui_url,
+        fold_run_ids=fold_run_ids,
+        artifact_seconds=evidence.seconds,
+        X_test=split.X_test,
+        y_test=split.y_test,
+    )
 
 
 # -- training pieces --------------------------------------------------------------------------
@@ -216,7 +228,7 @@ def _seed_everything(seed: int) -> None:
     np.random.seed(seed % 2**32)
 
 
-def _new_pipeline(checked: CheckedInputs):
+def new_pipeline(checked: CheckedInputs):
     from sklearn.base import clone
 
     return build_pipeline(
@@ -226,7 +238,7 @@ def _new_pipeline(checked: CheckedInputs):
     )
 
 
-def _evaluate(pipeline, X: pd.DataFrame, y: pd.Series, checked: CheckedInputs):
+def evaluate_split(pipeline, X: pd.DataFrame, y: pd.Series, checked: CheckedInputs):
     """`(metrics, y_pred, proba)` on one split, custom metrics included."""
     task = checked.dataset.task
     y_pred = pipeline.predict(X)
@@ -253,8 +265,8 @@ def _cross_validate(
             child.log_params(
                 {"fold": k, "cv_folds": cfg.cv_folds, "n_train_samples": len(fit_idx), "n_val_samples": len(val_idx)}
             )
-            pipeline = _new_pipeline(checked).fit(split.X_train.iloc[fit_idx], split.y_train.iloc[fit_idx])
-            scores, _, _ = _evaluate(pipeline, split.X_train.iloc[val_idx], split.y_train.iloc[val_idx], checked)
+            pipeline = new_pipeline(checked).fit(split.X_train.iloc[fit_idx], split.y_train.iloc[fit_idx])
+            scores, _, _ = evaluate_split(pipeline, split.X_train.iloc[val_idx], split.y_train.iloc[val_idx], checked)
             child.log_metrics(prefixed("cv", scores))
             fold_metrics.append(scores)
             if child.run_id:

@@ -1,0 +1,15 @@
+#!/usr/bin/env bash
+# Start the local PostgreSQL cluster (Debian's `postgresql` package) and create the role and database
+# the tests use; prints the URL. Idempotent. Needs root (or sudo) to start the cluster.
+set -euo pipefail
+as_postgres() { if [ "$(id -u)" -eq 0 ]; then su postgres -c "$1"; else sudo -u postgres bash -c "$1"; fi; }
+read -r version cluster _ < <(pg_lsclusters --no-header | head -n 1)
+if ! pg_isready -q -h 127.0.0.1; then
+  if [ "$(id -u)" -eq 0 ]; then pg_ctlcluster "$version" "$cluster" start; else sudo pg_ctlcluster "$version" "$cluster" start; fi
+fi
+for _ in $(seq 30); do pg_isready -q -h 127.0.0.1 && break; sleep 1; done
+as_postgres "psql -tAc \"SELECT 1 FROM pg_roles WHERE rolname='tabtrack'\"" | grep -q 1 \
+  || as_postgres "psql -qc \"CREATE ROLE tabtrack LOGIN PASSWORD 'tabtrack'\""
+as_postgres "psql -tAc \"SELECT 1 FROM pg_database WHERE datname='tabtrack_test'\"" | grep -q 1 \
+  || as_postgres "createdb -O tabtrack tabtrack_test"
+echo "postgresql://tabtrack:tabtrack@127.0.0.1:5432/tabtrack_test"

@@ -56,3 +56,14 @@ def print_table(rows: Sequence[tuple[str, str, str, str]]) -> None:
 
 def rng(seed: int = 0) -> np.random.Generator:
     return np.random.default_rng(seed)
+
+
+def bundled_csv(name: str, folder: Path) -> Path:
+    """One of scikit-learn's bundled datasets (breast_cancer, wine, diabetes) as a CSV in `folder`."""
+    from sklearn import datasets
+
+    frame = getattr(datasets, f"load_{name}")(as_frame=True).frame
+    frame.columns = [str(c).replace(" ", "_") for c in frame.columns]
+    path = folder / f"{name}.csv"
+    frame.to_csv(path, index=False)
+    return path

@@ -21,7 +21,7 @@ import threading
 import time
 from pathlib import Path
 
-from benchmarks.common import print_table
+from benchmarks.common import bundled_csv, print_table
 
 
 def _free_port() -> int:
@@ -91,18 +91,15 @@ def main() -> None:
     args = parser.parse_args()
 
     import pandas as pd
-    from sklearn.datasets import load_breast_cancer
 
     import tabtrack
 
     with tempfile.TemporaryDirectory() as tmp:
         work = Path(tmp)
-        frame = load_breast_cancer(as_frame=True).frame
-        frame.columns = [c.replace(" ", "_") for c in frame.columns]
-        frame.to_csv(work / "cancer.csv", index=False)
+        csv = bundled_csv("breast_cancer", work)
         uri = f"sqlite:///{work / 'mlflow.db'}"
-        result = tabtrack.train(work / "cancer.csv", target="target", model="hist_gradient_boosting", tracking_uri=uri)
-        rows = frame.drop(columns=["target"]).to_dict("records")
+        result = tabtrack.train(csv, target="target", model="hist_gradient_boosting", tracking_uri=uri)
+        rows = pd.read_csv(csv).drop(columns=["target"]).to_dict("records")
         ours = [json.dumps({"records": [rows[i % len(rows)]]}).encode() for i in range(args.requests)]
         theirs = [
             json.dumps({"dataframe_split": pd.DataFrame([rows[i % len(rows)]]).to_dict("split")}).encode()

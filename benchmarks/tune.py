@@ -15,7 +15,7 @@ import tempfile
 import uuid
 from pathlib import Path
 
-from benchmarks.common import print_table
+from benchmarks.common import bundled_csv, print_table
 
 
 def main() -> None:
@@ -23,7 +23,6 @@ def main() -> None:
     parser.add_argument("--trials", type=int, default=16)
     args = parser.parse_args()
     import optuna
-    from sklearn.datasets import load_breast_cancer
 
     from tabtrack.workflows.train import build_config
     from tabtrack.workflows.tune import tune
@@ -34,16 +33,12 @@ def main() -> None:
     rates = {}
     with tempfile.TemporaryDirectory() as tmp:
         work = Path(tmp)
-        frame = load_breast_cancer(as_frame=True).frame
-        frame.columns = [c.replace(" ", "_") for c in frame.columns]
-        frame.to_csv(work / "cancer.csv", index=False)
+        csv = bundled_csv("breast_cancer", work)
         uri = f"sqlite:///{work / 'mlflow.db'}"
         os.chdir(work)
         for jobs in (1, 2):
             name = f"bench-{jobs}-{uuid.uuid4().hex[:6]}"
-            config = build_config(
-                work / "cancer.csv", target="target", model="random_forest", overrides=["model.params.n_jobs=1"]
-            )
+            config = build_config(csv, target="target", model="random_forest", overrides=["model.params.n_jobs=1"])
             tune(config, trials=args.trials, jobs=jobs, storage=storage, study_name=name, tracking_uri=uri)
             trials = [t for t in optuna.load_study(study_name=name, storage=storage).trials if t.datetime_complete]
             span = (max(t.datetime_complete for t in trials) - min(t.datetime_start for t in trials)).total_seconds()

@@ -161,3 +161,29 @@ def wait_for_http(url: str, proc, *, timeout: float = 120, what: str = "server")
         assert proc.poll() is None, f"{what} exited"
         assert time.time() < deadline, f"{what} did not start within {timeout:.0f} s"
         time.sleep(0.3)
+
+
+def start_long_training(workdir: Path, data_dir: Path, client, experiment: str):
+    """A `tabtrack train` subprocess slow enough to interrupt, returned once its run exists in ./mlflow.db."""
+    import os
+    import subprocess
+    import time
+
+    big = workdir / "big.csv"
+    frame = pd.read_csv(data_dir / "diabetes.csv")
+    pd.concat([frame] * 40, ignore_index=True).to_csv(big, index=False)
+    env = {**{k: v for k, v in os.environ.items() if k != "MLFLOW_TRACKING_URI"}, "PYTHONUNBUFFERED": "1"}
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "tabtrack", "train", str(big), "--target", "target", "--model", "random_forest",
+         "--set", "model.params.n_estimators=400", "--cv", "10", "--experiment", experiment],
+        cwd=workdir, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    deadline = time.time() + 90
+    while time.time() < deadline:
+        exp = client.get_experiment_by_name(experiment) if (workdir / "mlflow.db").exists() else None
+        if exp and client.search_runs([exp.experiment_id]):
+            return proc
+        assert proc.poll() is None, proc.communicate()[1]
+        time.sleep(0.3)
+    proc.kill()
+    pytest.fail("the training run did not appear within 90 s")

@@ -7,12 +7,12 @@ import os
 import signal
 import subprocess
 import sys
-import time
 
 import mlflow
 import pytest
 
 import tabtrack
+from conftest import start_long_training
 
 
 def _statuses(client, experiment):
@@ -83,22 +83,7 @@ def test_cli_failure_inside_fit_keeps_traceback_and_run_failed(workdir, data_dir
 
 
 def test_sigterm_marks_run_killed(workdir, data_dir, client):
-    big = workdir / "big.csv"
-    import pandas as pd
-
-    frame = pd.read_csv(data_dir / "diabetes.csv")
-    pd.concat([frame] * 40, ignore_index=True).to_csv(big, index=False)
-    proc = _spawn_train(
-        [big, "--target", "target", "--model", "random_forest", "--set", "model.params.n_estimators=400",
-         "--cv", "10", "--experiment", "term"],
-        workdir,
-    )  # fmt: skip
-    deadline = time.time() + 90
-    while time.time() < deadline:  # wait until the run exists, then terminate mid-run
-        exp = client.get_experiment_by_name("term") if (workdir / "mlflow.db").exists() else None
-        if exp and client.search_runs([exp.experiment_id]):
-            break
-        time.sleep(0.3)
+    proc = start_long_training(workdir, data_dir, client, "term")
     proc.send_signal(signal.SIGTERM)
     proc.communicate(timeout=60)
     assert proc.returncode == 128 + signal.SIGTERM

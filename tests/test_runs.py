@@ -5,16 +5,13 @@ from __future__ import annotations
 
 import io
 import json
-import os
 import signal
-import subprocess
-import sys
-import time
 
 import pandas as pd
 import pytest
 
 import tabtrack
+from conftest import start_long_training
 
 
 @pytest.fixture
@@ -119,21 +116,7 @@ def test_clean_failed_respects_age_and_dry_run(workdir, data_dir, store_uri, cli
 
 
 def test_sigkill_leaves_running_and_clean_stale_marks_failed(workdir, data_dir, client, cli):
-    big = workdir / "big.csv"
-    frame = pd.read_csv(data_dir / "diabetes.csv")
-    pd.concat([frame] * 40, ignore_index=True).to_csv(big, index=False)
-    env = {k: v for k, v in os.environ.items() if k != "MLFLOW_TRACKING_URI"}
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "tabtrack", "train", str(big), "--target", "target", "--model", "random_forest",
-         "--set", "model.params.n_estimators=400", "--cv", "10", "--experiment", "killed"],
-        cwd=workdir, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-    )  # fmt: skip
-    deadline = time.time() + 90
-    while time.time() < deadline:
-        exp = client.get_experiment_by_name("killed") if (workdir / "mlflow.db").exists() else None
-        if exp and client.search_runs([exp.experiment_id]):
-            break
-        time.sleep(0.3)
+    proc = start_long_training(workdir, data_dir, client, "killed")
     proc.send_signal(signal.SIGKILL)
     proc.wait(timeout=30)
     exp_id = client.get_experiment_by_name("killed").experiment_id

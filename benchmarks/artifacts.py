@@ -23,6 +23,7 @@ def main() -> None:
     import pandas as pd
 
     import tabtrack
+    from tabtrack.evaluate.evidence import build_evidence
 
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
@@ -41,11 +42,17 @@ def main() -> None:
                 start = time.perf_counter()
                 result = tabtrack.train(path, target="y", model=model, task=task, track=False)
                 totals.append(time.perf_counter() - start)
-                artifacts.append(result.artifact_seconds)
+                pipeline, X_test, y_test = result.pipeline, result.X_test, result.y_test
+                proba = pipeline.predict_proba(X_test) if task == "classification" else None
+                evidence = build_evidence(
+                    pipeline, X_test, y_test, pipeline.predict(X_test), proba, task=task, classes=result.classes,
+                    model_name=model, thresholds=[0.3, 0.5, 0.7], random_state=42,
+                )  # fmt: skip
+                artifacts.append(evidence.seconds)
             a = median(artifacts)
             rows.append(
                 (
-                    f"artifacts, {label} (train+eval {median(totals) - a:.2f} s)",
+                    f"artifacts, {label} (untracked train+eval {median(totals):.2f} s)",
                     f"{a:.2f} s",
                     "<= 1 s",
                     "yes" if a <= 1 else "NO",

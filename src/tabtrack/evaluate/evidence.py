@@ -46,9 +46,16 @@ def build_evidence(
     model_name: str,
     thresholds: Sequence[float],
     random_state: int,
+    with_plots: bool = True,
 ) -> Evidence:
+    """`with_plots=False` computes only what is printed (threshold metrics), for runs that store nothing."""
     start = time.perf_counter()
     evidence = Evidence()
+    if not with_plots:
+        if task == "classification" and proba is not None and len(classes) == 2:
+            evidence.metrics.update(threshold_metrics(y_test, proba[:, 1], positive=classes[1], thresholds=thresholds))
+        evidence.seconds = time.perf_counter() - start
+        return evidence
     if task == "classification":
         figures = classification_plots(y_test, y_pred, proba, classes=classes, model=model_name)
         text, as_json = classification_report(y_test, y_pred, classes=classes)

@@ -7,7 +7,7 @@ import numpy as np
 import pandas as pd
 
 PERMUTATION_MAX_ROWS = 1000
-PERMUTATION_REPEATS = 3
+PERMUTATION_REPEATS = 2
 
 
 def feature_importance(

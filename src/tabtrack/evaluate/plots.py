@@ -13,7 +13,7 @@ import numpy as np
 import pandas as pd
 
 FIGSIZE = (6.4, 4.8)
-DPI = 110
+DPI = 100
 
 
 def _figure(title: str, model: str, figsize: tuple[float, float] = FIGSIZE, left: float = 0.12):

@@ -40,6 +40,7 @@ class Tracker(ABC):
 
     run_id: str | None = None
     experiment_id: str | None = None
+    stores_artifacts = True  # False: plots and reports would be drawn for nobody
 
     @contextmanager
     def run(self, *, experiment: str, run_name: str, tags: Mapping[str, str] | None = None) -> Iterator[Tracker]:

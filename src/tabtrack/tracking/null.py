@@ -11,6 +11,8 @@ from tabtrack.tracking.base import ModelArtifact, Tracker
 class NullTracker(Tracker):
     """Keeps what was logged in memory (handy for tests and for printing), sends nothing anywhere."""
 
+    stores_artifacts = False
+
     def __init__(self) -> None:
         self.params: dict[str, Any] = {}
         self.metrics: dict[str, float] = {}

@@ -181,7 +181,7 @@ def record_training(
     evidence = build_evidence(
         pipeline, split.X_test, split.y_test, y_pred, proba,
         task=checked.dataset.task, classes=checked.dataset.classes, model_name=spec.name,
-        thresholds=cfg.thresholds, random_state=cfg.random_state,
+        thresholds=cfg.thresholds, random_state=cfg.random_state, with_plots=run.stores_artifacts,
     )  # fmt: skip
     metrics["test"].update(evidence.metrics)
     for split_name in ("train", "test"):

@@ -177,9 +177,7 @@ def _normalise_features(X: pd.DataFrame, source: str) -> tuple[pd.DataFrame, lis
                 f"feature column {column!r} in {source} holds dates; derive numeric features from it or drop it."
             )
         else:
-            X[column] = (
-                values.astype(object).where(values.notna(), np.nan).map(lambda v: v if isinstance(v, float) else str(v))
-            )
+            X[column] = as_text_column(values)
             categorical.append(column)
     empty = [c for c in X.columns if X[c].isna().all()]
     if empty:
@@ -187,3 +185,9 @@ def _normalise_features(X: pd.DataFrame, source: str) -> tuple[pd.DataFrame, lis
             f"feature column(s) {', '.join(map(repr, empty))} in {source} have no values at all; drop them."
         )
     return X, numeric, categorical
+
+
+def as_text_column(values: pd.Series) -> pd.Series:
+    """A categorical column as the pipeline expects it at fit and at serve time: object dtype, text
+    values, NaN for missing (consistent across pandas versions and their string dtypes)."""
+    return values.astype(object).where(values.notna(), np.nan).map(lambda v: v if isinstance(v, float) else str(v))

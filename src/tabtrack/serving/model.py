@@ -9,6 +9,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from tabtrack.data.prepare import as_text_column
 from tabtrack.errors import TabtrackError
 from tabtrack.tracking.store import resolve_tracking_uri
 
@@ -55,11 +56,7 @@ class LoadedModel:
         for column, kind in self.columns.items():
             if kind not in NUMERIC_TYPES:
                 values = frame[column]
-                prepared[column] = (
-                    values.astype(object)
-                    .where(values.notna(), np.nan)
-                    .map(lambda v: v if isinstance(v, float) else str(v))
-                )
+                prepared[column] = as_text_column(values)
         return pd.DataFrame(prepared, index=frame.index, columns=list(self.columns))
 
     def score(self, frame: pd.DataFrame) -> tuple[np.ndarray, np.ndarray | None]:

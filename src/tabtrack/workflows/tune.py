@@ -21,6 +21,7 @@ import numpy as np
 from tabtrack.config import ModelConfig, RunConfig
 from tabtrack.errors import ConfigError, TabtrackError
 from tabtrack.evaluate.metrics import GREATER_IS_BETTER, primary_metric
+from tabtrack.models import get_spec
 from tabtrack.models.spec import hyperparameters
 from tabtrack.redact import redact_uri
 from tabtrack.tracking import Tracker, make_tracker
@@ -147,6 +148,7 @@ def make_objective(
     from sklearn.model_selection import KFold, StratifiedKFold
 
     spec_name = config.model.type
+    search_space = get_spec(spec_name).search_space
     task = data.dataset.task
     splitter = (StratifiedKFold if task == "classification" else KFold)(
         n_splits=folds, shuffle=True, random_state=config.random_state
@@ -155,8 +157,7 @@ def make_objective(
     fold_indices = list(splitter.split(split.X_train, split.y_train))
 
     def objective(trial) -> float:
-        checked_probe = check_training(config, data)
-        suggested = checked_probe.spec.search_space(trial, task)
+        suggested = search_space(trial, task)
         params = {**config.model.params, **suggested}
         checked = check_training(config.model_copy(update={"model": ModelConfig(type=spec_name, params=params)}), data)
         scores: list[float] = []

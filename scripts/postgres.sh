@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Start the local PostgreSQL cluster (Debian's `postgresql` package) and create the role and database
-# the tests use; prints the URL. Idempotent. Needs root (or sudo) to start the cluster.
+# the tests use; prints the URL (and nothing else) on stdout. Idempotent. Needs root (or sudo) to start the cluster.
 set -euo pipefail
+exec 3>&1 1>&2   # everything below talks to stderr (pg_ctlcluster prints notices); only the URL goes to stdout
 as_postgres() { if [ "$(id -u)" -eq 0 ]; then su postgres -c "$1"; else sudo -u postgres bash -c "$1"; fi; }
 read -r version cluster _ < <(pg_lsclusters --no-header | head -n 1)
 if ! pg_isready -q -h 127.0.0.1; then
@@ -12,4 +13,4 @@ as_postgres "psql -tAc \"SELECT 1 FROM pg_roles WHERE rolname='tabtrack'\"" | gr
   || as_postgres "psql -qc \"CREATE ROLE tabtrack LOGIN PASSWORD 'tabtrack'\""
 as_postgres "psql -tAc \"SELECT 1 FROM pg_database WHERE datname='tabtrack_test'\"" | grep -q 1 \
   || as_postgres "createdb -O tabtrack tabtrack_test"
-echo "postgresql://tabtrack:tabtrack@127.0.0.1:5432/tabtrack_test"
+echo "postgresql://tabtrack:tabtrack@127.0.0.1:5432/tabtrack_test" >&3

@@ -159,12 +159,18 @@ def test_bad_input_is_one_line_and_exit_2(files, args, fragment, workdir, cli):
     assert not (workdir / "mlflow.db").exists()
 
 
-def test_high_cardinality_and_mixed_types_still_train(workdir, cli):
+def test_identifier_column_is_refused_until_dropped_and_mixed_types_train(workdir, cli):
     frame = mixed_frame(200)
     frame["id_like"] = [f"row{i}" for i in range(len(frame))]
+    frame["zip"] = [f"z{i % 150}" for i in range(len(frame))]  # high cardinality: a warning, not an error
     frame["age"] = frame["age"].astype(object)
     frame.loc[::7, "age"] = "unknown"  # mixed numeric and text: read as a categorical column
     frame.to_csv(workdir / "d.csv", index=False)
-    code, out, err = cli("train", "d.csv", "--target", "churn", "--model", "logistic_regression", "--no-track")
+    args = ("train", "d.csv", "--target", "churn", "--model", "logistic_regression", "--no-track")
+    code, out, err = cli(*args)
+    assert code == 2
+    assert "'id_like' has a different value on every row" in err and "drop_columns=[id_like]" in err
+    code, out, err = cli(*args, "--set", "drop_columns=[id_like]")
     assert code == 0, err
     assert "accuracy" in out
+    assert "'zip' has 150 distinct values" in err  # the warning is shown

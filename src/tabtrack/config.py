@@ -27,11 +27,33 @@ class ModelConfig(_Strict):
     params: dict[str, Any] = Field(default_factory=dict, description="estimator hyperparameters")
 
 
+class ValidationConfig(_Strict):
+    """Data checks run before training (see `tabtrack validate`)."""
+
+    max_null_share: float = Field(0.5, ge=0, le=1, description="warn when a column is emptier than this")
+    max_categories: int = Field(100, ge=1, description="warn when a text column has more distinct values")
+    min_class_ratio: float = Field(0.1, ge=0, le=1, description="warn when rarest/commonest class is below this")
+    ignore: list[str] = Field(default_factory=list, description="checks to skip, e.g. [leakage]")
+    schema_file: str | None = Field(None, description="saved schema (tabtrack validate --save-schema) to check against")
+
+    @field_validator("ignore")
+    @classmethod
+    def _known_checks(cls, values: list[str]) -> list[str]:
+        from tabtrack.data.validate import CHECKS
+
+        unknown = [v for v in values if v not in CHECKS]
+        if unknown:
+            raise ValueError(f"unknown check(s) {unknown}; valid: {', '.join(CHECKS)}")
+        return values
+
+
 class RunConfig(_Strict):
     """Everything that decides a run's result, plus where it is recorded."""
 
     data: str | None = Field(None, description="path to a .csv or .parquet file")
     target: str | None = Field(None, description="name of the target column")
+    test_data: str | None = Field(None, description="a pre-split test file; then test_size is not used")
+    drop_columns: list[str] = Field(default_factory=list, description="columns left out of the features")
     task: Literal["auto", "classification", "regression"] = "auto"
     model: ModelConfig = Field(default_factory=ModelConfig)
     test_size: float = Field(0.2, gt=0, lt=1, description="share of rows held out for testing")
@@ -46,6 +68,7 @@ class RunConfig(_Strict):
     metrics: list[str] = Field(
         default_factory=list, description="custom metrics, 'module:function' or 'file.py:function'"
     )
+    validation: ValidationConfig = Field(default_factory=ValidationConfig)
 
     @field_validator("thresholds")
     @classmethod

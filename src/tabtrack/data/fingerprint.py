@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import hashlib
-from dataclasses import dataclass
+import json
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import yaml
@@ -18,23 +19,60 @@ class DataFingerprint:
     size_bytes: int
     dvc_md5: str | None = None
     dvc_file: str | None = None  # the .dvc file or dvc.lock the md5 came from
+    # For a file `tabtrack prepare` split out of a raw file: that raw file's fingerprint.
+    upstream: DataFingerprint | None = None
+
+
+# Written by `tabtrack prepare` next to the files it splits out: where they came from.
+LINEAGE_FILE = "lineage.json"
 
 
 def fingerprint(path: str | Path) -> DataFingerprint:
-    """Hash the file in one streaming pass and look up DVC's record of it."""
+    """Hash the file in one streaming pass and look up DVC's record of it (and of its upstream raw file)."""
     path = Path(path).resolve()
-    digest = hashlib.sha256()
-    with path.open("rb") as handle:
-        while chunk := handle.read(CHUNK):
-            digest.update(chunk)
+    sha = sha256_of(path)
     md5, source = dvc_md5(path)
     return DataFingerprint(
         path=str(path),
-        sha256=digest.hexdigest(),
+        sha256=sha,
         size_bytes=path.stat().st_size,
         dvc_md5=md5,
         dvc_file=source,
+        upstream=_upstream(path, sha),
     )
+
+
+def sha256_of(path: str | Path) -> str:
+    digest = hashlib.sha256()
+    with Path(path).open("rb") as handle:
+        while chunk := handle.read(CHUNK):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def write_lineage(out_dir: Path, source: DataFingerprint, outputs: dict[str, str]) -> Path:
+    """Record that the files `outputs` ({name: sha256}) in `out_dir` were derived from `source`."""
+    record = {
+        "source": {k: v for k, v in asdict(source).items() if k != "upstream"},
+        "outputs": outputs,
+    }
+    path = out_dir / LINEAGE_FILE
+    path.write_text(json.dumps(record, indent=2) + "\n")
+    return path
+
+
+def _upstream(path: Path, sha256: str) -> DataFingerprint | None:
+    """The raw file's fingerprint, when a lineage record sits next to `path` and still matches its content."""
+    record_path = path.parent / LINEAGE_FILE
+    if not record_path.is_file():
+        return None
+    try:
+        record = json.loads(record_path.read_text())
+        if record["outputs"].get(path.name) != sha256:  # stale record: the file changed since prepare
+            return None
+        return DataFingerprint(**record["source"])
+    except (OSError, ValueError, KeyError, TypeError, AttributeError):
+        return None
 
 
 def dvc_md5(path: str | Path) -> tuple[str | None, str | None]:

@@ -132,6 +132,17 @@ def split_dataset(data: Dataset, *, test_size: float, random_state: int) -> Spli
     return Split(X_train, X_test, y_train, y_test)
 
 
+def presplit_dataset(data: Dataset, n_train: int) -> Split:
+    """The first `n_train` rows train, the rest test: for data split before tabtrack saw it (--test-data)."""
+    if n_train < 2 or len(data.y) - n_train < 1:
+        raise DataError(
+            f"a pre-split dataset needs at least 2 training rows and 1 test row, got {n_train} and "
+            f"{len(data.y) - n_train}."
+        )
+    X, y = data.X, data.y
+    return Split(X.iloc[:n_train], X.iloc[n_train:], y.iloc[:n_train], y.iloc[n_train:])
+
+
 def _missing_target_message(target: str, columns: list[str], source: str) -> str:
     lowered = {str(c).strip().lower(): str(c) for c in columns}
     close = difflib.get_close_matches(target, [str(c) for c in columns], n=3, cutoff=0.6)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -10,10 +11,13 @@ import pandas as pd
 
 from tabtrack.config import RunConfig
 from tabtrack.data import DataFingerprint, Dataset, fingerprint, load_table, prepare_dataset, split_dataset
-from tabtrack.data.prepare import Split
+from tabtrack.data.prepare import Split, presplit_dataset
+from tabtrack.data.validate import ValidationReport, ValidationSettings, load_schema, validate_frame
 from tabtrack.errors import ConfigError, DataError
 from tabtrack.evaluate.custom import CustomMetric, load_metric
 from tabtrack.models import ModelSpec, get_spec
+
+log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -30,6 +34,8 @@ class CheckedInputs:
     experiment: str
     custom_metrics: list[CustomMetric]
     device: str | None
+    validation: ValidationReport | None = None
+    test_fingerprint: DataFingerprint | None = None
 
 
 @dataclass
@@ -40,6 +46,8 @@ class CheckedData:
     fingerprint: DataFingerprint
     dataset: Dataset
     split: Split
+    validation: ValidationReport | None = None
+    test_fingerprint: DataFingerprint | None = None  # with a pre-split test file (--test-data)
 
 
 def check_training(config: RunConfig, data: CheckedData | None = None) -> CheckedInputs:
@@ -73,22 +81,96 @@ def check_training(config: RunConfig, data: CheckedData | None = None) -> Checke
         experiment=config.experiment or data.data_path.stem,
         custom_metrics=[load_metric(reference) for reference in config.metrics],
         device=device,
+        validation=data.validation,
+        test_fingerprint=data.test_fingerprint,
     )
 
 
 def check_data(config: RunConfig) -> CheckedData:
-    """Load, validate, fingerprint and split the data named by the config."""
+    """Load, validate, fingerprint and split the data named by the config (and its test file, if pre-split)."""
     if not config.data:
         raise ConfigError("no data file given; pass DATA (e.g. tabtrack train data.csv --target y).")
     if not config.target:
         raise ConfigError("no target column given; pass --target NAME or set `target:` in the config.")
     data_path = Path(config.data)
-    frame = load_table(data_path)
-    dataset = prepare_dataset(frame, target=config.target, task=config.task, source=f"'{data_path}'")
-    split = split_dataset(dataset, test_size=config.test_size, random_state=config.random_state)
+    frame = _without_dropped(load_table(data_path), config, data_path)
+    source = f"'{data_path}'"
+    # prepare_dataset first: its messages for a missing target or unusable column are the most specific.
+    dataset = prepare_dataset(frame, target=config.target, task=config.task, source=source)
+    report = _validated(frame, config, source)
+    test_fingerprint = None
+    if config.test_data:
+        test_path = Path(config.test_data)
+        test_frame = _without_dropped(load_table(test_path), config, test_path)
+        _check_same_columns(frame, test_frame, data_path, test_path)
+        _validated(test_frame, config, f"'{test_path}'")
+        n_train = int(frame[config.target].notna().sum())
+        dataset = prepare_dataset(
+            pd.concat([frame, test_frame], ignore_index=True), target=config.target, task=config.task, source=source
+        )
+        split = presplit_dataset(dataset, n_train)
+        test_fingerprint = fingerprint(test_path)
+    else:
+        split = split_dataset(dataset, test_size=config.test_size, random_state=config.random_state)
     if config.cv_folds >= 2:
         _check_folds(split.y_train, config.cv_folds, dataset.task)
-    return CheckedData(data_path=data_path, fingerprint=fingerprint(data_path), dataset=dataset, split=split)
+    return CheckedData(
+        data_path=data_path,
+        fingerprint=fingerprint(data_path),
+        dataset=dataset,
+        split=split,
+        validation=report,
+        test_fingerprint=test_fingerprint,
+    )
+
+
+def validation_settings(config: RunConfig) -> ValidationSettings:
+    v = config.validation
+    return ValidationSettings(
+        max_null_share=v.max_null_share,
+        max_categories=v.max_categories,
+        min_class_ratio=v.min_class_ratio,
+        ignore=tuple(v.ignore),
+    )
+
+
+def _validated(frame: pd.DataFrame, config: RunConfig, source: str) -> ValidationReport:
+    """Errors stop here with one line; warnings travel on to the run as data_validation.json."""
+    schema = load_schema(config.validation.schema_file) if config.validation.schema_file else None
+    report = validate_frame(
+        frame, target=config.target, source=source, settings=validation_settings(config), schema=schema
+    )
+    if report.errors:
+        problems = "; ".join(f.message.rstrip(".") for f in report.errors)
+        raise DataError(f"data validation failed for {source}: {problems}.")
+    for finding in report.warnings:
+        log.warning("data validation: %s", finding.message)
+    return report
+
+
+def _without_dropped(frame: pd.DataFrame, config: RunConfig, path: Path) -> pd.DataFrame:
+    if not config.drop_columns:
+        return frame
+    unknown = [c for c in config.drop_columns if c not in frame.columns]
+    if unknown:
+        raise ConfigError(f"drop_columns names column(s) {', '.join(map(repr, unknown))} that '{path}' does not have.")
+    if config.target in config.drop_columns:
+        raise ConfigError(f"drop_columns includes the target {config.target!r}; remove it from the list.")
+    return frame.drop(columns=config.drop_columns)
+
+
+def _check_same_columns(train: pd.DataFrame, test: pd.DataFrame, train_path: Path, test_path: Path) -> None:
+    missing = [c for c in train.columns if c not in test.columns]
+    extra = [c for c in test.columns if c not in train.columns]
+    if missing or extra:
+        parts = []
+        if missing:
+            parts.append(f"lacks {', '.join(map(repr, missing))}")
+        if extra:
+            parts.append(f"adds {', '.join(map(repr, extra))}")
+        raise DataError(
+            f"test data '{test_path}' {' and '.join(parts)} compared with '{train_path}'; use matching files."
+        )
 
 
 def _check_device(requested: str, spec: ModelSpec) -> str | None:

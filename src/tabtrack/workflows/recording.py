@@ -41,6 +41,11 @@ def run_params(checked: CheckedInputs) -> dict[str, Any]:
         settings["n_dropped_target_rows"] = checked.dataset.dropped_target_rows
     if checked.device:
         settings["device"] = checked.device
+    if cfg.test_data:  # pre-split: the share actually held out, and where it came from
+        settings["test_size"] = round(len(split.X_test) / (len(split.X_train) + len(split.X_test)), 4)
+        settings["test_data"] = cfg.test_data
+    if cfg.drop_columns:
+        settings["drop_columns"] = ",".join(cfg.drop_columns)
     return redact({**hyperparameters(checked.estimator), **settings})
 
 
@@ -57,6 +62,23 @@ def run_tags(checked: CheckedInputs) -> dict[str, str]:
     if fp.dvc_md5:
         tags["data.dvc_md5"] = fp.dvc_md5
         tags["data.dvc_file"] = fp.dvc_file or ""
+    if fp.upstream:
+        # Trained on a split `tabtrack prepare` made: the data version is the raw file's DVC md5.
+        tags["data.source_path"] = fp.upstream.path
+        tags["data.source_sha256"] = fp.upstream.sha256
+        if fp.dvc_md5:
+            tags["data.prepared_dvc_md5"] = fp.dvc_md5
+        tags.pop("data.dvc_md5", None)
+        tags.pop("data.dvc_file", None)
+        if fp.upstream.dvc_md5:
+            tags["data.dvc_md5"] = fp.upstream.dvc_md5
+            tags["data.dvc_file"] = fp.upstream.dvc_file or ""
+    if checked.test_fingerprint:
+        test = checked.test_fingerprint
+        tags["data.test_path"] = test.path
+        tags["data.test_sha256"] = test.sha256
+    if checked.validation is not None:
+        tags["data.validation_warnings"] = str(len(checked.validation.warnings))
     tags.update(redact(checked.config.tags))
     return tags
 
@@ -70,15 +92,16 @@ def resolved_yaml(cfg: RunConfig) -> str:
 def log_datasets(run: Tracker, checked: CheckedInputs) -> None:
     split, target = checked.split, checked.config.target
     stem = checked.data_path.stem
-    for context, X, y in (("training", split.X_train, split.y_train), ("test", split.X_test, split.y_test)):
+    test_fp = checked.test_fingerprint or checked.fingerprint
+    for context, X, y, fp in (
+        ("training", split.X_train, split.y_train, checked.fingerprint),
+        ("test", split.X_test, split.y_test, test_fp),
+    ):
         frame = X.assign(**{target: y.to_numpy()})
-        run.log_dataset(
-            frame,
-            context=context,
-            source=Path(checked.fingerprint.path).as_uri(),
-            name=f"{stem}_{'train' if context == 'training' else 'test'}",
-            target=target,
+        name = (
+            Path(fp.path).stem if checked.test_fingerprint else f"{stem}_{'train' if context == 'training' else 'test'}"
         )
+        run.log_dataset(frame, context=context, source=Path(fp.path).as_uri(), name=name, target=target)
 
 
 def native_artifact(pipeline, checked: CheckedInputs) -> ModelArtifact:

@@ -164,6 +164,8 @@ def record_training(
     run.log_params(params)
     run.log_text(resolved_yaml(cfg), "config/resolved.yaml")
     run.log_text(requirements_txt(), "env/requirements.txt")
+    if checked.validation is not None:
+        run.log_text(checked.validation.to_json(), "data_validation.json")
     log_datasets(run, checked)
 
     metrics: dict[str, dict[str, float]] = {}

@@ -1,0 +1,368 @@
+"""Data validation: the checks `tabtrack validate` reports and `train` runs before any run exists.
+
+Errors stop training (a column that leaks the target, a schema that no longer matches);
+warnings are logged on the run as `data_validation.json` so a reviewer sees them next to the metrics.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+import numpy as np
+import pandas as pd
+import yaml
+
+from tabtrack.errors import ConfigError
+
+Severity = Literal["error", "warning"]
+CHECKS = (
+    "target",
+    "null_share",
+    "empty_column",
+    "duplicate_rows",
+    "constant_column",
+    "high_cardinality",
+    "identifier_column",
+    "class_imbalance",
+    "leakage",
+    "schema",
+)
+# Below this many rows a feature can separate the classes by chance, so the perfect-predictor check stays quiet.
+MIN_ROWS_FOR_LEAKAGE = 50
+# A text column with a distinct value on every row and at least this many rows is an identifier, not a feature.
+MIN_ROWS_FOR_IDENTIFIER = 50
+
+
+@dataclass(frozen=True)
+class ValidationSettings:
+    max_null_share: float = 0.5
+    max_categories: int = 100
+    min_class_ratio: float = 0.1  # rarest / commonest class count
+    ignore: tuple[str, ...] = ()  # checks to skip, e.g. ("leakage",)
+
+
+@dataclass(frozen=True)
+class Finding:
+    check: str
+    severity: Severity
+    message: str
+    column: str | None = None
+
+
+@dataclass
+class ValidationReport:
+    source: str
+    target: str
+    n_rows: int
+    n_columns: int
+    findings: list[Finding] = field(default_factory=list)
+
+    @property
+    def errors(self) -> list[Finding]:
+        return [f for f in self.findings if f.severity == "error"]
+
+    @property
+    def warnings(self) -> list[Finding]:
+        return [f for f in self.findings if f.severity == "warning"]
+
+    @property
+    def ok(self) -> bool:
+        return not self.errors
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "source": self.source,
+            "target": self.target,
+            "n_rows": self.n_rows,
+            "n_columns": self.n_columns,
+            "ok": self.ok,
+            "n_errors": len(self.errors),
+            "n_warnings": len(self.warnings),
+            "findings": [asdict(f) for f in self.findings],
+        }
+
+    def to_json(self) -> str:
+        return json.dumps(self.to_dict(), indent=2)
+
+    def to_markdown(self) -> str:
+        lines = [
+            f"# Data validation: {self.source}",
+            "",
+            f"{self.n_rows} rows, {self.n_columns} columns, target `{self.target}`: "
+            f"{len(self.errors)} error(s), {len(self.warnings)} warning(s).",
+            "",
+        ]
+        if self.findings:
+            lines += ["| severity | check | column | finding |", "|---|---|---|---|"]
+            lines += [
+                f"| {f.severity} | {f.check} | {f.column or ''} | {f.message.replace('|', '/')} |"
+                for f in self.findings
+            ]
+        return "\n".join(lines) + "\n"
+
+
+def validate_frame(
+    frame: pd.DataFrame,
+    *,
+    target: str,
+    source: str = "data",
+    settings: ValidationSettings | None = None,
+    schema: dict[str, Any] | None = None,
+) -> ValidationReport:
+    """Run every check on `frame`; never raises for what it finds (the caller decides)."""
+    settings = settings or ValidationSettings()
+    frame = frame.rename(columns=str)
+    report = ValidationReport(source=source, target=target, n_rows=len(frame), n_columns=frame.shape[1])
+    checks = [_check_columns]
+    if target in frame.columns:
+        checks += [_check_target, _check_leakage]
+    else:
+        report.findings.append(Finding("target", "error", f"target column {target!r} is not in {source}."))
+    if schema is not None:
+        checks.append(lambda f, t, s: _check_schema(f, schema))
+    for check in checks:
+        report.findings.extend(
+            finding for finding in check(frame, target, settings) if finding.check not in settings.ignore
+        )
+    return report
+
+
+# -- the checks ------------------------------------------------------------------------------------------
+def _check_columns(frame: pd.DataFrame, target: str, settings: ValidationSettings) -> list[Finding]:
+    findings: list[Finding] = []
+    features = [c for c in frame.columns if c != target]
+    for column in features:
+        values = frame[column]
+        nulls = float(values.isna().mean()) if len(values) else 0.0
+        if nulls == 1.0:
+            findings.append(
+                Finding("empty_column", "error", f"column {column!r} has no values at all; drop it.", column)
+            )
+            continue
+        if nulls > settings.max_null_share:
+            findings.append(
+                Finding(
+                    "null_share",
+                    "warning",
+                    f"column {column!r} is {nulls:.0%} empty (over {settings.max_null_share:.0%}).",
+                    column,
+                )
+            )
+        distinct = values.nunique(dropna=True)
+        if distinct <= 1:
+            findings.append(
+                Finding(
+                    "constant_column", "warning", f"column {column!r} holds a single value; it adds nothing.", column
+                )
+            )
+        elif _is_text(values):
+            if distinct == values.notna().sum() and len(values) >= MIN_ROWS_FOR_IDENTIFIER:
+                findings.append(
+                    Finding(
+                        "identifier_column",
+                        "error",
+                        f"text column {column!r} has a different value on every row ({distinct}), like an ID; "
+                        f"drop it with --set 'drop_columns=[{column}]'.",
+                        column,
+                    )
+                )
+            elif distinct > settings.max_categories:
+                findings.append(
+                    Finding(
+                        "high_cardinality",
+                        "warning",
+                        f"text column {column!r} has {distinct} distinct values (over {settings.max_categories}); "
+                        "one-hot encoding it makes a very wide matrix.",
+                        column,
+                    )
+                )
+    duplicates = int(frame.duplicated().sum())
+    if duplicates:
+        findings.append(
+            Finding("duplicate_rows", "warning", f"{duplicates} duplicate row(s) ({duplicates / len(frame):.1%}).")
+        )
+    return findings
+
+
+def _check_target(frame: pd.DataFrame, target: str, settings: ValidationSettings) -> list[Finding]:
+    y = frame[target]
+    findings: list[Finding] = []
+    missing = int(y.isna().sum())
+    if missing == len(y):
+        return [Finding("target", "error", f"target column {target!r} has no values.", target)]
+    if missing:
+        findings.append(
+            Finding("target", "warning", f"{missing} row(s) have an empty target; they are dropped.", target)
+        )
+    from tabtrack.data.prepare import detect_task
+
+    if detect_task(y) == "classification":
+        counts = y.value_counts()
+        if len(counts) >= 2 and counts.iloc[-1] / counts.iloc[0] < settings.min_class_ratio:
+            findings.append(
+                Finding(
+                    "class_imbalance",
+                    "warning",
+                    f"class {counts.index[-1]!r} has {counts.iloc[-1]} row(s) against {counts.iloc[0]} for "
+                    f"{counts.index[0]!r} (ratio {counts.iloc[-1] / counts.iloc[0]:.3f}); "
+                    "consider class_weight=balanced and PR-AUC.",
+                    target,
+                )
+            )
+    return findings
+
+
+def _check_leakage(frame: pd.DataFrame, target: str, settings: ValidationSettings) -> list[Finding]:
+    """A feature equal to the target, or one that predicts it perfectly, means the model learns the answer."""
+    labelled = frame.loc[frame[target].notna()]
+    y = labelled[target]
+    from tabtrack.data.prepare import detect_task
+
+    classification = detect_task(y) == "classification"
+    y_codes = pd.Series(pd.factorize(y)[0], index=y.index)  # one hashing pass, reused for every column
+    enough_rows = len(labelled) >= MIN_ROWS_FOR_LEAKAGE
+    findings: list[Finding] = []
+    for column in (c for c in labelled.columns if c != target):
+        x = labelled[column]
+        if x.isna().all():
+            continue
+        how = _leak(x, y, y_codes, classification=classification, enough_rows=enough_rows)
+        if how:
+            findings.append(
+                Finding(
+                    "leakage",
+                    "error",
+                    f"column {column!r} {how} target {target!r} (target leakage); drop it with "
+                    f"--set 'drop_columns=[{column}]', or keep it with --set 'validation.ignore=[leakage]'.",
+                    column,
+                )
+            )
+    return findings
+
+
+def _leak(x: pd.Series, y: pd.Series, y_codes: pd.Series, *, classification: bool, enough_rows: bool) -> str | None:
+    numeric = pd.api.types.is_numeric_dtype(x) and not pd.api.types.is_bool_dtype(x)
+    y_numeric = pd.api.types.is_numeric_dtype(y) and not pd.api.types.is_bool_dtype(y)
+    if numeric and y_numeric:
+        if np.array_equal(x.to_numpy(dtype="float64"), y.to_numpy(dtype="float64"), equal_nan=True):
+            return "is identical to"
+    elif x.astype(str).equals(y.astype(str)):
+        return "is identical to"
+    if not enough_rows or x.isna().any():
+        return None
+    if classification:
+        distinct = x.nunique()
+        # Every value of x maps to one class (and values repeat, so x is not an ID).
+        repeats = 2 <= distinct <= len(x) // 2
+        if repeats and (y_codes.groupby(x.to_numpy()).nunique() == 1).all():
+            return "predicts"
+        if numeric and _classes_separated(x.astype("float64"), y_codes):
+            return "separates the classes of"
+        return None
+    varies = numeric and y_numeric and x.std() > 0 and y.std() > 0
+    if varies and abs(np.corrcoef(x.astype("float64"), y.astype("float64"))[0, 1]) > 0.9999:
+        return "is a linear function of"
+    return None
+
+
+def _classes_separated(x: pd.Series, y_codes: pd.Series) -> bool:
+    """True when the classes occupy disjoint ranges of x, so thresholds on x alone classify perfectly."""
+    ranges = x.groupby(y_codes).agg(["min", "max"]).sort_values("min")
+    return len(ranges) >= 2 and bool((ranges["min"].to_numpy()[1:] > ranges["max"].to_numpy()[:-1]).all())
+
+
+def _is_text(values: pd.Series) -> bool:
+    return not (pd.api.types.is_numeric_dtype(values) or pd.api.types.is_bool_dtype(values))
+
+
+# -- schemas -----------------------------------------------------------------------------------------------
+def schema_of(frame: pd.DataFrame, *, target: str) -> dict[str, Any]:
+    """What later data is checked against: each column's kind, range (numeric) or categories (few), null share."""
+    columns: dict[str, Any] = {}
+    for column in frame.columns:
+        values = frame[column]
+        entry: dict[str, Any] = {"kind": "text" if _is_text(values) else "numeric"}
+        if entry["kind"] == "numeric" and values.notna().any():
+            entry["min"], entry["max"] = float(values.min()), float(values.max())
+        elif entry["kind"] == "text" and values.nunique() <= 50:
+            entry["categories"] = sorted(values.dropna().astype(str).unique().tolist())
+        entry["null_share"] = round(float(values.isna().mean()), 6)
+        columns[str(column)] = entry
+    return {"target": target, "n_rows": len(frame), "columns": columns}
+
+
+def save_schema(schema: dict[str, Any], path: str | Path) -> None:
+    Path(path).write_text(yaml.safe_dump(schema, sort_keys=False))
+
+
+def load_schema(path: str | Path) -> dict[str, Any]:
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(
+            f"schema file '{path}' not found; create one with tabtrack validate DATA --save-schema {path}."
+        )
+    try:
+        schema = yaml.safe_load(path.read_text())
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"schema file '{path}' is not valid YAML: {exc}") from exc
+    if not isinstance(schema, dict) or not isinstance(schema.get("columns"), dict):
+        raise ConfigError(f"schema file '{path}' has no `columns:` mapping; re-create it with --save-schema.")
+    return schema
+
+
+def _check_schema(frame: pd.DataFrame, schema: dict[str, Any]) -> list[Finding]:
+    expected: dict[str, Any] = schema["columns"]
+    findings: list[Finding] = []
+    missing = [c for c in expected if c not in frame.columns]
+    if missing:
+        findings.append(
+            Finding("schema", "error", f"column(s) {', '.join(map(repr, missing))} of the schema are missing.")
+        )
+    extra = [c for c in frame.columns if c not in expected]
+    if extra:
+        findings.append(
+            Finding("schema", "warning", f"new column(s) not in the schema: {', '.join(map(repr, extra))}.")
+        )
+    for column, spec in expected.items():
+        if column not in frame.columns or not isinstance(spec, dict):
+            continue
+        values = frame[column]
+        kind = "text" if _is_text(values) else "numeric"
+        if spec.get("kind") and kind != spec["kind"]:
+            findings.append(
+                Finding("schema", "error", f"column {column!r} is {kind}; the schema says {spec['kind']}.", column)
+            )
+            continue
+        if kind == "numeric" and "min" in spec and values.notna().any():
+            outside = int(((values < spec["min"]) | (values > spec["max"])).sum())
+            if outside:
+                findings.append(
+                    Finding(
+                        "schema",
+                        "warning",
+                        f"{outside} value(s) of {column!r} fall outside the schema's range "
+                        f"[{spec['min']:g}, {spec['max']:g}] (now [{values.min():g}, {values.max():g}]).",
+                        column,
+                    )
+                )
+        if kind == "text" and "categories" in spec:
+            new = sorted(set(values.dropna().astype(str)) - set(map(str, spec["categories"])))
+            if new:
+                shown = ", ".join(map(repr, new[:5])) + (" ..." if len(new) > 5 else "")
+                findings.append(
+                    Finding("schema", "warning", f"column {column!r} has unseen categories: {shown}.", column)
+                )
+        null_share = float(values.isna().mean())
+        if null_share > float(spec.get("null_share", 0)) + 0.1:
+            findings.append(
+                Finding(
+                    "schema",
+                    "warning",
+                    f"column {column!r} is {null_share:.0%} empty; the schema saw {float(spec.get('null_share', 0)):.0%}.",
+                    column,
+                )
+            )
+    return findings

@@ -56,6 +56,9 @@ def train(
         str | None, typer.Option("--model", "-m", help="model family (tabtrack families lists them)")
     ] = None,
     config: Annotated[Path | None, typer.Option("--config", "-c", help="YAML config file")] = None,
+    test_data: Annotated[
+        Path | None, typer.Option("--test-data", help="pre-split test file; DATA is then the training split")
+    ] = None,
     set_: Annotated[
         list[str] | None, typer.Option("--set", help="override a config key: key=value (repeatable)")
     ] = None,
@@ -75,12 +78,20 @@ def train(
     gate_metric: Annotated[
         str | None, typer.Option("--gate-metric", help="metric the gate compares (default: primary)")
     ] = None,
+    model_dir: Annotated[
+        Path | None, typer.Option("--model-dir", help="also copy the logged MLflow model here (a DVC output)")
+    ] = None,
+    metrics_file: Annotated[
+        Path | None, typer.Option("--metrics-file", help="write metrics by split as JSON (DVC metrics)")
+    ] = None,
 ) -> None:
     """Train one model and record it as one standard MLflow run."""
     if (gate or gate_metric) and not register:
         raise ConfigError("--gate needs --register NAME.")
     if register and no_track:
         raise ConfigError("--register needs a tracked run; drop --no-track.")
+    if model_dir and no_track:
+        raise ConfigError("--model-dir copies the run's logged model; drop --no-track.")
     from tabtrack.cli_output import console, fold_progress, print_train_result
     from tabtrack.workflows.train import train as train_workflow
 
@@ -101,8 +112,18 @@ def train(
             tracking_uri=tracking_uri,
             track=not no_track,
             progress=progress,
+            test_data=test_data,
         )
     print_train_result(result, console)
+    if metrics_file:
+        from tabtrack.workflows.train import write_metrics_file
+
+        write_metrics_file(result, metrics_file)
+    if model_dir:
+        from tabtrack.tracking.store import download_model
+
+        download_model(result.model_uri, model_dir, tracking_uri=tracking_uri)
+        typer.echo(f"model copied to {model_dir}")
     if register:
         _register_result(result, register, gate=gate, metric=gate_metric, tracking_uri=tracking_uri)
 
@@ -118,6 +139,128 @@ def _register_result(result, name: str, *, gate: bool, metric: str | None, track
             classes=result.classes, metric=metric, tracking_uri=tracking_uri,
         )  # fmt: skip
         typer.echo(f"gate: {decision.alias}: {decision.reason}")
+
+
+@app.command()
+def validate(
+    data: Annotated[Path | None, typer.Argument(help="CSV or Parquet file (or `data:` in --config)")] = None,
+    target: Annotated[str | None, typer.Option("--target", "-t", help="target column")] = None,
+    config: Annotated[Path | None, typer.Option("--config", "-c", help="YAML config file")] = None,
+    schema: Annotated[Path | None, typer.Option("--schema", help="saved schema to check for drift")] = None,
+    save_schema: Annotated[
+        Path | None, typer.Option("--save-schema", help="write this data's schema (for later --schema checks)")
+    ] = None,
+    fmt: Annotated[str, typer.Option("--format", "-f", help="table, md or json")] = "table",
+    output: Annotated[Path | None, typer.Option("--output", "-o", help="also write the report here")] = None,
+    set_: Annotated[list[str] | None, typer.Option("--set", help="override a config key: key=value")] = None,
+) -> None:
+    """Check a data file before training: leakage, IDs, empty or constant columns, duplicates, imbalance, drift.
+
+    Exit 0 when clean or only warnings, 1 when a check found an error (train would refuse this data)."""
+    if fmt not in ("table", "md", "json"):
+        raise ConfigError(f"unknown format {fmt!r}; use table, md or json.")
+    from tabtrack.workflows.dataprep import validate_file
+    from tabtrack.workflows.train import build_config
+
+    cfg = build_config(data, target=target, config=config, overrides=set_ or ())
+    report = validate_file(cfg, schema_path=schema, save_schema_to=save_schema)
+    text = report.to_json() if fmt == "json" else report.to_markdown()
+    if output:
+        output.parent.mkdir(parents=True, exist_ok=True)
+        output.write_text(text if fmt != "table" else report.to_json())
+    if fmt == "table":
+        from tabtrack.cli_output import console, validation_table
+
+        console.print(validation_table(report))
+    else:
+        typer.echo(text, nl=False)
+    if save_schema:
+        typer.echo(f"schema written to {save_schema}", err=True)
+    if not report.ok:
+        raise typer.Exit(1)
+
+
+@app.command()
+def prepare(
+    data: Annotated[Path | None, typer.Argument(help="raw CSV or Parquet file")] = None,
+    target: Annotated[str | None, typer.Option("--target", "-t", help="target column")] = None,
+    config: Annotated[Path | None, typer.Option("--config", "-c", help="YAML config file")] = None,
+    out_dir: Annotated[Path, typer.Option("--out-dir", "-o", help="where train/test.parquet go")] = Path(
+        "data/prepared"
+    ),
+    set_: Annotated[list[str] | None, typer.Option("--set", help="override a config key: key=value")] = None,
+) -> None:
+    """Split DATA into train.parquet and test.parquet (seed and test_size from the config), with lineage."""
+    from tabtrack.workflows.dataprep import prepare_split
+    from tabtrack.workflows.train import build_config
+
+    cfg = build_config(data, target=target, config=config, overrides=set_ or ())
+    split = prepare_split(cfg, out_dir)
+    typer.echo(f"wrote {split.train} ({split.n_train} rows) and {split.test} ({split.n_test} rows)")
+
+
+@app.command()
+def init(
+    directory: Annotated[Path, typer.Argument(help="project folder (created if missing)")] = Path("."),
+    target: Annotated[str | None, typer.Option("--target", "-t", help="target column")] = None,
+    data: Annotated[Path | None, typer.Option("--data", help="raw data file; copied into DIR/data/ if outside")] = None,
+    model: Annotated[str, typer.Option("--model", "-m", help="model family")] = "random_forest",
+    force: Annotated[bool, typer.Option("--force", help="overwrite params.yaml and dvc.yaml")] = False,
+) -> None:
+    """Scaffold a DVC project: params.yaml + dvc.yaml (validate -> prepare -> train), so `dvc repro` tracks."""
+    if not target:
+        raise ConfigError("pass --target NAME: params.yaml needs the target column.")
+    from tabtrack.workflows.scaffold import init_project
+
+    scaffold = init_project(directory, target=target, data=data, model=model, force=force)
+    for path in scaffold.written:
+        typer.echo(f"wrote {path}")
+    raw_exists = (scaffold.root / scaffold.data).is_file()
+    steps = [] if raw_exists else [f"put the raw data at {scaffold.data}"]
+    steps += [
+        "git init && dvc init   (if not done yet)",
+        f"dvc add {scaffold.data} && git add -A && git commit -m 'tabtrack project'",
+        "dvc repro              (validate -> prepare -> train; each train is an MLflow run)",
+        "dvc metrics show       (then: tabtrack ui)",
+    ]
+    typer.echo("next, in " + str(scaffold.root) + ":\n" + "\n".join(f"  {i}. {s}" for i, s in enumerate(steps, 1)))
+
+
+@app.command()
+def reproduce(
+    run_id: Annotated[str, typer.Argument(help="the run to re-run")],
+    data: Annotated[Path | None, typer.Option("--data", help="data file (default: the run's recorded path)")] = None,
+    test_data: Annotated[Path | None, typer.Option("--test-data", help="pre-split test file")] = None,
+    strict: Annotated[
+        bool, typer.Option("--strict", help="refuse on a different git commit or package versions")
+    ] = False,
+    allow_data_change: Annotated[
+        bool, typer.Option("--allow-data-change", help="re-run even when the data's sha256 differs")
+    ] = False,
+    tolerance: Annotated[
+        float | None, typer.Option("--tolerance", help="allowed |delta| per test metric (default: exact; mlp 1e-6)")
+    ] = None,
+    tracking_uri: TrackingUri = None,
+) -> None:
+    """Re-train a past run from its recorded config and data, and verify every test metric matches.
+
+    Exit 0 when they all match, 1 (with the table) when any differs."""
+    from tabtrack.cli_output import console, fold_progress, reproduce_table
+    from tabtrack.workflows.reproduce import reproduce as reproduce_workflow
+
+    with fold_progress() as progress:
+        outcome = reproduce_workflow(
+            run_id, data=data, test_data=test_data, strict=strict, allow_data_change=allow_data_change,
+            tolerance=tolerance, tracking_uri=tracking_uri, progress=progress,
+        )  # fmt: skip
+    console.print(reproduce_table(outcome))
+    typer.echo(f"new run: {outcome.result.run_id}  (tagged tabtrack.reproduces={run_id})")
+    if outcome.matched:
+        typer.echo(f"reproduced: all {len(outcome.deltas)} test metrics match")
+    else:
+        bad = [d.name for d in outcome.deltas if not d.matches]
+        typer.echo(f"NOT reproduced: {len(bad)} test metric(s) differ: {', '.join(bad)}", err=True)
+        raise typer.Exit(1)
 
 
 @app.command()

@@ -106,3 +106,34 @@ def leaderboard_table(board, *, metric: str, title: str | None = None) -> Table:
                     cells.append("" if value is None else str(value))
         table.add_row(*cells)
     return table
+
+
+def validation_table(report) -> Table:
+    table = Table(
+        title=f"{report.source}: {report.n_rows} rows, {len(report.errors)} error(s), {len(report.warnings)} warning(s)",
+        box=box.SIMPLE_HEAD if console.is_terminal else box.ASCII2,
+    )
+    for column in ("severity", "check", "finding"):
+        table.add_column(column, overflow="fold")
+    for finding in report.findings:
+        style = "red" if finding.severity == "error" else "yellow"
+        table.add_row(f"[{style}]{finding.severity}[/{style}]", finding.check, finding.message)
+    if not report.findings:
+        table.add_row("ok", "all checks", "nothing found")
+    return table
+
+
+def reproduce_table(outcome) -> Table:
+    table = Table(
+        title=f"reproducing {outcome.original_run_id}",
+        box=box.SIMPLE_HEAD if console.is_terminal else box.ASCII2,
+    )
+    for column in ("test metric", "original", "reproduced", "delta", "match"):
+        table.add_column(column, justify="right" if column != "test metric" else "left")
+
+    def cell(value) -> str:
+        return "" if value is None else f"{value:.6g}"
+
+    for d in outcome.deltas:
+        table.add_row(d.name, cell(d.original), cell(d.reproduced), cell(d.delta), "yes" if d.matches else "NO")
+    return table

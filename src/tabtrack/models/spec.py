@@ -46,6 +46,8 @@ class ModelSpec:
     # The fitted model imports tabtrack code, so the package ships with it (`code_paths`).
     needs_tabtrack_code: bool = False
     device_param: str | None = None  # estimator parameter that takes "cpu" / "cuda"
+    # How far a re-run's test metrics may drift and still count as reproduced (0: bit-identical).
+    reproduce_tolerance: float = 0.0
 
     @property
     def tasks(self) -> tuple[str, ...]:

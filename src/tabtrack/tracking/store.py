@@ -27,3 +27,23 @@ def run_url(uri: str, experiment_id: str, run_id: str) -> str:
     """Where to see the run: the server itself, or `tabtrack ui`'s default address for a local store."""
     base = DEFAULT_UI if is_local_store(uri) else redact_uri(uri).rstrip("/").replace("***@", "")
     return f"{base}/#/experiments/{experiment_id}/runs/{run_id}"
+
+
+def download_model(model_uri: str | None, directory: str | Path, *, tracking_uri: str | None = None) -> Path:
+    """Copy a logged MLflow model (`models:/...`, `runs:/...`) into `directory`, replacing what is there."""
+    import shutil
+    import tempfile
+
+    import mlflow
+
+    if not model_uri:
+        raise ValueError("the run logged no model")
+    directory = Path(directory)
+    mlflow.set_tracking_uri(resolve_tracking_uri(tracking_uri))
+    with tempfile.TemporaryDirectory(dir=directory.parent if directory.parent.exists() else None) as tmp:
+        local = Path(mlflow.artifacts.download_artifacts(artifact_uri=model_uri, dst_path=tmp))
+        if directory.exists():
+            shutil.rmtree(directory)
+        directory.parent.mkdir(parents=True, exist_ok=True)
+        shutil.move(str(local), directory)
+    return directory

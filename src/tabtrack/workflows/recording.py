@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import Any
 
@@ -79,6 +80,8 @@ def run_tags(checked: CheckedInputs) -> dict[str, str]:
         tags["data.test_sha256"] = test.sha256
     if checked.validation is not None:
         tags["data.validation_warnings"] = str(len(checked.validation.warnings))
+    if os.environ.get("DVC_EXP_NAME"):  # set by `dvc exp run`: ties the run to its DVC experiment
+        tags["dvc.experiment"] = os.environ["DVC_EXP_NAME"]
     tags.update(redact(checked.config.tags))
     return tags
 

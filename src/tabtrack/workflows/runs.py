@@ -30,7 +30,7 @@ _DURATION = re.compile(r"^(\d+)([smhdw])$")
 _SECONDS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
 
 
-def _client(tracking_uri: str | None):
+def client_for(tracking_uri: str | None):
     import mlflow
     from mlflow import MlflowClient
 
@@ -60,7 +60,7 @@ def list_runs(
     """One row per run: id, name, status, start, params, metrics and the key lineage tags as columns."""
     from mlflow.exceptions import MlflowException
 
-    client = _client(tracking_uri)
+    client = client_for(tracking_uri)
     ids = _experiment_ids(client, experiment)
     try:
         runs = client.search_runs(
@@ -140,7 +140,7 @@ def diff(run_a: str, run_b: str, *, tracking_uri: str | None = None) -> dict[str
     """Params, metrics (with b - a), lineage and package versions side by side; `changed` marks differences."""
     from mlflow.exceptions import MlflowException
 
-    client = _client(tracking_uri)
+    client = client_for(tracking_uri)
     runs = []
     for run_id in (run_a, run_b):
         try:
@@ -166,11 +166,11 @@ def diff(run_a: str, run_b: str, *, tracking_uri: str | None = None) -> dict[str
         "params": side_by_side(a.data.params, b.data.params),
         "metrics": metrics,
         "lineage": side_by_side(lineage_a, lineage_b),
-        "packages": side_by_side(_packages(run_a), _packages(run_b)),
+        "packages": side_by_side(recorded_packages(run_a), recorded_packages(run_b)),
     }
 
 
-def _packages(run_id: str) -> dict[str, str]:
+def recorded_packages(run_id: str) -> dict[str, str]:
     import mlflow
 
     try:
@@ -193,7 +193,7 @@ def clean_failed(
     *, experiment: str | None, older_than: str | None, dry_run: bool, tracking_uri: str | None = None
 ) -> list[str]:
     """Delete (MLflow's soft delete; `mlflow gc` purges) FAILED runs, optionally only older ones."""
-    client = _client(tracking_uri)
+    client = client_for(tracking_uri)
     cutoff = time.time() * 1000 - parse_age(older_than) * 1000 if older_than else None
     chosen = [
         run.info.run_id
@@ -213,7 +213,7 @@ def clean_stale(
 ) -> tuple[list[str], list[str]]:
     """RUNNING runs started on this host whose process is gone -> FAILED. Returns (marked, undecidable):
     runs from other hosts, or without tabtrack's host/pid tags, cannot be checked from here."""
-    client = _client(tracking_uri)
+    client = client_for(tracking_uri)
     host = socket.gethostname()
     marked, undecidable = [], []
     for run in client.search_runs(

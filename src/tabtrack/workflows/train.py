@@ -77,6 +77,7 @@ def train(
     track: bool = True,
     tracker: Tracker | None = None,
     progress: Progress | None = None,
+    test_data: str | Path | None = None,
 ) -> TrainResult:
     """Train one model and record it as one standard MLflow run.
 
@@ -88,6 +89,7 @@ def train(
     resolved = build_config(
         data, target=target, model=model, params=params, config=config, task=task, cv=cv, test_size=test_size,
         random_state=random_state, experiment=experiment, device=device, tags=tags, overrides=overrides,
+        test_data=test_data,
     )  # fmt: skip
     return run_training(resolved, tracker=tracker, tracking_uri=tracking_uri, track=track, progress=progress)
 
@@ -107,6 +109,7 @@ def build_config(
     device: str | None = None,
     tags: Mapping[str, str] | None = None,
     overrides: Iterable[str] = (),
+    test_data: str | Path | None = None,
 ) -> RunConfig:
     """Config file (or a RunConfig) < keyword options (None means "not given") < `--set` overrides."""
     if isinstance(config, RunConfig):
@@ -116,6 +119,7 @@ def build_config(
         base = {}
     options = {
         "data": str(data) if data is not None else None,
+        "test_data": str(test_data) if test_data is not None else None,
         "target": target,
         "task": task,
         "model": {"type": model, "params": dict(params) if params else None},
@@ -222,6 +226,14 @@ def record_training(
         X_test=split.X_test,
         y_test=split.y_test,
     )
+
+
+def write_metrics_file(result: TrainResult, path: str | Path) -> None:
+    """Metrics by split as JSON, the shape `dvc metrics show` reads."""
+    import json
+
+    Path(path).parent.mkdir(parents=True, exist_ok=True)
+    Path(path).write_text(json.dumps(result.metrics, indent=2, sort_keys=True) + "\n")
 
 
 # -- training pieces --------------------------------------------------------------------------

@@ -1,0 +1,184 @@
+"""`tabtrack reproduce`: re-run a past run from its recorded config and lineage, and prove the numbers match.
+
+Refuses when the data differs (its sha256 is the contract); warns, or with `strict` refuses, when the
+code (git commit, dirty flag) or the key package versions differ from the run's.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from tabtrack.config import RunConfig
+from tabtrack.data.fingerprint import sha256_of
+from tabtrack.errors import ConfigError, DataError, TabtrackError
+from tabtrack.lineage import git_info, package_versions
+from tabtrack.models import get_spec
+from tabtrack.workflows.runs import client_for, recorded_packages
+from tabtrack.workflows.train import Progress, TrainResult, run_training
+
+log = logging.getLogger(__name__)
+
+# Packages whose version change can move the numbers; tabtrack itself is compared through its tag.
+COMPARED_PACKAGES = ("scikit-learn", "numpy", "pandas", "scipy", "xgboost", "lightgbm", "torch")
+
+
+@dataclass
+class MetricDelta:
+    name: str
+    original: float | None
+    reproduced: float | None
+    tolerance: float
+
+    @property
+    def delta(self) -> float | None:
+        if self.original is None or self.reproduced is None:
+            return None
+        return self.reproduced - self.original
+
+    @property
+    def matches(self) -> bool:
+        if self.original is None or self.reproduced is None:
+            return False
+        if math.isnan(self.original) and math.isnan(self.reproduced):
+            return True
+        return abs(self.reproduced - self.original) <= self.tolerance
+
+
+@dataclass
+class Reproduction:
+    original_run_id: str
+    result: TrainResult
+    deltas: list[MetricDelta]
+    warnings: list[str] = field(default_factory=list)
+
+    @property
+    def matched(self) -> bool:
+        return all(d.matches for d in self.deltas)
+
+
+def reproduce(
+    run_id: str,
+    *,
+    data: str | Path | None = None,
+    test_data: str | Path | None = None,
+    strict: bool = False,
+    allow_data_change: bool = False,
+    tolerance: float | None = None,
+    tracking_uri: str | None = None,
+    progress: Progress | None = None,
+) -> Reproduction:
+    client = client_for(tracking_uri)
+    original = _get_run(client, run_id)
+    tags = original.data.tags
+    config = _recorded_config(run_id)
+    warnings: list[str] = []
+
+    data_path = _data_path(data, tags.get("data.path"), config.data, "data")
+    _check_hash(data_path, tags.get("data.sha256"), run_id, allow_data_change, warnings)
+    updates: dict = {"data": str(data_path)}
+    if config.test_data or tags.get("data.test_path"):
+        test_path = _data_path(test_data, tags.get("data.test_path"), config.test_data, "test data")
+        _check_hash(test_path, tags.get("data.test_sha256"), run_id, allow_data_change, warnings)
+        updates["test_data"] = str(test_path)
+
+    mismatches = _code_mismatches(tags) + _package_mismatches(run_id)
+    if mismatches and strict:
+        raise TabtrackError(f"--strict: {'; '.join(mismatches)}; check out the run's commit and packages.")
+    warnings += mismatches
+    for warning in mismatches:
+        log.warning("reproduce: %s", warning)
+
+    experiment = client.get_experiment(original.info.experiment_id).name
+    config = config.model_copy(
+        update={**updates, "experiment": experiment, "tags": {**config.tags, "tabtrack.reproduces": run_id}}
+    )
+    result = run_training(RunConfig.model_validate(config.model_dump()), tracking_uri=tracking_uri, progress=progress)
+
+    allowed = tolerance if tolerance is not None else get_spec(config.model.type).reproduce_tolerance
+    recorded = {k.removeprefix("test_"): v for k, v in original.data.metrics.items() if k.startswith("test_")}
+    deltas = [
+        MetricDelta(name, recorded.get(name), result.metrics["test"].get(name), allowed)
+        for name in sorted(set(recorded) | set(result.metrics["test"]))
+    ]
+    reproduction = Reproduction(run_id, result, deltas, warnings)
+    if result.run_id:
+        client.set_tag(result.run_id, "tabtrack.reproduced", str(reproduction.matched).lower())
+    return reproduction
+
+
+def _get_run(client, run_id: str):
+    from mlflow.exceptions import MlflowException
+
+    try:
+        return client.get_run(run_id)
+    except MlflowException as exc:
+        raise TabtrackError(f"run {run_id!r} not found; check the id (tabtrack runs list shows them).") from exc
+
+
+def _recorded_config(run_id: str) -> RunConfig:
+    import mlflow
+    import yaml
+    from pydantic import ValidationError
+
+    try:
+        text = mlflow.artifacts.load_text(f"runs:/{run_id}/config/resolved.yaml")
+    except Exception as exc:  # MLflow raises several types for a missing artifact
+        raise TabtrackError(
+            f"run {run_id} has no config/resolved.yaml, so it was not made by tabtrack train and cannot be replayed."
+        ) from exc
+    try:
+        return RunConfig.model_validate(yaml.safe_load(text))
+    except ValidationError as exc:
+        raise ConfigError(f"run {run_id}'s recorded config no longer validates: {exc.errors()[0]['msg']}.") from exc
+
+
+def _data_path(given: str | Path | None, recorded: str | None, configured: str | None, what: str) -> Path:
+    """--data wins; then the absolute path the run recorded; then the config's (possibly relative) path."""
+    for candidate in (given, recorded, configured):
+        if candidate and Path(candidate).is_file():
+            return Path(candidate)
+    if given:
+        raise DataError(f"{what} file '{given}' not found.")
+    raise DataError(
+        f"the run's {what} ('{recorded or configured}') is not here; restore it (git checkout + dvc pull) "
+        f"or pass --{'test-data' if what == 'test data' else 'data'} PATH."
+    )
+
+
+def _check_hash(path: Path, recorded: str | None, run_id: str, allow_change: bool, warnings: list[str]) -> None:
+    if not recorded:
+        return
+    current = sha256_of(path)
+    if current == recorded:
+        return
+    message = f"'{path}' has sha256 {current[:12]}… but run {run_id} trained on {recorded[:12]}…"
+    if not allow_change:
+        raise DataError(f"{message}; restore the original data (dvc checkout) or pass --allow-data-change.")
+    warnings.append(f"data changed: {message}")
+    log.warning("reproduce: data changed: %s", message)
+
+
+def _code_mismatches(tags: dict[str, str]) -> list[str]:
+    if "git.commit" not in tags:
+        return []
+    now = git_info()
+    problems = []
+    if now.get("git.commit") != tags["git.commit"]:
+        problems.append(f"git commit is {now.get('git.commit', 'none')[:12]}, the run used {tags['git.commit'][:12]}")
+    if tags.get("git.dirty") == "true":
+        problems.append("the run was made from uncommitted changes (git.dirty=true)")
+    elif now.get("git.dirty") == "true":
+        problems.append("the working tree has uncommitted changes")
+    return problems
+
+
+def _package_mismatches(run_id: str) -> list[str]:
+    recorded, installed = recorded_packages(run_id), package_versions(COMPARED_PACKAGES)
+    return [
+        f"{name} is {installed.get(name, 'not installed')}, the run used {version}"
+        for name, version in recorded.items()
+        if name in COMPARED_PACKAGES and installed.get(name) != version
+    ]

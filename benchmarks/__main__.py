@@ -1,0 +1,217 @@
+"""The performance suite (issue 9): one table of ratios, each measured side by side in this run.
+
+    python -m benchmarks [--repeats 5] [--scale-rows 1000000] [--skip scale,throughput]
+
+1. tracked / untracked `tabtrack train` (RF, generated 20,000 x 8), fresh processes.      target <= 1.15x
+2. tabtrack's tracking overhead / MLflow autolog + evaluate's overhead on the same work.   target <= 0.1
+3. 1,000 epochs x 4 metrics to an `mlflow server` on 127.0.0.1: one log_metric call per
+   value vs tabtrack's buffered logging.                                                     target >= 50x
+4. 1M x 30 rows, hist_gradient_boosting: tracked run vs bare scikit-learn; peak memory
+   against the in-memory dataset size.                                                      targets <= 1.3x, <= 3x
+5. `tabtrack --help` and `--version`.                                                        target <= 0.3 s
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import platform
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import pandas as pd
+
+from benchmarks.common import generated_classification, median, print_table, tabtrack_cmd, time_command
+
+Row = tuple[str, str, str, str]
+
+
+def _ok(passed: bool) -> str:
+    return "yes" if passed else "NO"
+
+
+def overhead(work: Path, repeats: int) -> list[Row]:
+    data = generated_classification(work / "rf20k.csv", rows=20_000, features=8)
+    train = tabtrack_cmd("train", str(data), "--target", "y", "--model", "random_forest")
+    workload = [sys.executable, "-m", "benchmarks.workloads"]
+    env = {"PYTHONPATH": str(Path(__file__).resolve().parent.parent)}
+    # Warm-ups: SQLite schema creation and first-import disk reads are not charged to the first timed run.
+    time_command(train, cwd=work, repeats=1)
+    time_command([*workload, "autolog", str(data)], cwd=work, repeats=1, env=env)
+    timings: dict[str, list[float]] = {"tracked": [], "untracked": [], "bare": [], "autolog": []}
+    for _ in range(repeats):  # interleaved, so drift in machine load hits all alike
+        timings["untracked"] += time_command([*train, "--no-track"], cwd=work, repeats=1)
+        timings["tracked"] += time_command(train, cwd=work, repeats=1)
+        timings["bare"] += time_command([*workload, "bare", str(data)], cwd=work, repeats=1, env=env)
+        timings["autolog"] += time_command([*workload, "autolog", str(data)], cwd=work, repeats=1, env=env)
+    m = {k: median(v) for k, v in timings.items()}
+    ratio = m["tracked"] / m["untracked"]
+    ours, theirs = m["tracked"] - m["untracked"], m["autolog"] - m["bare"]
+    print(
+        f"[1-2] RF 20k x 8, median of {repeats}: tabtrack tracked {m['tracked']:.2f} s, --no-track "
+        f"{m['untracked']:.2f} s; autolog+evaluate {m['autolog']:.2f} s, bare scikit-learn {m['bare']:.2f} s"
+    )
+    return [
+        ("1. tracked / untracked train (RF 20k x 8)", f"{ratio:.2f}x", "<= 1.15x", _ok(ratio <= 1.15)),
+        (
+            "2. tabtrack overhead / autolog+evaluate overhead",
+            f"{ours / theirs:.2f} ({ours:.1f} s / {theirs:.1f} s)",
+            "<= 0.1",
+            _ok(ours / theirs <= 0.1),
+        ),
+    ]
+
+
+def throughput(work: Path, epochs: int = 1000, metrics: int = 4) -> list[Row]:
+    """Both loggers write the same values to the same server; only the call pattern differs."""
+    import mlflow
+    from mlflow import MlflowClient
+
+    sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "src"))
+    from tabtrack.tracking.mlflow_tracker import MlflowTracker
+
+    port = _free_port()
+    server = subprocess.Popen(
+        [sys.executable, "-m", "mlflow", "server", "--host", "127.0.0.1", "--port", str(port),
+         "--backend-store-uri", f"sqlite:///{work / 'server.db'}", "--workers", "1"],
+        cwd=work, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True,
+    )  # fmt: skip
+    try:
+        uri = f"http://127.0.0.1:{port}"
+        _wait_http(f"{uri}/health", server)
+        names = [f"m{i}" for i in range(metrics)]
+        mlflow.set_tracking_uri(uri)
+        mlflow.set_experiment("throughput")
+        with mlflow.start_run():
+            start = time.perf_counter()
+            for epoch in range(epochs):
+                for name in names:
+                    mlflow.log_metric(name, epoch * 0.001, step=epoch)
+            per_call = time.perf_counter() - start
+        tracker = MlflowTracker(uri)
+        with tracker.run(experiment="throughput", run_name="buffered", tags={}) as run:
+            start = time.perf_counter()
+            for epoch in range(epochs):
+                run.log_metrics({name: epoch * 0.001 for name in names}, step=epoch)
+            run.flush()
+            buffered = time.perf_counter() - start
+            run_id = run.run_id
+        history = MlflowClient(uri).get_metric_history(run_id, "m0")
+        assert len(history) == epochs, len(history)  # every value arrived
+    finally:
+        os.killpg(server.pid, 15)
+        server.wait(timeout=30)
+    ratio = per_call / buffered
+    print(f"[3] {epochs} epochs x {metrics} metrics: log_metric per value {per_call:.2f} s, buffered {buffered:.3f} s")
+    return [("3. buffered vs per-value logging to a server", f"{ratio:.0f}x faster", ">= 50x", _ok(ratio >= 50))]
+
+
+def scale(work: Path, rows: int, repeats: int) -> list[Row]:
+    from sklearn.datasets import make_classification
+
+    X, y = make_classification(n_samples=rows, n_features=30, n_informative=15, random_state=0)
+    frame = pd.DataFrame(X, columns=[f"x{i}" for i in range(30)]).assign(y=y)
+    dataset_mb = frame.memory_usage(deep=True).sum() / 2**20
+    data = work / "big.parquet"
+    frame.to_parquet(data, index=False)
+    del frame, X, y
+    train = tabtrack_cmd("train", str(data), "--target", "y", "--model", "hist_gradient_boosting")
+    bare = [sys.executable, "-m", "benchmarks.workloads", "bare", str(data), "hist_gradient_boosting"]
+    env = {"PYTHONPATH": str(Path(__file__).resolve().parent.parent)}
+    tracked_t, bare_t, tracked_mem, bare_mem = [], [], [], []
+    for _ in range(repeats):
+        seconds, peak = _timed_peak(bare, work, env)
+        bare_t.append(seconds)
+        bare_mem.append(peak)
+        seconds, peak = _timed_peak(train, work, {})
+        tracked_t.append(seconds)
+        tracked_mem.append(peak)
+    ratio = median(tracked_t) / median(bare_t)
+    memory = max(tracked_mem) / dataset_mb
+    print(
+        f"[4] {rows:,} x 30 HGB, median of {repeats}: tracked {median(tracked_t):.1f} s, bare {median(bare_t):.1f} s; "
+        f"peak RSS tracked {max(tracked_mem):.0f} MiB, bare {max(bare_mem):.0f} MiB, dataset {dataset_mb:.0f} MiB"
+    )
+    return [
+        (f"4a. tracked / bare, HGB {rows:,} x 30", f"{ratio:.2f}x", "<= 1.3x", _ok(ratio <= 1.3)),
+        (
+            "4b. peak memory / dataset size",
+            f"{memory:.1f}x ({max(tracked_mem):.0f} / {dataset_mb:.0f} MiB)",
+            "<= 3x",
+            _ok(memory <= 3),
+        ),
+    ]
+
+
+def startup(work: Path, repeats: int) -> list[Row]:
+    help_t = median(time_command(tabtrack_cmd("--help"), cwd=work, repeats=repeats))
+    version_t = median(time_command(tabtrack_cmd("--version"), cwd=work, repeats=repeats))
+    return [
+        ("5a. tabtrack --help", f"{help_t:.3f} s", "<= 0.3 s", _ok(help_t <= 0.3)),
+        ("5b. tabtrack --version", f"{version_t:.3f} s", "<= 0.3 s", _ok(version_t <= 0.3)),
+    ]
+
+
+def _timed_peak(args: list[str], cwd: Path, env: dict) -> tuple[float, float]:
+    """Wall seconds and peak RSS (MiB) of one fresh process (wait4 reports the child's own maximum)."""
+    start = time.perf_counter()
+    proc = subprocess.Popen(args, cwd=cwd, env={**os.environ, **env}, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    _, status, usage = os.wait4(proc.pid, 0)
+    seconds = time.perf_counter() - start
+    if status != 0:
+        raise RuntimeError(f"{' '.join(args)} failed: {proc.stderr.read().decode()[-2000:]}")
+    return seconds, usage.ru_maxrss / 1024
+
+
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def _wait_http(url: str, proc: subprocess.Popen, timeout: float = 120) -> None:
+    import urllib.request
+
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        if proc.poll() is not None:
+            raise RuntimeError("mlflow server exited")
+        try:
+            with urllib.request.urlopen(url, timeout=2):
+                return
+        except OSError:
+            time.sleep(0.5)
+    raise RuntimeError(f"{url} did not answer in {timeout} s")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument("--scale-repeats", type=int, default=5)
+    parser.add_argument("--scale-rows", type=int, default=1_000_000)
+    parser.add_argument("--skip", default="", help="comma-separated: overhead, throughput, scale, startup")
+    args = parser.parse_args()
+    skip = set(filter(None, args.skip.split(",")))
+    print(f"machine: {platform.machine()}, {os.cpu_count()} cores, Python {platform.python_version()}")
+    rows: list[Row] = []
+    with tempfile.TemporaryDirectory() as tmp:
+        work = Path(tmp)
+        if "overhead" not in skip:
+            rows += overhead(work, args.repeats)
+        if "throughput" not in skip:
+            rows += throughput(work)
+        if "scale" not in skip:
+            rows += scale(work, args.scale_rows, args.scale_repeats)
+        if "startup" not in skip:
+            rows += startup(work, args.repeats)
+    print()
+    print_table(rows)
+
+
+if __name__ == "__main__":
+    main()

@@ -56,10 +56,21 @@ def main() -> None:
 
     mlflow.set_tracking_uri(f"sqlite:///{Path.cwd() / 'autolog.db'}")
     mlflow.set_experiment("autolog")
-    mlflow.sklearn.autolog()
+    # MLflow 3 saves sklearn models with skops, and autolog's own log_model fails on untrusted tree types
+    # (measured: 'numpy.dtype', 'sklearn.tree._tree.Tree'), so the model is logged explicitly, as a user must.
+    mlflow.sklearn.autolog(log_models=False)
     with mlflow.start_run():
         pipeline, X_test, y_test, _ = _fit(data, model)
-        model_info = mlflow.sklearn.log_model(pipeline, name="model", input_example=X_test.head(5))
+        model_info = mlflow.sklearn.log_model(
+            pipeline,
+            name="model",
+            input_example=X_test.head(5),
+            skops_trusted_types=["numpy.dtype", "sklearn.tree._tree.Tree",
+                                 "sklearn._loss.link.LogitLink", "sklearn._loss.link.Interval",
+                                 "sklearn._loss.loss.HalfBinomialLoss", "sklearn._loss._loss.CyHalfBinomialLoss",
+                                 "sklearn.ensemble._hist_gradient_boosting.binning._BinMapper",
+                                 "sklearn.ensemble._hist_gradient_boosting.predictor.TreePredictor"],
+        )  # fmt: skip
         evaluation = X_test.assign(y=np.asarray(y_test))
         # evaluate gives the comparable plots and metrics: confusion matrix, ROC, PR, calibration, SHAP off
         mlflow.models.evaluate(model_info.model_uri, evaluation, targets="y", model_type="classifier")

@@ -11,6 +11,8 @@ fi
 for _ in $(seq 30); do pg_isready -q -h 127.0.0.1 && break; sleep 1; done
 as_postgres "psql -tAc \"SELECT 1 FROM pg_roles WHERE rolname='tabtrack'\"" | grep -q 1 \
   || as_postgres "psql -qc \"CREATE ROLE tabtrack LOGIN PASSWORD 'tabtrack'\""
+# CREATEDB: tests give each mlflow server its own fresh database.
+as_postgres "psql -qc \"ALTER ROLE tabtrack CREATEDB\""
 as_postgres "psql -tAc \"SELECT 1 FROM pg_database WHERE datname='tabtrack_test'\"" | grep -q 1 \
   || as_postgres "createdb -O tabtrack tabtrack_test"
 echo "postgresql://tabtrack:tabtrack@127.0.0.1:5432/tabtrack_test" >&3

@@ -119,3 +119,76 @@ def test_eight_concurrent_trains_against_a_server_with_postgresql(workdir, data_
     for result in results:
         assert result.returncode == 0, result.stderr[-3000:]
     _assert_complete_runs(MlflowClient(postgres_server), 8)
+
+
+SECRETS = {
+    "uri password": "S3cretUriPw",
+    "env token": "tok-EnvSecret-123",
+    "aws key": "awsSecretKey-456",
+    "mlflow token": "mlflowTok-789",
+    "config password": "cfgPassw0rd",
+    "config api key": "cfgApiKey-000",
+    "cli tag token": "cliTagTok-111",
+}
+
+
+@pytest.fixture
+def sqlite_server(tmp_path):
+    """`mlflow server` on 127.0.0.1 with a SQLite backend and artifacts proxied into tmp_path/artifacts."""
+    port = free_port()
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "mlflow", "server", "--host", "127.0.0.1", "--port", str(port),
+         "--backend-store-uri", f"sqlite:///{tmp_path / 'server.db'}",
+         "--artifacts-destination", str(tmp_path / "artifacts"), "--workers", "1"],
+        cwd=tmp_path, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True,
+    )  # fmt: skip
+    try:
+        wait_for_http(f"http://127.0.0.1:{port}/health", proc, what="mlflow server")
+        yield port, tmp_path
+    finally:
+        os.killpg(proc.pid, 15)
+        proc.wait(timeout=30)
+
+
+def test_secrets_never_reach_the_store_artifacts_or_output(workdir, data_dir, sqlite_server):
+    port, server_dir = sqlite_server
+    shutil.copy(data_dir / "breast_cancer.csv", "data.csv")
+    Path("config.yaml").write_text(
+        "target: target\n"
+        f"tags:\n  db_password: {SECRETS['config password']}\n  service_api_key: {SECRETS['config api key']}\n"
+        "  owner: data-science\n"
+    )
+    env = {
+        **os.environ,
+        "MLFLOW_TRACKING_URI": f"http://alice:{SECRETS['uri password']}@127.0.0.1:{port}",
+        "MY_SERVICE_TOKEN": SECRETS["env token"],
+        "AWS_SECRET_ACCESS_KEY": SECRETS["aws key"],
+        "MLFLOW_TRACKING_TOKEN": SECRETS["mlflow token"],
+    }
+    done = subprocess.run(
+        [*TABTRACK, "-v", "train", "data.csv", "--config", "config.yaml", "--cv", "2",
+         "--tag", f"deploy_token={SECRETS['cli tag token']}", "--set", "model.params.n_estimators=20"],
+        cwd=workdir, env=env, capture_output=True, text=True, timeout=600,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr[-3000:]
+    from mlflow import MlflowClient
+
+    client = MlflowClient(f"http://127.0.0.1:{port}")
+    (run,) = [r for r in runs_of(client, "data") if "mlflow.parentRunId" not in r.data.tags]
+    assert run.data.tags["db_password"] == "***" and run.data.tags["owner"] == "data-science"
+    assert run.data.tags["deploy_token"] == "***"
+
+    # Everything the run left anywhere: the server's database, every artifact, the terminal output.
+    places = {"output": (done.stdout + done.stderr).encode()}
+    places["server.db"] = (server_dir / "server.db").read_bytes()
+    for path in (server_dir / "artifacts").rglob("*"):
+        if path.is_file():
+            places[str(path.relative_to(server_dir))] = path.read_bytes()
+    assert any("report.html" in name for name in places) and any("MLmodel" in name for name in places)
+    leaks = [
+        f"{what} in {place}"
+        for what, secret in SECRETS.items()
+        for place, content in places.items()
+        if secret.encode() in content
+    ]
+    assert leaks == []

@@ -703,6 +703,9 @@ def _configure_logging(verbose: bool) -> None:
     ours.addHandler(handler)
     ours.setLevel(logging.INFO if verbose else logging.WARNING)
     ours.propagate = False
+    # MLflow writes "View run ... at: <tracking URI>" straight to stdout for server URIs, password and all;
+    # tabtrack prints its own link with credentials masked.
+    os.environ.setdefault("MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT", "true")
     if not verbose:
         # MLflow narrates every run ("View run ...", schema hints); the result table says what matters.
         for noisy in ("mlflow", "alembic", "skops"):

@@ -2,158 +2,34 @@
 
 from __future__ import annotations
 
+import shutil
+from pathlib import Path
+
 import pytest
+import yaml
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from conftest import mixed_frame
 
-
-def _write(workdir, name: str, content: str | bytes):
-    path = workdir / name
-    if isinstance(content, bytes):
-        path.write_bytes(content)
-    else:
-        path.write_text(content)
-    return path
+CORPUS = Path(__file__).parent / "bad_inputs"
+CASES = sorted(p.name for p in CORPUS.iterdir() if (p / "case.yaml").is_file())
 
 
-def _cases():
-    good = "a,b,y\n1,2,0\n3,4,1\n5,6,0\n7,8,1\n9,1,0\n2,3,1\n4,5,0\n6,7,1\n8,9,0\n1,1,1\n"
-    return [
-        # (id, files to write, extra args, expected fragment)
-        ("missing file", {}, ["nope.csv", "--target", "y"], "data file 'nope.csv' not found"),
-        ("directory", {"dir/x": "a"}, ["dir", "--target", "y"], "is a directory"),
-        ("unknown format", {"d.xlsx": good}, ["d.xlsx", "--target", "y"], "unknown data format '.xlsx'"),
-        ("empty file", {"d.csv": ""}, ["d.csv", "--target", "y"], "is empty"),
-        ("header only", {"d.csv": "a,b,y\n"}, ["d.csv", "--target", "y"], "has a header but no rows"),
-        ("binary garbage", {"d.csv": b"\x00\x01\x02garbage\xff"}, ["d.csv", "--target", "y"], "looks binary"),
-        ("not utf-8", {"d.csv": "a,b,y\n1,caf\xe9,0\n".encode("latin-1")}, ["d.csv", "--target", "y"], "not UTF-8"),
-        (
-            "bad parquet",
-            {"d.parquet": b"PAR1 not really"},
-            ["d.parquet", "--target", "y"],
-            "not a readable Parquet file",
-        ),
-        ("duplicate columns", {"d.csv": "a,a,y\n1,2,0\n"}, ["d.csv", "--target", "y"], "duplicate column names: 'a'"),
-        ("target missing", {"d.csv": good}, ["d.csv", "--target", "Y "], "target column 'Y ' is not in"),
-        (
-            "target typo suggests",
-            {"d.csv": good.replace("y\n", "label\n", 1)},
-            ["d.csv", "--target", "lable"],
-            "Did you mean 'label'",
-        ),
-        ("one class", {"d.csv": "a,y\n1,0\n2,0\n3,0\n4,0\n"}, ["d.csv", "--target", "y"], "single class"),
-        ("all targets empty", {"d.csv": "a,y\n1,\n2,\n"}, ["d.csv", "--target", "y"], "has no values"),
-        ("no features", {"d.csv": "y\n1\n0\n1\n0\n"}, ["d.csv", "--target", "y"], "no feature columns"),
-        (
-            "infinite feature",
-            {"d.csv": good.replace("3,4,1", "inf,4,1")},
-            ["d.csv", "--target", "y"],
-            "infinite values",
-        ),
-        ("all-empty feature", {"d.csv": "a,b,y\n1,,0\n2,,1\n3,,0\n4,,1\n5,,0\n"}, ["d.csv", "--target", "y"], "'b'"),
-        ("singleton class", {"d.csv": good + "3,3,2\n"}, ["d.csv", "--target", "y"], "have a single row"),
-        (
-            "unknown model",
-            {"d.csv": good},
-            ["d.csv", "--target", "y", "--model", "random_forrest"],
-            "Did you mean 'random_forest'",
-        ),
-        (
-            "model lacks task",
-            {"d.csv": good},
-            ["d.csv", "--target", "y", "--model", "ridge"],
-            "does not support classification",
-        ),
-        (
-            "unknown param",
-            {"d.csv": good},
-            ["d.csv", "--target", "y", "--set", "model.params.max_dept=3"],
-            "Did you mean 'max_depth'",
-        ),
-        (
-            "bad param value",
-            {"d.csv": good},
-            ["d.csv", "--target", "y", "--set", "model.params.n_estimators=-3"],
-            "n_estimators",
-        ),
-        (
-            "unknown --set key",
-            {"d.csv": good},
-            ["d.csv", "--target", "y", "--set", "tests_size=0.3"],
-            "Did you mean 'test_size'",
-        ),
-        ("--set without =", {"d.csv": good}, ["d.csv", "--target", "y", "--set", "test_size"], "expects key=value"),
-        ("test_size too big", {"d.csv": good}, ["d.csv", "--target", "y", "--test-size", "1.5"], "test_size"),
-        ("test_size zero", {"d.csv": good}, ["d.csv", "--target", "y", "--test-size", "0"], "test_size"),
-        ("cv of one", {"d.csv": good}, ["d.csv", "--target", "y", "--cv", "1"], "at least 2"),
-        ("cv above class count", {"d.csv": good}, ["d.csv", "--target", "y", "--cv", "5"], "fewer than cv_folds=5"),
-        ("cv above row count", {"d.csv": good}, ["d.csv", "--target", "y", "--cv", "9"], "exceeds the 8 training rows"),
-        ("negative seed", {"d.csv": good}, ["d.csv", "--target", "y", "--seed", "-1"], "random_state"),
-        ("unknown task", {"d.csv": good}, ["d.csv", "--target", "y", "--task", "ranking"], "task"),
-        (
-            "text target for regression",
-            {"d.csv": "a,y\n1,x\n2,y\n3,x\n4,y\n"},
-            ["d.csv", "--target", "y", "--task", "regression"],
-            "not numeric",
-        ),
-        ("tag without =", {"d.csv": good}, ["d.csv", "--target", "y", "--tag", "stage"], "--tag expects key=value"),
-        ("no target", {"d.csv": good}, ["d.csv"], "no target column given"),
-        ("no data", {}, ["--target", "y"], "no data file given"),
-        (
-            "config missing",
-            {"d.csv": good},
-            ["d.csv", "--target", "y", "--config", "nope.yaml"],
-            "config file 'nope.yaml' not found",
-        ),
-        (
-            "config bad yaml",
-            {"c.yaml": "model: [unclosed", "d.csv": good},
-            ["d.csv", "--target", "y", "--config", "c.yaml"],
-            "not valid YAML",
-        ),
-        (
-            "config not a mapping",
-            {"c.yaml": "- a\n- b\n", "d.csv": good},
-            ["d.csv", "--target", "y", "--config", "c.yaml"],
-            "must hold a mapping",
-        ),
-        (
-            "config unknown key",
-            {"c.yaml": "modle: {type: ridge}\n", "d.csv": good},
-            ["d.csv", "--target", "y", "--config", "c.yaml"],
-            "Did you mean 'model'",
-        ),
-        (
-            "config nested unknown key",
-            {"c.yaml": "model: {kind: ridge}\n", "d.csv": good},
-            ["d.csv", "--target", "y", "--config", "c.yaml"],
-            "under 'model'",
-        ),
-        (
-            "config wrong type",
-            {"c.yaml": "test_size: lots\n", "d.csv": good},
-            ["d.csv", "--target", "y", "--config", "c.yaml"],
-            "'test_size'",
-        ),
-        (
-            "config params not a mapping",
-            {"c.yaml": "model: {params: 3}\n", "d.csv": good},
-            ["d.csv", "--target", "y", "--config", "c.yaml"],
-            "model.params",
-        ),
-    ]
+def test_corpus_is_large():
+    assert len(CASES) >= 40
 
 
-@pytest.mark.parametrize(("files", "args", "fragment"), [c[1:] for c in _cases()], ids=[c[0] for c in _cases()])
-def test_bad_input_is_one_line_and_exit_2(files, args, fragment, workdir, cli):
-    for name, content in files.items():
-        (workdir / name).parent.mkdir(parents=True, exist_ok=True)
-        _write(workdir, name, content)
-    code, out, err = cli("train", *args)
+@pytest.mark.parametrize("case", CASES)
+def test_bad_input_is_one_line_and_exit_2(case, workdir, cli):
+    """tests/bad_inputs/CASE/ holds the files and case.yaml (args, expected fragment of the one error line)."""
+    shutil.copytree(CORPUS / case, workdir, dirs_exist_ok=True)
+    spec = yaml.safe_load((workdir / "case.yaml").read_text(encoding="utf-8"))
+    code, out, err = cli("train", *spec["args"])
     lines = [line for line in err.splitlines() if line.strip()]
     assert code == 2, (out, err)
     assert len(lines) == 1 and lines[0].startswith("error: "), err
-    assert fragment in lines[0], lines[0]
+    assert spec["expect"] in lines[0], lines[0]
     assert "Traceback" not in err + out
     # nothing was recorded: the store is not even created
     assert not (workdir / "mlflow.db").exists()
@@ -174,3 +50,69 @@ def test_identifier_column_is_refused_until_dropped_and_mixed_types_train(workdi
     assert code == 0, err
     assert "accuracy" in out
     assert "'zip' has 150 distinct values" in err  # the warning is shown
+
+
+# -- fuzz: whatever values config keys and options get, the outcome is a result or one clear line ---------
+
+_ANY_SCALAR = st.one_of(
+    st.none(),
+    st.booleans(),
+    st.integers(min_value=-(2**70), max_value=2**70),
+    st.floats(allow_nan=True, allow_infinity=True),
+    st.text(max_size=12),
+)
+_CONFIG_VALUES = {
+    "test_size": st.one_of(st.floats(min_value=-1, max_value=2), _ANY_SCALAR),
+    "cv_folds": st.one_of(st.integers(min_value=-3, max_value=12), _ANY_SCALAR),
+    "random_state": st.one_of(st.integers(min_value=-5, max_value=2**40), _ANY_SCALAR),
+    "thresholds": st.one_of(st.lists(st.floats(min_value=-1, max_value=2), max_size=3), _ANY_SCALAR),
+    "task": st.one_of(st.sampled_from(["auto", "classification", "regression"]), _ANY_SCALAR),
+    "device": st.one_of(st.sampled_from(["auto", "cpu", "cuda"]), _ANY_SCALAR),
+    "model.params.n_estimators": st.one_of(st.integers(min_value=-3, max_value=25), _ANY_SCALAR),
+    "model.params.max_depth": st.one_of(st.integers(min_value=-3, max_value=8), _ANY_SCALAR),
+    "model.type": st.one_of(st.sampled_from(["random_forest", "logistic_regression", "ridge"]), _ANY_SCALAR),
+    "tags": st.one_of(st.dictionaries(st.text(max_size=5), st.text(max_size=5), max_size=2), _ANY_SCALAR),
+    "drop_columns": st.one_of(st.lists(st.sampled_from(["a", "b", "y", "z"]), max_size=2), _ANY_SCALAR),
+}
+_SMALL = "a,b,y\n" + "".join(f"{i % 7},{(i * 3) % 11},{i % 2}\n" for i in range(40))
+
+
+def _yaml_scalar(value) -> str:
+    return yaml.safe_dump(value, default_flow_style=True).strip().removesuffix("...").strip()
+
+
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(
+    overrides=st.dictionaries(st.sampled_from(sorted(_CONFIG_VALUES)), st.none(), min_size=1, max_size=3),
+    data=st.data(),
+)
+def test_fuzzed_config_values_give_a_result_or_one_line(overrides, data, tmp_path_factory, cli, monkeypatch):
+    work = tmp_path_factory.mktemp("fuzz")
+    monkeypatch.chdir(work)
+    (work / "d.csv").write_text(_SMALL)
+    args = ["train", "d.csv", "--target", "y", "--no-track"]
+    for key in overrides:
+        args += ["--set", f"{key}={_yaml_scalar(data.draw(_CONFIG_VALUES[key], label=key))}"]
+    code, out, err = cli(*args)
+    assert code in (0, 2), (args, code, err[-2000:])
+    assert "Traceback" not in out + err
+    if code == 2:
+        lines = [line for line in err.splitlines() if line.strip()]
+        assert len(lines) == 1 and lines[0].startswith("error: "), (args, err)
+    else:
+        assert "test" in out
+
+
+@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(
+    option=st.sampled_from(["--test-size", "--cv", "--seed", "--task", "--device", "--model", "--tag", "--set"]),
+    value=st.text(alphabet=st.characters(blacklist_categories=["Cs"], blacklist_characters="\x00"), max_size=15),
+)
+def test_fuzzed_cli_options_never_crash(option, value, tmp_path_factory, cli, monkeypatch):
+    work = tmp_path_factory.mktemp("fuzzcli")
+    monkeypatch.chdir(work)
+    (work / "d.csv").write_text(_SMALL)
+    code, out, err = cli("train", "d.csv", "--target", "y", "--no-track", option, value)
+    assert code in (0, 2), (option, value, code, err[-2000:])
+    assert "Traceback" not in out + err
+    assert not (work / "mlflow.db").exists()

@@ -29,6 +29,8 @@ def load_table(path: str | Path) -> pd.DataFrame:
         raise DataError(f"unknown data format '{suffix or path.name}' for '{path}'; use a .csv or .parquet file.")
     if frame.shape[1] == 0:
         raise DataError(f"data file '{path}' has no columns.")
+    if frame.shape[1] == 1 and suffix in CSV_SUFFIXES:
+        _check_delimiter(path, str(frame.columns[0]))
     if len(frame) == 0:
         raise DataError(f"data file '{path}' has a header but no rows.")
     return frame
@@ -67,6 +69,16 @@ def _check_csv_header(path: Path, sep: str) -> None:
         raise DataError(
             f"data file '{path}' has duplicate column names: {', '.join(map(repr, duplicates))}; rename them."
         )
+
+
+def _check_delimiter(path: Path, header: str) -> None:
+    """One column whose name holds another separator: the file was saved with a different delimiter."""
+    for sep, name, fix in ((";", "';'", "re-save it comma-separated"), ("\t", "tab", "rename it to .tsv"),
+                           ("|", "'|'", "re-save it comma-separated")):  # fmt: skip
+        if sep in header:
+            raise DataError(
+                f"data file '{path}' looks {name}-separated (its one column is named {header[:60]!r}); {fix}."
+            )
 
 
 def _read_parquet(path: Path) -> pd.DataFrame:

@@ -187,3 +187,30 @@ def start_long_training(workdir: Path, data_dir: Path, client, experiment: str):
         time.sleep(0.3)
     proc.kill()
     pytest.fail("the training run did not appear within 90 s")
+
+
+def start_mlflow_server(cwd: Path, port: int, *, backend: str, artifacts: Path, app: str | None = None, env=None):
+    """A real `mlflow server` on 127.0.0.1:port (artifacts proxied), returned once /health answers.
+    Stop it with stop_server(proc)."""
+    import os
+    import subprocess
+
+    args = [sys.executable, "-m", "mlflow", "server", "--host", "127.0.0.1", "--port", str(port),
+            "--backend-store-uri", backend, "--artifacts-destination", str(artifacts), "--workers", "1"]  # fmt: skip
+    if app:
+        args += ["--app-name", app]
+    proc = subprocess.Popen(
+        args, cwd=cwd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True,
+        env={**os.environ, **(env or {})},
+    )  # fmt: skip
+    wait_for_http(f"http://127.0.0.1:{port}/health", proc, what="mlflow server")
+    return proc
+
+
+def stop_server(proc) -> None:
+    import os
+    import signal
+
+    if proc.poll() is None:
+        os.killpg(proc.pid, signal.SIGKILL)  # abrupt, like a crash: nothing is flushed gracefully
+    proc.wait(timeout=30)

@@ -15,7 +15,7 @@ from typing import Annotated
 import typer
 
 from tabtrack import __version__
-from tabtrack.errors import ConfigError, TabtrackError
+from tabtrack.errors import ConfigError, TabtrackError, TrackingError
 
 app = typer.Typer(
     name="tabtrack",
@@ -71,6 +71,9 @@ def train(
     tag: Annotated[list[str] | None, typer.Option("--tag", help="run tag key=value (repeatable)")] = None,
     tracking_uri: TrackingUri = None,
     no_track: Annotated[bool, typer.Option("--no-track", help="train and print metrics without MLflow")] = False,
+    offline: Annotated[
+        bool, typer.Option("--offline", help="record into .tabtrack/offline/ for a later `tabtrack sync`")
+    ] = False,
     register: Annotated[str | None, typer.Option("--register", help="register the model under this name")] = None,
     gate: Annotated[
         bool, typer.Option("--gate", help="with --register: champion only if it beats the current one")
@@ -92,6 +95,10 @@ def train(
         raise ConfigError("--register needs a tracked run; drop --no-track.")
     if model_dir and no_track:
         raise ConfigError("--model-dir copies the run's logged model; drop --no-track.")
+    if offline and (no_track or register):
+        raise ConfigError(
+            "--offline records a run for later upload; it does not combine with --no-track or --register."
+        )
     from tabtrack.cli_output import console, fold_progress, print_train_result
     from tabtrack.workflows.train import train as train_workflow
 
@@ -113,6 +120,7 @@ def train(
             track=not no_track,
             progress=progress,
             test_data=test_data,
+            offline=offline,
         )
     print_train_result(result, console)
     if metrics_file:
@@ -120,12 +128,34 @@ def train(
 
         write_metrics_file(result, metrics_file)
     if model_dir:
-        from tabtrack.tracking.store import download_model
+        from tabtrack.tracking.store import copy_model
 
-        download_model(result.model_uri, model_dir, tracking_uri=tracking_uri)
+        copy_model(result.model_uri, model_dir, tracking_uri=tracking_uri)
         typer.echo(f"model copied to {model_dir}")
     if register:
+        if result.offline_bundle:
+            raise TrackingError(
+                "the run was recorded offline, so it cannot be registered now; "
+                "run `tabtrack sync`, then `tabtrack register RUN_ID --name NAME`."
+            )
         _register_result(result, register, gate=gate, metric=gate_metric, tracking_uri=tracking_uri)
+
+
+@app.command()
+def sync(
+    tracking_uri: TrackingUri = None,
+    directory: Annotated[
+        Path | None, typer.Option("--dir", help="offline bundles folder (default: ./.tabtrack/offline)")
+    ] = None,
+) -> None:
+    """Upload runs recorded offline to the tracking server, then delete each bundle once it reads back complete."""
+    from tabtrack.tracking.sync import sync_bundles
+
+    report = sync_bundles(directory, tracking_uri=tracking_uri)
+    for line in report.lines():
+        typer.echo(line)
+    if report.failed:
+        raise typer.Exit(1)
 
 
 def _register_result(result, name: str, *, gate: bool, metric: str | None, tracking_uri: str | None) -> None:

@@ -58,7 +58,10 @@ def metrics_table(metrics: dict[str, dict[str, float]], title: str | None = None
 def print_train_result(result, out: Console = console) -> None:
     title = f"{result.model} · {result.task} · {result.experiment}"
     out.print(metrics_table(result.metrics, title=title))
-    if result.run_id:
+    if result.offline_bundle:
+        out.print(f"offline: recorded in {result.offline_bundle}  ({result.run_name})")
+        out.print("         upload it with: tabtrack sync   (when the tracking server is back)")
+    elif result.run_id:
         out.print(f"run id:  {result.run_id}  ({result.run_name})")
         if result.model_uri:
             out.print(f"model:   {result.model_uri}   (also runs:/{result.run_id}/model)")

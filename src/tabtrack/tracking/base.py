@@ -126,3 +126,8 @@ class Tracker(ABC):
     @property
     def ui_url(self) -> str | None:
         return None
+
+    @property
+    def offline_bundle(self) -> str | None:
+        """The offline bundle this run is written to, when the tracking server could not be reached."""
+        return None

@@ -2,11 +2,16 @@
 
 Run lifecycles use MLflow's fluent stack (so `log_model` links models to the right run);
 params, metrics and tags are buffered and sent with `log_batch`, not one call per value.
+When a tracking server stops answering mid-run, the run tree carries on into an offline bundle
+(tracking/offline.py) that `tabtrack sync` later completes; nothing logged is lost.
 """
 
 from __future__ import annotations
 
+import functools
 import importlib
+import logging
+import os
 import tempfile
 import time
 import warnings
@@ -29,27 +34,117 @@ MAX_METRICS, MAX_PARAMS, MAX_TAGS = 1000, 100, 100
 MAX_PARAM_LENGTH = 6000
 SCHEMA_SAMPLE_ROWS = 1000
 PARENT_TAG = "mlflow.parentRunId"
+# SQLite lets one writer in at a time; concurrent `tabtrack train` processes wait their turn.
+LOCKED_RETRIES, LOCKED_BACKOFF_S = 8, 0.25
+# MLflow's own HTTP retry (backoff 2, 7 retries) waits minutes on a dead server before reporting it;
+# these defaults report it in about 7 s, and the run carries on offline. Users can still override them.
+HTTP_RETRY_DEFAULTS = {
+    "MLFLOW_HTTP_REQUEST_MAX_RETRIES": "3",
+    "MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR": "1",
+    "MLFLOW_HTTP_REQUEST_TIMEOUT": "60",
+}
+
+log = logging.getLogger(__name__)
+
+
+def unreachable(exc: BaseException) -> bool:
+    """True for a tracking server that does not answer (as opposed to one that refuses a request)."""
+    import requests
+
+    if isinstance(exc, (requests.exceptions.ConnectionError, requests.exceptions.Timeout, ConnectionError)):
+        return True
+    text = str(exc)
+    return isinstance(exc, MlflowException) and any(
+        marker in text
+        for marker in ("Max retries exceeded", "Connection refused", "Failed to establish a new connection",
+                       "RemoteDisconnected", "Read timed out", "Connection aborted")
+    )  # fmt: skip
+
+
+def _locked(exc: BaseException) -> bool:
+    return "database is locked" in str(exc)
+
+
+def _retry_locked(call, *args, **kwargs):
+    """`call` again with backoff while SQLite reports a lock; a locked transaction wrote nothing."""
+    for attempt in range(LOCKED_RETRIES):
+        try:
+            return call(*args, **kwargs)
+        except MlflowException as exc:
+            if not _locked(exc) or attempt == LOCKED_RETRIES - 1:
+                raise
+            time.sleep(LOCKED_BACKOFF_S * 2**attempt)
+    return None
+
+
+def _failover(method):
+    """Run `method` against the server; once the server is unreachable, this run (and its parents)
+    continue in an offline bundle, and every later call goes there."""
+
+    @functools.wraps(method)
+    def wrapper(self, *args, **kwargs):
+        if self._offline is None:
+            try:
+                return method(self, *args, **kwargs)
+            except Exception as exc:
+                if not (self.remote and unreachable(exc)):
+                    raise
+                self._go_offline(exc)
+        return getattr(self._offline, method.__name__)(*args, **kwargs)
+
+    return wrapper
 
 
 class MlflowTracker(Tracker):
     def __init__(self, tracking_uri: str | None = None, *, _parent: MlflowTracker | None = None) -> None:
         self.tracking_uri = resolve_tracking_uri(tracking_uri)
+        self.remote = self.tracking_uri.startswith(("http://", "https://"))
+        if self.remote:
+            for name, value in HTTP_RETRY_DEFAULTS.items():
+                os.environ.setdefault(name, value)
         self._parent = _parent
         self._client = _parent._client if _parent else MlflowClient(self.tracking_uri)
         self._params: dict[str, str] = {}
         self._metrics: list[Metric] = []
         self._tags: dict[str, str] = {}
         self.experiment_id = _parent.experiment_id if _parent else None
+        self._experiment_name: str | None = _parent._experiment_name if _parent else None
+        self._run_name: str | None = None
+        self._offline = None  # an OfflineTracker once the server stopped answering
 
     # -- lifecycle --------------------------------------------------------------------
     def _start(self, *, experiment: str, run_name: str, tags: dict[str, str]) -> None:
         mlflow.set_tracking_uri(self.tracking_uri)
+        self._run_name = run_name
         if self._parent is not None:  # a nested() tracker: a child of the parent's run, in its experiment
             self._parent.flush()
+            if self._parent._offline is not None:
+                self._offline = self._parent._offline.nested()
+                self._offline._start(experiment=experiment, run_name=run_name, tags=tags)
+                return
             self._begin(run_name, {**tags, PARENT_TAG: self._parent.run_id}, nested=True)
             return
-        self.experiment_id = self._experiment_id(experiment)
-        self._begin(run_name, tags, nested=False)
+        self._experiment_name = experiment
+        try:
+            self.experiment_id = self._experiment_id(experiment)
+            self._begin(run_name, tags, nested=False)
+        except TrackingError as exc:
+            if not (self.remote and unreachable(exc.__cause__ or exc)):
+                raise
+            self._start_offline(experiment, run_name, tags, exc)
+
+    def _start_offline(self, experiment: str, run_name: str, tags: dict[str, str], exc: BaseException) -> None:
+        from tabtrack.tracking.offline import OfflineTracker
+
+        self._offline = OfflineTracker(tracking_uri=self.tracking_uri)
+        self._offline._start(experiment=experiment, run_name=run_name, tags=tags)
+        self.run_id = self._offline.run_id
+        log.warning(
+            "tracking server %s is unreachable (%s); recording offline in %s. Run `tabtrack sync` when it is back.",
+            redact_uri(self.tracking_uri),
+            type(exc.__cause__ or exc).__name__,
+            self._offline.bundle,
+        )
 
     def nested(self) -> Tracker:
         return MlflowTracker(self.tracking_uri, _parent=self)
@@ -71,16 +166,26 @@ class MlflowTracker(Tracker):
 
     def _new_child(self, run_name: str, tags: dict[str, str]) -> Tracker:
         self.flush()
-        child = MlflowTracker(self.tracking_uri, _parent=self)
-        child._begin(run_name, {**tags, PARENT_TAG: self.run_id}, nested=True)
-        return child
+        if self._offline is None:
+            child = MlflowTracker(self.tracking_uri, _parent=self)
+            child._run_name = run_name
+            try:
+                child._begin(run_name, {**tags, PARENT_TAG: self.run_id}, nested=True)
+                return child
+            except TrackingError as exc:
+                if not (self.remote and unreachable(exc.__cause__ or exc)):
+                    raise
+                self._go_offline(exc)
+        return self._offline._new_child(run_name, tags)
 
     def _begin(self, run_name: str, tags: dict[str, str], *, nested: bool) -> None:
         try:
-            run = mlflow.start_run(experiment_id=self.experiment_id, run_name=run_name, tags=tags, nested=nested)
+            run = _retry_locked(
+                mlflow.start_run, experiment_id=self.experiment_id, run_name=run_name, tags=tags, nested=nested
+            )
         except MlflowException as exc:
             raise TrackingError(
-                f"could not start an MLflow run at {redact_uri(self.tracking_uri)}: {exc.message}"
+                f"could not start an MLflow run at {redact_uri(self.tracking_uri)}: {_reason(exc)}"
             ) from exc
         self.run_id = run.info.run_id
 
@@ -88,25 +193,73 @@ class MlflowTracker(Tracker):
         try:
             self.flush()
         finally:
-            active = mlflow.active_run()
-            if active is not None and active.info.run_id == self.run_id:
-                mlflow.end_run(status=status)
-            else:  # not on top of the fluent stack (should not happen): end it directly
-                self._client.set_terminated(self.run_id, status=status)
+            if self._offline is None:
+                try:
+                    self._end_online(status)
+                except Exception as exc:
+                    if not (self.remote and unreachable(exc)):
+                        raise
+                    self._go_offline(exc)
+            if self._offline is not None:
+                self._offline._end(status)
+
+    def _end_online(self, status: str) -> None:
+        active = mlflow.active_run()
+        if active is not None and active.info.run_id == self.run_id:
+            _retry_locked(mlflow.end_run, status=status)
+        else:  # not on top of the fluent stack (should not happen): end it directly
+            _retry_locked(self._client.set_terminated, self.run_id, status=status)
+
+    def _go_offline(self, exc: BaseException) -> None:
+        """Continue this run in an offline bundle that names the server's run, so sync completes it."""
+        from tabtrack.tracking.offline import OfflineTracker
+
+        if self._offline is not None:
+            return
+        parent = self._parent
+        if parent is not None:
+            parent._go_offline(exc)
+        offline = OfflineTracker(tracking_uri=self.tracking_uri, remote_run_id=self.run_id)
+        offline.adopt(
+            experiment=self._experiment_name or "",
+            run_name=self._run_name or "",
+            parent=parent._offline if parent is not None else None,
+        )
+        # What the server never received goes into the bundle, with the original timestamps.
+        offline.log_params(self._params)
+        offline.set_tags(self._tags)
+        offline.log_metric_records(
+            [{"key": m.key, "value": m.value, "timestamp": m.timestamp, "step": m.step} for m in self._metrics]
+        )
+        self._params, self._tags, self._metrics = {}, {}, []
+        self._offline = offline
+        _forget_fluent_run(self.run_id)
+        if parent is None:
+            log.warning(
+                "tracking server %s stopped answering (%s); the run continues offline in %s. "
+                "Run `tabtrack sync` when it is back.",
+                redact_uri(self.tracking_uri),
+                type(exc).__name__,
+                offline.bundle,
+            )
+
+    @property
+    def offline_bundle(self) -> str | None:
+        return self._offline.offline_bundle if self._offline is not None else None
 
     def _experiment_id(self, name: str) -> str:
         try:
-            experiment = self._client.get_experiment_by_name(name)
+            experiment = _retry_locked(self._client.get_experiment_by_name, name)
             if experiment is None:
                 try:
-                    return self._client.create_experiment(name)
+                    return _retry_locked(self._client.create_experiment, name)
                 except MlflowException as exc:
                     if exc.error_code != "RESOURCE_ALREADY_EXISTS":  # another process created it first
                         raise
                     experiment = self._client.get_experiment_by_name(name)
         except MlflowException as exc:
             raise TrackingError(
-                f"MLflow store {redact_uri(self.tracking_uri)} refused the request: {exc.message}"
+                f"MLflow store {redact_uri(self.tracking_uri)} refused the request: {_reason(exc)}"
             ) from exc
         if experiment.lifecycle_stage == "deleted":
             raise TrackingError(
@@ -117,34 +270,52 @@ class MlflowTracker(Tracker):
 
     # -- buffered values --------------------------------------------------------------
     def log_params(self, params: Mapping[str, Any]) -> None:
+        if self._offline is not None:
+            self._offline.log_params({k: _param_text(v) for k, v in params.items()})
+            return
         for key, value in params.items():
             self._params[key] = _param_text(value)
 
     def log_metrics(self, metrics: Mapping[str, float], *, step: int | None = None) -> None:
+        if self._offline is not None:
+            self._offline.log_metrics(metrics, step=step)
+            return
         now = int(time.time() * 1000)
         self._metrics.extend(Metric(key, float(value), now, step or 0) for key, value in metrics.items())
         if len(self._metrics) >= MAX_METRICS:
             self.flush()
 
     def set_tags(self, tags: Mapping[str, str]) -> None:
+        if self._offline is not None:
+            self._offline.set_tags(tags)
+            return
         self._tags.update({key: str(value) for key, value in tags.items()})
 
+    @_failover
     def flush(self) -> None:
-        params = [Param(k, v) for k, v in self._params.items()]
-        tags = [RunTag(k, v) for k, v in self._tags.items()]
-        metrics = self._metrics
-        self._params, self._tags, self._metrics = {}, {}, []
-        for chunk in _chunks(params, MAX_PARAMS):
-            self._client.log_batch(self.run_id, params=chunk)
-        for chunk in _chunks(tags, MAX_TAGS):
-            self._client.log_batch(self.run_id, tags=chunk)
-        for chunk in _chunks(metrics, MAX_METRICS):
-            self._client.log_batch(self.run_id, metrics=chunk)
+        # Each buffer is cleared only after the server took it, so a failure leaves it for the bundle.
+        # (A chunk the server took before a later one failed may be re-sent: sync skips duplicates.)
+        while self._params:
+            chunk = dict(list(self._params.items())[:MAX_PARAMS])
+            _retry_locked(self._client.log_batch, self.run_id, params=[Param(k, v) for k, v in chunk.items()])
+            for key in chunk:
+                del self._params[key]
+        while self._tags:
+            chunk = dict(list(self._tags.items())[:MAX_TAGS])
+            _retry_locked(self._client.log_batch, self.run_id, tags=[RunTag(k, v) for k, v in chunk.items()])
+            for key in chunk:
+                del self._tags[key]
+        while self._metrics:
+            chunk = self._metrics[:MAX_METRICS]
+            _retry_locked(self._client.log_batch, self.run_id, metrics=chunk)
+            del self._metrics[: len(chunk)]
 
     # -- artifacts --------------------------------------------------------------------
+    @_failover
     def log_text(self, text: str, artifact_file: str) -> None:
         self._client.log_text(self.run_id, text, artifact_file)
 
+    @_failover
     def log_bytes(self, data: bytes, artifact_file: str) -> None:
         folder, _, name = artifact_file.rpartition("/")
         with tempfile.TemporaryDirectory() as tmp:
@@ -152,51 +323,88 @@ class MlflowTracker(Tracker):
             local.write_bytes(data)
             self._client.log_artifact(self.run_id, str(local), artifact_path=folder or None)
 
+    @_failover
     def log_dataset(self, frame: Any, *, context: str, source: str, name: str, target: str | None) -> None:
         from mlflow.entities import DatasetInput, InputTag
-        from mlflow.models import infer_signature
 
-        with warnings.catch_warnings():
-            # MLflow registers two identical local-file source types and warns that it picked one.
-            warnings.filterwarnings("ignore", message="The specified dataset source can be interpreted")
-            dataset = mlflow.data.from_pandas(frame, source=source, name=name, targets=target)
-            # The schema MLflow records is inferred from every row (0.3 s for 16k rows); the column
-            # types are settled by a sample, so seed the cached property with the sample's schema.
-            dataset.__dict__["schema"] = infer_signature(frame.head(SCHEMA_SAMPLE_ROWS)).inputs
-        entity = DatasetInput(dataset._to_mlflow_entity(), tags=[InputTag("mlflow.data.context", context)])
+        entity = DatasetInput(
+            dataset_entity(frame, source=source, name=name, target=target),
+            tags=[InputTag("mlflow.data.context", context)],
+        )
         self._client.log_inputs(self.run_id, datasets=[entity])
 
+    @_failover
     def log_model(self, artifact: ModelArtifact) -> str | None:
-        from mlflow.models import infer_signature
-
         self.flush()
-        common = {
-            "name": artifact.name,
-            # Known requirements: skips MLflow's slow requirement inference (~6.7 s per call).
-            "pip_requirements": artifact.pip_requirements,
-        }
-        if artifact.input_example is not None:
-            common["signature"] = infer_signature(artifact.input_example, artifact.output_example)
-            common["input_example"] = artifact.input_example
-        if artifact.flavor == "sklearn":
-            info = mlflow.sklearn.log_model(
-                artifact.model,
-                code_paths=artifact.code_paths or None,
-                skops_trusted_types=artifact.trusted_types or None,
-                **common,
-            )
-        elif artifact.flavor in ("xgboost", "lightgbm", "pytorch"):
-            flavor = importlib.import_module(f"mlflow.{artifact.flavor}")
-            info = flavor.log_model(artifact.model, **common)
-        else:
-            raise ValueError(f"no MLflow flavor {artifact.flavor!r}")
+        if self._offline is not None:  # the flush just found the server gone
+            return self._offline.log_model(artifact)
+        info = _flavor(artifact.flavor).log_model(artifact.model, name=artifact.name, **model_kwargs(artifact))
         return info.model_uri
 
     @property
     def ui_url(self) -> str | None:
-        if self.run_id is None or self.experiment_id is None:
+        if self._offline is not None or self.run_id is None or self.experiment_id is None:
             return None
         return run_url(self.tracking_uri, self.experiment_id, self.run_id)
+
+
+def dataset_entity(frame: Any, *, source: str, name: str, target: str | None):
+    """The MLflow dataset entity (digest, schema, profile) for a frame, as log_inputs takes it."""
+    from mlflow.models import infer_signature
+
+    with warnings.catch_warnings():
+        # MLflow registers two identical local-file source types and warns that it picked one.
+        warnings.filterwarnings("ignore", message="The specified dataset source can be interpreted")
+        dataset = mlflow.data.from_pandas(frame, source=source, name=name, targets=target)
+        # The schema MLflow records is inferred from every row (0.3 s for 16k rows); the column
+        # types are settled by a sample, so seed the cached property with the sample's schema.
+        dataset.__dict__["schema"] = infer_signature(frame.head(SCHEMA_SAMPLE_ROWS)).inputs
+    return dataset._to_mlflow_entity()
+
+
+def model_kwargs(artifact: ModelArtifact) -> dict[str, Any]:
+    """What log_model and save_model both take for this artifact, by flavor."""
+    from mlflow.models import infer_signature
+
+    # Known requirements: skips MLflow's slow requirement inference (~6.7 s per call).
+    kwargs: dict[str, Any] = {"pip_requirements": artifact.pip_requirements}
+    if artifact.input_example is not None:
+        kwargs["signature"] = infer_signature(artifact.input_example, artifact.output_example)
+        kwargs["input_example"] = artifact.input_example
+    if artifact.flavor == "sklearn":
+        kwargs["code_paths"] = artifact.code_paths or None
+        kwargs["skops_trusted_types"] = artifact.trusted_types or None
+    return kwargs
+
+
+def save_model(artifact: ModelArtifact, path: str | Path) -> None:
+    """The same model log_model would store, written to a local folder (offline bundles)."""
+    _flavor(artifact.flavor).save_model(artifact.model, path=str(path), **model_kwargs(artifact))
+
+
+def _flavor(name: str):
+    if name not in ("sklearn", "xgboost", "lightgbm", "pytorch"):
+        raise ValueError(f"no MLflow flavor {name!r}")
+    return importlib.import_module(f"mlflow.{name}")
+
+
+def _reason(exc: MlflowException) -> str:
+    """MLflow's message on one line; auth failures say which settings to check."""
+    text = " ".join(str(exc.message).split())
+    if exc.error_code in ("UNAUTHENTICATED", "PERMISSION_DENIED") or "401" in text or "Unauthorized" in text:
+        return (
+            "the server rejected the credentials; check MLFLOW_TRACKING_USERNAME and MLFLOW_TRACKING_PASSWORD "
+            f"({text[:200]})"
+        )
+    return text[:500]
+
+
+def _forget_fluent_run(run_id: str | None) -> None:
+    """Drop a run from MLflow's fluent stack without contacting the (unreachable) server."""
+    from mlflow.tracking import fluent
+
+    stack = fluent._active_run_stack.get()
+    stack[:] = [run for run in stack if run.info.run_id != run_id]
 
 
 def _param_text(value: Any) -> str:

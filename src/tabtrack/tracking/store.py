@@ -19,6 +19,35 @@ def resolve_tracking_uri(explicit: str | None = None) -> str:
     return f"sqlite:///{Path.cwd() / DEFAULT_DB}"
 
 
+def connect_timeout() -> float:
+    from tabtrack.errors import ConfigError
+
+    raw = os.environ.get("TABTRACK_CONNECT_TIMEOUT", "3")
+    try:
+        value = float(raw)
+    except ValueError:
+        raise ConfigError(f"TABTRACK_CONNECT_TIMEOUT must be a number of seconds, got {raw!r}.") from None
+    if value <= 0:
+        raise ConfigError(f"TABTRACK_CONNECT_TIMEOUT must be positive, got {raw!r}.")
+    return value
+
+
+def server_reachable(uri: str) -> bool:
+    """A TCP connect to an http(s) tracking server within the connect timeout; local stores always are."""
+    if is_local_store(uri):
+        return True
+    import socket
+    from urllib.parse import urlsplit
+
+    parts = urlsplit(uri)
+    port = parts.port or (443 if parts.scheme == "https" else 80)
+    try:
+        with socket.create_connection((parts.hostname or "localhost", port), timeout=connect_timeout()):
+            return True
+    except OSError:
+        return False
+
+
 def is_local_store(uri: str) -> bool:
     return not uri.startswith(("http://", "https://", "databricks"))
 
@@ -29,8 +58,8 @@ def run_url(uri: str, experiment_id: str, run_id: str) -> str:
     return f"{base}/#/experiments/{experiment_id}/runs/{run_id}"
 
 
-def download_model(model_uri: str | None, directory: str | Path, *, tracking_uri: str | None = None) -> Path:
-    """Copy a logged MLflow model (`models:/...`, `runs:/...`) into `directory`, replacing what is there."""
+def copy_model(model_uri: str | None, directory: str | Path, *, tracking_uri: str | None = None) -> Path:
+    """Copy a logged MLflow model (`models:/...`, `runs:/...`, or a local folder) into `directory`."""
     import shutil
     import tempfile
 
@@ -41,7 +70,11 @@ def download_model(model_uri: str | None, directory: str | Path, *, tracking_uri
     directory = Path(directory)
     mlflow.set_tracking_uri(resolve_tracking_uri(tracking_uri))
     with tempfile.TemporaryDirectory(dir=directory.parent if directory.parent.exists() else None) as tmp:
-        local = Path(mlflow.artifacts.download_artifacts(artifact_uri=model_uri, dst_path=tmp))
+        if Path(model_uri).is_dir():  # an offline run's model: already on disk
+            local = Path(tmp) / "model"
+            shutil.copytree(model_uri, local)
+        else:
+            local = Path(mlflow.artifacts.download_artifacts(artifact_uri=model_uri, dst_path=tmp))
         if directory.exists():
             shutil.rmtree(directory)
         directory.parent.mkdir(parents=True, exist_ok=True)

@@ -52,6 +52,7 @@ class TrainResult:
     model_uri: str | None = None
     ui_url: str | None = None
     fold_run_ids: list[str] = field(default_factory=list)
+    offline_bundle: str | None = None  # set when the run was recorded offline (tabtrack sync uploads it)
     artifact_seconds: float = 0.0  # time spent on plots, reports and importance
     # The held-out rows, kept so a champion gate scores old and new models on the same data.
     X_test: Any = field(default=None, repr=False)
@@ -78,6 +79,7 @@ def train(
     tracker: Tracker | None = None,
     progress: Progress | None = None,
     test_data: str | Path | None = None,
+    offline: bool = False,
 ) -> TrainResult:
     """Train one model and record it as one standard MLflow run.
 
@@ -91,7 +93,9 @@ def train(
         random_state=random_state, experiment=experiment, device=device, tags=tags, overrides=overrides,
         test_data=test_data,
     )  # fmt: skip
-    return run_training(resolved, tracker=tracker, tracking_uri=tracking_uri, track=track, progress=progress)
+    return run_training(
+        resolved, tracker=tracker, tracking_uri=tracking_uri, track=track, progress=progress, offline=offline
+    )
 
 
 def build_config(
@@ -141,17 +145,22 @@ def run_training(
     track: bool = True,
     progress: Progress | None = None,
     checked: CheckedInputs | None = None,
+    offline: bool = False,
 ) -> TrainResult:
     """Check every input first (no run, not even a store, exists if one is bad), then train and record.
     `checked` passes inputs a caller (compare) already checked."""
     checked = checked or check_training(config)
-    tracker = tracker or make_tracker(track=track, tracking_uri=tracking_uri)
+    tracker = tracker or make_tracker(track=track, tracking_uri=tracking_uri, offline=offline)
     run_name = f"{checked.spec.name}_{datetime.now():%Y%m%d_%H%M%S}"
     _seed_everything(checked.config.random_state)
 
     params, tags = run_params(checked), run_tags(checked)
     with tracker.run(experiment=checked.experiment, run_name=run_name, tags=tags) as run:
-        return record_training(run, checked, run_name=run_name, params=params, tags=tags, progress=progress)
+        result = record_training(run, checked, run_name=run_name, params=params, tags=tags, progress=progress)
+    result.offline_bundle = run.offline_bundle  # known only once the run has ended (it may fail over late)
+    if result.offline_bundle:
+        result.ui_url = None
+    return result
 
 
 def record_training(

@@ -82,7 +82,7 @@ def tune(
     )
     before = len(study.trials)
 
-    tracker = tracker or make_tracker(tracking_uri=tracking_uri)
+    tracker = tracker or make_tracker(tracking_uri=tracking_uri, allow_offline=False)  # workers attach
     run_name = f"tune_{spec.name}_{datetime.now():%Y%m%d_%H%M%S}"
     tags = {
         **run_tags(checked),

@@ -1,7 +1,10 @@
 """Issue 6 benchmark: single-row requests at concurrency 8 against `tabtrack serve`, with
 `mlflow models serve` on the same model as the reference, measured in the same run.
 
-    python -m benchmarks.serve [--requests 10000] [--concurrency 8]
+    python -m benchmarks.serve [--requests 10000] [--concurrency 8] [--client wrk|python] [--seconds 20]
+
+The client is `wrk` (Debian's `wrk` package: C, one thread, so it leaves the server the cores) when it is
+installed, else a Python thread pool, which on a 2-core box competes with the server for CPU.
 
 Prints p50/p99 latency and requests/s for each. Targets: tabtrack p99 < 50 ms, throughput >= reference.
 """
@@ -84,11 +87,43 @@ def load_test(port: int, path: str, bodies: list[bytes], concurrency: int) -> tu
     return latencies, time.perf_counter() - start, errors[0]
 
 
+def wrk_test(port: int, path: str, body: bytes, concurrency: int, seconds: int) -> tuple[float, float, float, int]:
+    """(p50 ms, p99 ms, requests/s, non-2xx responses) from one wrk run with `concurrency` connections."""
+    import re
+    import shutil
+
+    with tempfile.NamedTemporaryFile("w", suffix=".lua", delete=False) as script:
+        script.write(
+            'wrk.method = "POST"\nwrk.headers["Content-Type"] = "application/json"\n'
+            f"wrk.body = {json.dumps(body.decode())}\n"
+        )
+    done = subprocess.run(
+        [shutil.which("wrk"), "-t1", f"-c{concurrency}", f"-d{seconds}s", "--latency", "-s", script.name,
+         f"http://127.0.0.1:{port}{path}"],
+        capture_output=True, text=True, check=True,
+    )  # fmt: skip
+    os.unlink(script.name)
+    out = done.stdout
+
+    def millis(label: str) -> float:
+        value, unit = re.search(rf"^\s*{label}\s+([\d.]+)(us|ms|s)\s*$", out, re.M).groups()
+        return float(value) * {"us": 0.001, "ms": 1.0, "s": 1000.0}[unit]
+
+    rps = float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))
+    errors = re.search(r"Non-2xx or 3xx responses:\s+(\d+)", out)
+    return millis("50%"), millis("99%"), rps, int(errors.group(1)) if errors else 0
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--requests", type=int, default=10_000)
     parser.add_argument("--concurrency", type=int, default=8)
+    parser.add_argument("--client", choices=["wrk", "python"], default=None, help="default: wrk when installed")
+    parser.add_argument("--seconds", type=int, default=20, help="wrk: duration of each measurement")
     args = parser.parse_args()
+    import shutil
+
+    client = args.client or ("wrk" if shutil.which("wrk") else "python")
 
     import pandas as pd
 
@@ -135,6 +170,9 @@ def main() -> None:
             try:
                 _wait(port, health, proc)
                 load_test(port, path, bodies[:200], args.concurrency)  # warm-up
+                if client == "wrk":
+                    table.append((label, *wrk_test(port, path, bodies[0], args.concurrency, args.seconds)))
+                    continue
                 latencies, seconds, errors = load_test(port, path, bodies, args.concurrency)
             finally:
                 proc.terminate()
@@ -144,9 +182,8 @@ def main() -> None:
             p99 = latencies[int(0.99 * (len(latencies) - 1))] * 1000
             table.append((label, p50, p99, len(latencies) / seconds, errors))
 
-    print(
-        f"{args.requests:,} single-row requests, concurrency {args.concurrency}, HistGradientBoosting on breast_cancer"
-    )
+    amount = f"{args.seconds} s per server (wrk)" if client == "wrk" else f"{args.requests:,} requests (Python client)"
+    print(f"single-row requests, {amount}, concurrency {args.concurrency}, HistGradientBoosting on breast_cancer")
     for label, p50, p99, rps, errors in table:
         print(f"{label:>20}: p50 {p50:.1f} ms, p99 {p99:.1f} ms, {rps:.0f} req/s, {errors} errors")
     ours_row, ref_row = table

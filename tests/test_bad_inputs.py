@@ -81,7 +81,7 @@ def _yaml_scalar(value) -> str:
     return yaml.safe_dump(value, default_flow_style=True).strip().removesuffix("...").strip()
 
 
-@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(
     overrides=st.dictionaries(st.sampled_from(sorted(_CONFIG_VALUES)), st.none(), min_size=1, max_size=3),
     data=st.data(),

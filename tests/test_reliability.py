@@ -192,3 +192,56 @@ def test_secrets_never_reach_the_store_artifacts_or_output(workdir, data_dir, sq
         if secret.encode() in content
     ]
     assert leaks == []
+
+
+ADMIN_PASSWORD = "Adm1n-Passw0rd-for-tests"
+
+
+@pytest.fixture
+def basic_auth_server(tmp_path):
+    from conftest import start_mlflow_server, stop_server
+
+    config = tmp_path / "auth.ini"
+    config.write_text(
+        "[mlflow]\ndefault_permission = READ\n"
+        f"database_uri = sqlite:///{tmp_path / 'auth.db'}\n"
+        f"admin_username = admin\nadmin_password = {ADMIN_PASSWORD}\n"
+        "authorization_function = mlflow.server.auth:authenticate_request_basic_auth\n"
+    )
+    port = free_port()
+    proc = start_mlflow_server(
+        tmp_path, port, backend=f"sqlite:///{tmp_path / 'db.sqlite'}", artifacts=tmp_path / "artifacts",
+        app="basic-auth", env={"MLFLOW_AUTH_CONFIG_PATH": str(config), "MLFLOW_FLASK_SERVER_SECRET_KEY": "tests"},
+    )  # fmt: skip
+    try:
+        yield f"http://127.0.0.1:{port}", tmp_path
+    finally:
+        stop_server(proc)
+
+
+def test_basic_auth_server(workdir, data_dir, basic_auth_server, monkeypatch):
+    uri, server_dir = basic_auth_server
+    shutil.copy(data_dir / "wine.csv", "data.csv")
+    args = [*TABTRACK, "train", "data.csv", "--target", "target", "--set", "model.params.n_estimators=10"]
+    env = {**os.environ, "MLFLOW_TRACKING_URI": uri, "MLFLOW_TRACKING_USERNAME": "admin"}
+
+    wrong = subprocess.run(args, cwd=workdir, env={**env, "MLFLOW_TRACKING_PASSWORD": "not-it"},
+                           capture_output=True, text=True, timeout=300)  # fmt: skip
+    lines = [line for line in wrong.stderr.splitlines() if line.strip()]
+    assert wrong.returncode == 2 and len(lines) == 1, wrong.stderr
+    assert "rejected the credentials" in lines[0] and "MLFLOW_TRACKING_PASSWORD" in lines[0]
+    assert not (workdir / ".tabtrack" / "offline").exists()  # refused is not unreachable: nothing goes offline
+
+    right = subprocess.run(args, cwd=workdir, env={**env, "MLFLOW_TRACKING_PASSWORD": ADMIN_PASSWORD},
+                           capture_output=True, text=True, timeout=300)  # fmt: skip
+    assert right.returncode == 0, right.stderr[-3000:]
+    from mlflow import MlflowClient
+
+    monkeypatch.setenv("MLFLOW_TRACKING_USERNAME", "admin")
+    monkeypatch.setenv("MLFLOW_TRACKING_PASSWORD", ADMIN_PASSWORD)
+    (run,) = runs_of(MlflowClient(uri), "data")
+    assert run.info.status == "FINISHED" and "test_accuracy" in run.data.metrics
+    stored = [(server_dir / "db.sqlite").read_bytes()]
+    stored += [p.read_bytes() for p in (server_dir / "artifacts").rglob("*") if p.is_file()]
+    assert not any(ADMIN_PASSWORD.encode() in blob for blob in stored)
+    assert ADMIN_PASSWORD not in right.stdout + right.stderr

@@ -391,11 +391,10 @@ def _flavor(name: str):
 def _reason(exc: MlflowException) -> str:
     """MLflow's message on one line; auth failures say which settings to check."""
     text = " ".join(str(exc.message).split())
-    if exc.error_code in ("UNAUTHENTICATED", "PERMISSION_DENIED") or "401" in text or "Unauthorized" in text:
-        return (
-            "the server rejected the credentials; check MLFLOW_TRACKING_USERNAME and MLFLOW_TRACKING_PASSWORD "
-            f"({text[:200]})"
-        )
+    if exc.error_code in ("UNAUTHENTICATED", "PERMISSION_DENIED") or "error code 401" in text:
+        return "the server rejected the credentials (HTTP 401); check MLFLOW_TRACKING_USERNAME and MLFLOW_TRACKING_PASSWORD"
+    if "error code 403" in text:
+        return "the user lacks permission for this (HTTP 403); ask the server's admin for access to the experiment"
     return text[:500]
 
 

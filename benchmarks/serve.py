@@ -120,6 +120,7 @@ def main() -> None:
     parser.add_argument("--concurrency", type=int, default=8)
     parser.add_argument("--client", choices=["wrk", "python"], default=None, help="default: wrk when installed")
     parser.add_argument("--seconds", type=int, default=20, help="wrk: duration of each measurement")
+    parser.add_argument("--workers", type=int, default=1, help="server processes for both servers")
     args = parser.parse_args()
     import shutil
 
@@ -149,10 +150,28 @@ def main() -> None:
         model_uri = f"runs:/{result.run_id}/model"
         table = []
         for label, command, path, health, bodies in (
-            ("tabtrack serve", [sys.executable, "-m", "tabtrack", "serve", model_uri], "/predict", "/health", ours),
+            (
+                "tabtrack serve",
+                [sys.executable, "-m", "tabtrack", "serve", model_uri, "--workers", str(args.workers)],
+                "/predict",
+                "/health",
+                ours,
+            ),
             (
                 "mlflow models serve",
-                [sys.executable, "-m", "mlflow", "models", "serve", "-m", model_uri, "--env-manager", "local"],
+                [
+                    sys.executable,
+                    "-m",
+                    "mlflow",
+                    "models",
+                    "serve",
+                    "-m",
+                    model_uri,
+                    "--env-manager",
+                    "local",
+                    "--workers",
+                    str(args.workers),
+                ],
                 "/invocations",
                 "/ping",
                 theirs,

@@ -260,3 +260,28 @@ def test_served_model_loads_through_pyfunc_too(trained):
     mlflow.set_tracking_uri(trained["uri"])
     loaded = mlflow.pyfunc.load_model(f"runs:/{trained['strong'].run_id}/model")
     assert loaded.metadata.get_input_schema() is not None
+
+
+@pytest.mark.parametrize("dataset", ["breast_cancer", "mixed"])
+def test_compiled_serving_path_equals_the_pipeline(workdir, data_dir, store_uri, dataset):
+    """The numpy preprocessing used for serving gives bit-identical predictions and probabilities."""
+    from conftest import mixed_frame
+    from tabtrack.serving.model import load
+
+    if dataset == "mixed":
+        mixed_frame(300).to_csv("mixed.csv", index=False)
+        path, target = "mixed.csv", "churn"
+    else:
+        path, target = str(data_dir / "breast_cancer.csv"), "target"
+    result = tabtrack.train(path, target=target, model="hist_gradient_boosting", tracking_uri=store_uri)
+    model = load(f"runs:/{result.run_id}/model", tracking_uri=store_uri).compile()
+    assert model.compiled is not None
+    frame = pd.read_csv(path).drop(columns=[target])
+    expected_proba = result.pipeline.predict_proba(frame)
+    predictions, proba = model.score(frame)
+    assert np.array_equal(proba, expected_proba)
+    assert list(predictions) == list(result.pipeline.predict(frame))
+    head = frame.head(50)
+    records = head.astype(object).where(head.notna(), None).to_dict("records")  # missing -> null, as JSON sends
+    by_records, proba_records = model.score_records(records)
+    assert np.array_equal(proba_records, expected_proba[:50])

@@ -23,6 +23,35 @@ class LoadedModel:
     model: Any  # the scikit-learn pipeline (predict and predict_proba on raw rows)
     columns: dict[str, str]  # input column -> MLflow type, from the signature
     metadata: dict[str, Any] = field(default_factory=dict)
+    compiled: Any = None  # CompiledPreprocessor when it matches scikit-learn exactly (serving fast path)
+
+    def compile(self) -> LoadedModel:
+        """Use numpy preprocessing for scoring when it reproduces the pipeline's exactly on probe rows."""
+        from tabtrack.serving.compiled import compile_preprocessor, verified
+
+        steps = getattr(self.model, "steps", None)
+        if not steps or len(steps) < 2:
+            return self
+        preprocess = self.model[:-1]
+        inner = preprocess.steps[0][1] if len(preprocess.steps) == 1 else None
+        self.compiled = verified(compile_preprocessor(inner), preprocess, self._probe_rows())
+        return self
+
+    def _probe_rows(self) -> pd.DataFrame:
+        """Rows that exercise imputation and scaling: the medians, offsets of them, and all-missing."""
+        rng = np.random.default_rng(0)
+        rows = []
+        for i in range(8):
+            row: dict[str, Any] = {}
+            for column, kind in self.columns.items():
+                if i == 0:
+                    row[column] = None
+                elif kind in NUMERIC_TYPES:
+                    row[column] = float(rng.normal(scale=10.0 ** (i % 4)))
+                else:
+                    row[column] = None if i % 3 == 0 else f"probe{i}"
+            rows.append(row)
+        return self.prepare(pd.DataFrame.from_records(rows, columns=list(self.columns)))
 
     @property
     def classes(self) -> list | None:
@@ -59,6 +88,18 @@ class LoadedModel:
                 prepared[column] = as_text_column(values)
         return pd.DataFrame(prepared, index=frame.index, columns=list(self.columns))
 
+    def score_records(self, records: list[dict[str, Any]]) -> tuple[np.ndarray, np.ndarray | None]:
+        """`score` for JSON records; an all-numeric model with compiled preprocessing skips pandas entirely."""
+        c = self.compiled
+        if c is not None and not c.categorical and all(r.keys() == self.columns.keys() for r in records):
+            try:
+                block = np.array([[r[k] for k in c.numeric] for r in records], dtype="float64")
+            except (TypeError, ValueError):
+                block = None  # a value that is not a number: the pandas path names the column
+            if block is not None and not np.isinf(block).any():
+                return self._predict(c.transform(block, None))
+        return self.score(pd.DataFrame.from_records(records))
+
     def score(self, frame: pd.DataFrame) -> tuple[np.ndarray, np.ndarray | None]:
         """Predictions and, for classifiers, probabilities, preprocessing the rows once for both."""
         rows = self.prepare(frame)
@@ -66,8 +107,18 @@ class LoadedModel:
         if not steps:
             proba = self.model.predict_proba(rows) if hasattr(self.model, "predict_proba") else None
             return self.model.predict(rows), proba
-        features = self.model[:-1].transform(rows)
-        estimator = steps[-1][1]
+        if self.compiled is not None:
+            c = self.compiled
+            features = c.transform(
+                rows[c.numeric].to_numpy(dtype="float64") if c.numeric else None,
+                rows[c.categorical] if c.categorical else None,
+            )
+        else:
+            features = self.model[:-1].transform(rows)
+        return self._predict(features)
+
+    def _predict(self, features: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]:
+        estimator = self.model.steps[-1][1]
         if not hasattr(estimator, "predict_proba"):
             return estimator.predict(features), None
         # One pass through the model: the label is the most probable class, so an answer's label and

@@ -285,3 +285,4 @@ def test_compiled_serving_path_equals_the_pipeline(workdir, data_dir, store_uri,
     records = head.astype(object).where(head.notna(), None).to_dict("records")  # missing -> null, as JSON sends
     by_records, proba_records = model.score_records(records)
     assert np.array_equal(proba_records, expected_proba[:50])
+    assert list(by_records) == list(predictions[:50])

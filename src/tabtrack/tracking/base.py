@@ -123,6 +123,9 @@ class Tracker(ABC):
     def flush(self) -> None:  # noqa: B027 - optional hook: only buffering adapters need it
         """Send anything buffered."""
 
+    def warm_up(self) -> None:  # noqa: B027 - optional hook
+        """Start slow, one-off preparations for logging the model while training runs."""
+
     @property
     def ui_url(self) -> str | None:
         return None

@@ -61,6 +61,8 @@ _ANY_SCALAR = st.one_of(
     st.floats(allow_nan=True, allow_infinity=True),
     st.text(max_size=12),
 )
+_OVERSIZED = st.integers(min_value=10**6 + 1, max_value=2**70) | st.integers(min_value=-(2**70), max_value=-(10**6) - 1)
+_NOT_INT = st.one_of(st.none(), st.booleans(), st.floats(allow_nan=True, allow_infinity=True), st.text(max_size=12))
 _CONFIG_VALUES = {
     "test_size": st.one_of(st.floats(min_value=-1, max_value=2), _ANY_SCALAR),
     "cv_folds": st.one_of(st.integers(min_value=-3, max_value=12), _ANY_SCALAR),
@@ -68,8 +70,9 @@ _CONFIG_VALUES = {
     "thresholds": st.one_of(st.lists(st.floats(min_value=-1, max_value=2), max_size=3), _ANY_SCALAR),
     "task": st.one_of(st.sampled_from(["auto", "classification", "regression"]), _ANY_SCALAR),
     "device": st.one_of(st.sampled_from(["auto", "cpu", "cuda"]), _ANY_SCALAR),
-    "model.params.n_estimators": st.one_of(st.integers(min_value=-3, max_value=25), _ANY_SCALAR),
-    "model.params.max_depth": st.one_of(st.integers(min_value=-3, max_value=8), _ANY_SCALAR),
+    # Model sizes stay small or go past the 10**6 limit (an error): anything between trains for minutes.
+    "model.params.n_estimators": st.one_of(st.integers(min_value=-3, max_value=25), _OVERSIZED, _NOT_INT),
+    "model.params.max_depth": st.one_of(st.integers(min_value=-3, max_value=8), _OVERSIZED, _NOT_INT),
     "model.type": st.one_of(st.sampled_from(["random_forest", "logistic_regression", "ridge"]), _ANY_SCALAR),
     "tags": st.one_of(st.dictionaries(st.text(max_size=5), st.text(max_size=5), max_size=2), _ANY_SCALAR),
     "drop_columns": st.one_of(st.lists(st.sampled_from(["a", "b", "y", "z"]), max_size=2), _ANY_SCALAR),

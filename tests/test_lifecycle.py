@@ -12,7 +12,7 @@ import mlflow
 import pytest
 
 import tabtrack
-from conftest import start_long_training
+from conftest import runs_of, start_long_training
 
 
 def _statuses(client, experiment):
@@ -82,10 +82,24 @@ def test_cli_failure_inside_fit_keeps_traceback_and_run_failed(workdir, data_dir
     assert [s for _, s in _statuses(client, "boom")] == ["FAILED"]
 
 
-def test_sigterm_marks_run_killed(workdir, data_dir, client):
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT], ids=["SIGTERM", "SIGINT"])
+def test_signal_marks_run_killed_and_keeps_what_was_logged(workdir, data_dir, client, sig):
+    import time
+
     proc = start_long_training(workdir, data_dir, client, "term")
-    proc.send_signal(signal.SIGTERM)
+    deadline = time.time() + 120
+    while not any(r.info.status == "FINISHED" for r in runs_of(client, "term")):  # a fold is done
+        assert proc.poll() is None and time.time() < deadline
+        time.sleep(0.3)
+    proc.send_signal(sig)
     proc.communicate(timeout=60)
-    assert proc.returncode == 128 + signal.SIGTERM
-    statuses = {s for _, s in _statuses(client, "term")}
-    assert "RUNNING" not in statuses and "KILLED" in statuses
+    assert proc.returncode == 128 + sig
+    runs = runs_of(client, "term")
+    assert "RUNNING" not in {r.info.status for r in runs}
+    (parent,) = [r for r in runs if "mlflow.parentRunId" not in r.data.tags]
+    assert parent.info.status == "KILLED"
+    # what was logged before the signal is kept: params, config, environment, the finished folds
+    assert parent.data.params["model_type"] == "random_forest"
+    kept = {a.path for a in client.list_artifacts(parent.info.run_id)}
+    assert {"config", "env"} <= kept
+    assert any(r.info.status == "FINISHED" for r in runs if r.info.run_id != parent.info.run_id)

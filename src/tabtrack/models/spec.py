@@ -108,6 +108,8 @@ class ModelSpec:
     ):
         """A new, unfitted estimator; invalid parameter values are reported as ConfigError."""
         cls = self.estimator_class(task)
+        _check_magnitudes(params, self.name)
+        _check_no_bools_for_numbers(cls, params, self.name)
         estimator = cls(**self.resolve_params(task, params, random_state=random_state, y_train=y_train, device=device))
         _check_param_values(estimator, self.name)
         if self.encode_labels and task == "classification":
@@ -125,6 +127,35 @@ class ModelSpec:
 
     def _modules(self) -> set[str]:
         return {path.partition(":")[0].split(".")[0] for path in self.estimators.values()}
+
+
+# No tabular hyperparameter is sensibly above this (a forest of 10**8 trees runs for weeks); a value
+# beyond it is a typo, reported before anything starts instead of a job that never ends.
+MAX_PARAM_MAGNITUDE = 10**6
+
+
+def _check_magnitudes(params: Mapping[str, Any], family: str) -> None:
+    for key, value in params.items():
+        values = value if isinstance(value, list | tuple) else [value]
+        for item in values:
+            if isinstance(item, int | float) and not isinstance(item, bool) and abs(item) > MAX_PARAM_MAGNITUDE:
+                raise ConfigError(
+                    f"model.params.{key}={value!r} for {family!r} is implausibly large "
+                    f"(limit {MAX_PARAM_MAGNITUDE:,}); check for a typo."
+                )
+
+
+def _check_no_bools_for_numbers(cls: type, params: Mapping[str, Any], family: str) -> None:
+    """YAML reads `yes`/`true` as booleans, and Python lets a bool pass as an int (n_estimators=True
+    would crash inside fit): a bool where the estimator's default is a number is a user error."""
+    try:
+        defaults = cls().get_params(deep=False)
+    except Exception:  # an estimator that needs constructor arguments: its own checks apply
+        return
+    for key, value in params.items():
+        default = defaults.get(key)
+        if isinstance(value, bool) and isinstance(default, int | float) and not isinstance(default, bool):
+            raise ConfigError(f"model.params.{key} for {family!r} must be a number, got {value!r}.")
 
 
 def hyperparameters(estimator: Any) -> dict[str, Any]:

@@ -57,6 +57,19 @@ def env_info() -> dict[str, str]:
     }
 
 
+def process_alive(pid: int) -> bool:
+    """Whether a process with this id runs on this host (a run's `tabtrack.pid` tag, a bundle's writer)."""
+    if pid <= 0:
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # it exists, under another user
+        return True
+    return True
+
+
 def installed_version(distribution: str) -> str | None:
     try:
         return metadata.version(distribution)

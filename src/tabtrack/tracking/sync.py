@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from tabtrack.errors import TrackingError
+from tabtrack.lineage import process_alive
 from tabtrack.redact import redact_uri
 from tabtrack.tracking.offline import offline_root, read_json, write_json
 from tabtrack.tracking.store import resolve_tracking_uri, server_reachable
@@ -117,21 +118,13 @@ def _in_progress(bundle: Path) -> str | None:
     runs = _runs(bundle)
     if all(run.record["status"] != "RUNNING" for run in runs):
         return None
-    if meta.get("host") == socket.gethostname() and _alive(int(meta.get("pid", 0))):
+    if (
+        meta.get("host") == socket.gethostname()
+        and int(meta.get("pid", 0)) != os.getpid()
+        and process_alive(int(meta.get("pid", 0)))
+    ):
         return f"its run is still going (pid {meta['pid']})"
     return None  # the writer died: the RUNNING runs are uploaded as FAILED
-
-
-def _alive(pid: int) -> bool:
-    if pid <= 0 or pid == os.getpid():
-        return False
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
 
 
 def _runs(bundle: Path) -> list[OfflineRun]:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
 import re
 import socket
 import time
@@ -12,6 +11,7 @@ from typing import Any
 import pandas as pd
 
 from tabtrack.errors import TabtrackError
+from tabtrack.lineage import process_alive
 from tabtrack.tracking.store import resolve_tracking_uri
 
 KEY_TAGS = ("git.commit", "git.dirty", "data.sha256", "data.dvc_md5", "mlflow.parentRunId")
@@ -226,20 +226,10 @@ def clean_stale(
         if tags.get("tabtrack.host") != host or not (pid or "").isdigit():
             undecidable.append(run.info.run_id)
             continue
-        if _alive(int(pid)):
+        if process_alive(int(pid)):
             continue
         marked.append(run.info.run_id)
         if not dry_run:
             client.set_tag(run.info.run_id, "error", f"process {pid} on {host} ended without closing the run")
             client.set_terminated(run.info.run_id, status="FAILED")
     return marked, undecidable
-
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True

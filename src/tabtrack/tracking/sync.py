@@ -173,6 +173,17 @@ def _remote_run(client, run: OfflineRun, state: dict[str, str]) -> tuple[str, bo
     parent = run.record.get("parent")
     if parent:
         tags[PARENT_TAG] = state[parent]
+        # A child whose start request reached the server just as it died: the server made the run but the
+        # trainer never heard back. Complete that run rather than leave it RUNNING next to a copy.
+        orphans = client.search_runs(
+            [experiment_id],
+            filter_string=f"tags.`{PARENT_TAG}` = '{state[parent]}' and attributes.run_name = '{run.record['run_name']}'"
+            " and attributes.status = 'RUNNING'",
+        )
+        claimed = set(state.values())
+        orphan = next((r for r in orphans if r.info.run_id not in claimed), None)
+        if orphan is not None:
+            return orphan.info.run_id, True
     created = client.create_run(
         experiment_id, start_time=run.record["start_time"], tags=tags, run_name=run.record["run_name"]
     )

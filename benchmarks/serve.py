@@ -111,6 +111,8 @@ def wrk_test(port: int, path: str, body: bytes, concurrency: int, seconds: int) 
 
     rps = float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))
     errors = re.search(r"Non-2xx or 3xx responses:\s+(\d+)", out)
+    total = re.search(r"(\d+) requests in", out)
+    print(f"  {path}: {total.group(1) if total else '?'} requests in {seconds} s")
     return millis("50%"), millis("99%"), rps, int(errors.group(1)) if errors else 0
 
 
@@ -119,7 +121,9 @@ def main() -> None:
     parser.add_argument("--requests", type=int, default=10_000)
     parser.add_argument("--concurrency", type=int, default=8)
     parser.add_argument("--client", choices=["wrk", "python"], default=None, help="default: wrk when installed")
-    parser.add_argument("--seconds", type=int, default=20, help="wrk: duration of each measurement")
+    parser.add_argument(
+        "--seconds", type=int, default=25, help="wrk: duration of each measurement (>= 10,000 requests)"
+    )
     parser.add_argument("--workers", type=int, default=1, help="server processes for both servers")
     args = parser.parse_args()
     import shutil

@@ -84,7 +84,7 @@ def _yaml_scalar(value) -> str:
     return yaml.safe_dump(value, default_flow_style=True).strip().removesuffix("...").strip()
 
 
-@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(
     overrides=st.dictionaries(st.sampled_from(sorted(_CONFIG_VALUES)), st.none(), min_size=1, max_size=3),
     data=st.data(),
@@ -106,7 +106,7 @@ def test_fuzzed_config_values_give_a_result_or_one_line(overrides, data, tmp_pat
         assert "test" in out
 
 
-@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(
     option=st.sampled_from(["--test-size", "--cv", "--seed", "--task", "--device", "--model", "--tag", "--set"]),
     value=st.text(alphabet=st.characters(blacklist_categories=["Cs"], blacklist_characters="\x00"), max_size=15),

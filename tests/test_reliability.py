@@ -30,7 +30,7 @@ def _concurrent_trains(workdir: Path, data: Path, n: int, env: dict) -> list[sub
                 "--cv",
                 "2",
                 "--set",
-                "model.params.n_estimators=20",
+                "model.params.n_estimators=10",
                 "--seed",
                 str(seed),
             ],

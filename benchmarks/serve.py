@@ -122,7 +122,7 @@ def main() -> None:
     parser.add_argument("--concurrency", type=int, default=8)
     parser.add_argument("--client", choices=["wrk", "python"], default=None, help="default: wrk when installed")
     parser.add_argument(
-        "--seconds", type=int, default=25, help="wrk: duration of each measurement (>= 10,000 requests)"
+        "--seconds", type=int, default=35, help="wrk: duration of each measurement (>= 10,000 requests)"
     )
     parser.add_argument("--workers", type=int, default=1, help="server processes for both servers")
     args = parser.parse_args()

@@ -6,7 +6,9 @@ exec 3>&1 1>&2   # everything below talks to stderr (pg_ctlcluster prints notice
 as_postgres() { if [ "$(id -u)" -eq 0 ]; then su postgres -c "$1"; else sudo -u postgres bash -c "$1"; fi; }
 read -r version cluster _ < <(pg_lsclusters --no-header | head -n 1)
 if ! pg_isready -q -h 127.0.0.1; then
-  if [ "$(id -u)" -eq 0 ]; then pg_ctlcluster "$version" "$cluster" start; else sudo pg_ctlcluster "$version" "$cluster" start; fi
+  # 3>&-: the server daemon must not inherit fd 3, or a caller's `$(...)` waits on it forever.
+  if [ "$(id -u)" -eq 0 ]; then pg_ctlcluster "$version" "$cluster" start 3>&- </dev/null
+  else sudo pg_ctlcluster "$version" "$cluster" start 3>&- </dev/null; fi
 fi
 for _ in $(seq 30); do pg_isready -q -h 127.0.0.1 && break; sleep 1; done
 as_postgres "psql -tAc \"SELECT 1 FROM pg_roles WHERE rolname='tabtrack'\"" | grep -q 1 \

@@ -19,21 +19,17 @@ def make_tracker(
 
     uri = resolve_tracking_uri(tracking_uri)
     if offline or not server_reachable(uri):
+        from tabtrack.errors import TrackingError
+        from tabtrack.redact import redact_uri
         from tabtrack.tracking.offline import OfflineTracker
 
         if not allow_offline:
-            from tabtrack.errors import TrackingError
-            from tabtrack.redact import redact_uri
-
             raise TrackingError(
                 f"tracking server {redact_uri(uri)} is unreachable, and this command needs it; "
                 "start it or pass another --tracking-uri."
             )
-
         if not offline:
             import logging
-
-            from tabtrack.redact import redact_uri
 
             logging.getLogger(__name__).warning(
                 "tracking server %s is unreachable; recording offline in .tabtrack/offline/. "

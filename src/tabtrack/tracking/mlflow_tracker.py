@@ -27,7 +27,7 @@ from mlflow.exceptions import MlflowException
 from tabtrack.errors import TrackingError
 from tabtrack.redact import redact_uri
 from tabtrack.tracking.base import ModelArtifact, Tracker
-from tabtrack.tracking.store import resolve_tracking_uri, run_url
+from tabtrack.tracking.store import is_local_store, resolve_tracking_uri, run_url
 
 # MLflow's per-request limits for log_batch.
 MAX_METRICS, MAX_PARAMS, MAX_TAGS = 1000, 100, 100
@@ -48,9 +48,12 @@ log = logging.getLogger(__name__)
 
 
 def unreachable(exc: BaseException) -> bool:
-    """True for a tracking server that does not answer (as opposed to one that refuses a request)."""
+    """True for a tracking server that does not answer (as opposed to one that refuses a request).
+    A TrackingError raised from such a failure counts too (its cause is looked at)."""
     import requests
 
+    if isinstance(exc, TrackingError) and exc.__cause__ is not None:
+        exc = exc.__cause__
     if isinstance(exc, (requests.exceptions.ConnectionError, requests.exceptions.Timeout, ConnectionError)):
         return True
     text = str(exc)
@@ -98,7 +101,7 @@ def _failover(method):
 class MlflowTracker(Tracker):
     def __init__(self, tracking_uri: str | None = None, *, _parent: MlflowTracker | None = None) -> None:
         self.tracking_uri = resolve_tracking_uri(tracking_uri)
-        self.remote = self.tracking_uri.startswith(("http://", "https://"))
+        self.remote = not is_local_store(self.tracking_uri)
         if self.remote:
             for name, value in HTTP_RETRY_DEFAULTS.items():
                 os.environ.setdefault(name, value)
@@ -129,7 +132,7 @@ class MlflowTracker(Tracker):
             self.experiment_id = self._experiment_id(experiment)
             self._begin(run_name, tags, nested=False)
         except TrackingError as exc:
-            if not (self.remote and unreachable(exc.__cause__ or exc)):
+            if not (self.remote and unreachable(exc)):
                 raise
             self._start_offline(experiment, run_name, tags, exc)
 
@@ -173,7 +176,7 @@ class MlflowTracker(Tracker):
                 child._begin(run_name, {**tags, PARENT_TAG: self.run_id}, nested=True)
                 return child
             except TrackingError as exc:
-                if not (self.remote and unreachable(exc.__cause__ or exc)):
+                if not (self.remote and unreachable(exc)):
                     raise
                 self._go_offline(exc)
         return self._offline._new_child(run_name, tags)
@@ -341,7 +344,7 @@ class MlflowTracker(Tracker):
         self.flush()
         if self._offline is not None:  # the flush just found the server gone
             return self._offline.log_model(artifact)
-        info = _flavor(artifact.flavor).log_model(artifact.model, name=artifact.name, **model_kwargs(artifact))
+        info = flavor_module(artifact.flavor).log_model(artifact.model, name=artifact.name, **model_kwargs(artifact))
         return info.model_uri
 
     @property
@@ -425,10 +428,11 @@ def model_kwargs(artifact: ModelArtifact) -> dict[str, Any]:
 
 def save_model(artifact: ModelArtifact, path: str | Path) -> None:
     """The same model log_model would store, written to a local folder (offline bundles)."""
-    _flavor(artifact.flavor).save_model(artifact.model, path=str(path), **model_kwargs(artifact))
+    flavor_module(artifact.flavor).save_model(artifact.model, path=str(path), **model_kwargs(artifact))
 
 
-def _flavor(name: str):
+def flavor_module(name: str):
+    """The mlflow.<flavor> module for the flavors tabtrack logs."""
     if name not in ("sklearn", "xgboost", "lightgbm", "pytorch"):
         raise ValueError(f"no MLflow flavor {name!r}")
     return importlib.import_module(f"mlflow.{name}")
@@ -455,8 +459,3 @@ def _forget_fluent_run(run_id: str | None) -> None:
 def _param_text(value: Any) -> str:
     text = str(value)
     return text if len(text) <= MAX_PARAM_LENGTH else text[: MAX_PARAM_LENGTH - 3] + "..."
-
-
-def _chunks(items: list, size: int):
-    for start in range(0, len(items), size):
-        yield items[start : start + size]

@@ -57,8 +57,6 @@ def read_json(path: Path, default: Any = None) -> Any:
 class OfflineTracker(Tracker):
     """Writes a run (and its children) into a bundle instead of a tracking server."""
 
-    offline = True
-
     def __init__(
         self,
         root: str | Path | None = None,
@@ -66,7 +64,6 @@ class OfflineTracker(Tracker):
         tracking_uri: str | None = None,
         _parent: OfflineTracker | None = None,
         remote_run_id: str | None = None,
-        remote_experiment: str | None = None,
     ) -> None:
         self.root = offline_root(root)
         self.tracking_uri = tracking_uri
@@ -75,17 +72,17 @@ class OfflineTracker(Tracker):
         self.local_id = uuid.uuid4().hex
         self.run_id = f"offline-{self.local_id}"
         self.remote_run_id = remote_run_id
-        self._experiment = remote_experiment
+        self._experiment: str | None = None
         self._dir: Path | None = None
         self._params: dict[str, str] = {}
         self._tags: dict[str, str] = {}
 
     # -- lifecycle --------------------------------------------------------------------
     def _start(self, *, experiment: str, run_name: str, tags: dict[str, str]) -> None:
-        if self._parent is not None:  # a nested() tracker: a child of the parent's run
-            self._open(self._parent._experiment or experiment, run_name, tags, parent=self._parent.local_id)
-            return
-        self._open(experiment, run_name, tags, parent=None)
+        parent = self._parent  # set for a nested() tracker: a child of the parent's run, in its experiment
+        self._open(
+            parent._experiment if parent else experiment, run_name, tags, parent=parent.local_id if parent else None
+        )
 
     def _open(self, experiment: str, run_name: str, tags: dict[str, str], *, parent: str | None) -> None:
         if self.bundle is None:

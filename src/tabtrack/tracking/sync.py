@@ -15,18 +15,19 @@ import shutil
 import socket
 from collections import defaultdict
 from dataclasses import dataclass, field
+from functools import cached_property
 from pathlib import Path
 from typing import Any
 
 from tabtrack.errors import TrackingError
 from tabtrack.lineage import process_alive
 from tabtrack.redact import redact_uri
+from tabtrack.tracking.mlflow_tracker import MAX_METRICS, MAX_PARAMS, MAX_TAGS, PARENT_TAG, flavor_module
 from tabtrack.tracking.offline import offline_root, read_json, write_json
 from tabtrack.tracking.store import resolve_tracking_uri, server_reachable
 
 log = logging.getLogger(__name__)
 
-PARENT_TAG = "mlflow.parentRunId"
 SYNCED_TAG = "tabtrack.offline_bundle"
 
 
@@ -57,22 +58,29 @@ class OfflineRun:
     def local_id(self) -> str:
         return self.record["local_id"]
 
+    # Read once: upload, the end-time fallback and the read-back check all use them.
+    @cached_property
     def params(self) -> dict[str, str]:
         return read_json(self.path / "params.json", {})
 
+    @cached_property
     def tags(self) -> dict[str, str]:
         return read_json(self.path / "tags.json", {})
 
+    @cached_property
     def metrics(self) -> list[dict[str, Any]]:
         return _jsonl(self.path / "metrics.jsonl")
 
+    @cached_property
     def inputs(self) -> list[dict[str, Any]]:
         return _jsonl(self.path / "inputs.jsonl")
 
+    @cached_property
     def artifacts(self) -> list[str]:
         root = self.path / "artifacts"
         return sorted(p.relative_to(root).as_posix() for p in root.rglob("*") if p.is_file())
 
+    @cached_property
     def models(self) -> list[dict[str, Any]]:
         folder = self.path / "models"
         return [read_json(p) for p in sorted(folder.glob("*.json"))] if folder.is_dir() else []
@@ -94,13 +102,14 @@ def sync_bundles(directory: str | Path | None = None, *, tracking_uri: str | Non
     mlflow.set_tracking_uri(uri)
     client = MlflowClient(uri)
     for bundle in bundles:
-        busy = _in_progress(bundle)
+        runs = _runs(bundle)
+        busy = _in_progress(bundle, runs)
         if busy:
             report.skipped[bundle.name] = busy
             continue
         try:
-            run_ids = _sync_bundle(client, bundle)
-            problems = _verify(client, bundle)
+            run_ids = _sync_bundle(client, bundle, runs)
+            problems = _verify(client, bundle, runs)
             if problems:
                 raise RuntimeError("read-back check failed: " + "; ".join(problems[:5]))
         except Exception as exc:  # keep going with the other bundles; this one stays for the next sync
@@ -112,10 +121,9 @@ def sync_bundles(directory: str | Path | None = None, *, tracking_uri: str | Non
     return report
 
 
-def _in_progress(bundle: Path) -> str | None:
+def _in_progress(bundle: Path, runs: list[OfflineRun]) -> str | None:
     """A bundle still being written by a live process on this host is left alone."""
     meta = read_json(bundle / "bundle.json", {})
-    runs = _runs(bundle)
     if all(run.record["status"] != "RUNNING" for run in runs):
         return None
     if (
@@ -142,11 +150,11 @@ def _runs(bundle: Path) -> list[OfflineRun]:
     return sorted(runs, key=lambda run: (depth(run), run.record["start_time"]))  # parents first
 
 
-def _sync_bundle(client, bundle: Path) -> list[str]:
+def _sync_bundle(client, bundle: Path, runs: list[OfflineRun]) -> list[str]:
     state_path = bundle / "sync.json"
     state: dict[str, str] = read_json(state_path, {})
     run_ids = []
-    for run in _runs(bundle):
+    for run in runs:
         remote, resumed = _remote_run(client, run, state)
         if run.local_id not in state:
             state[run.local_id] = remote
@@ -194,26 +202,24 @@ def _upload(client, run: OfflineRun, remote: str, *, resumed: bool) -> None:
     from mlflow.entities import Metric, Param, RunTag
 
     existing = client.get_run(remote)
-    params = {k: v for k, v in run.params().items() if existing.data.params.get(k) != v}
-    for chunk in _chunks([Param(k, v) for k, v in params.items()], 100):
+    params = {k: v for k, v in run.params.items() if existing.data.params.get(k) != v}
+    for chunk in _chunks([Param(k, v) for k, v in params.items()], MAX_PARAMS):
         client.log_batch(remote, params=chunk)
-    tags = dict(run.tags())
-    if run.record.get("parent") and PARENT_TAG not in existing.data.tags:
-        tags[PARENT_TAG] = read_json(run.path.parent.parent / "sync.json", {})[run.record["parent"]]
+    tags = dict(run.tags)
     tags[SYNCED_TAG] = run.path.parent.parent.name
-    for chunk in _chunks([RunTag(k, str(v)) for k, v in tags.items()], 100):
+    for chunk in _chunks([RunTag(k, str(v)) for k, v in tags.items()], MAX_TAGS):
         client.log_batch(remote, tags=chunk)
 
-    metrics = run.metrics()
+    metrics = run.metrics
     if resumed:  # the server may hold some of these already (a failover, or a sync cut short)
         held = _held_metrics(client, remote, {m["key"] for m in metrics})
         metrics = [m for m in metrics if (m["key"], m["step"], m["timestamp"], m["value"]) not in held]
     batch = [Metric(m["key"], m["value"], m["timestamp"], m["step"]) for m in metrics]
-    for chunk in _chunks(batch, 1000):
+    for chunk in _chunks(batch, MAX_METRICS):
         client.log_batch(remote, metrics=chunk)
 
     _upload_inputs(client, run, remote, existing)
-    if (run.path / "artifacts").is_dir() and run.artifacts():
+    if (run.path / "artifacts").is_dir() and run.artifacts:
         client.log_artifacts(remote, str(run.path / "artifacts"))
     _upload_models(client, run, remote)
 
@@ -241,7 +247,7 @@ def _upload_inputs(client, run: OfflineRun, remote: str, existing) -> None:
     }
     datasets = [
         DatasetInput(Dataset(**record["dataset"]), tags=[InputTag("mlflow.data.context", record["context"])])
-        for record in run.inputs()
+        for record in run.inputs
         if (record["dataset"]["digest"], record["context"]) not in have
     ]
     if datasets:
@@ -253,11 +259,12 @@ def _upload_models(client, run: OfflineRun, remote: str) -> None:
     import mlflow
 
     present = {m.name for m in _logged_models(client, remote)}
-    for meta in run.models():
+    for meta in run.models:
         if meta["name"] in present:
             continue
         path = run.path / "models" / meta["name"]
-        flavor = _flavor_module(meta["flavor"])
+        flavor = flavor_module(meta["flavor"])
+        model = flavor.load_model(str(path))
         model_info = mlflow.models.Model.load(str(path))
         kwargs: dict[str, Any] = {
             "name": meta["name"],
@@ -268,13 +275,10 @@ def _upload_models(client, run: OfflineRun, remote: str) -> None:
         if example is not None:
             kwargs["input_example"] = example
         if meta["flavor"] == "sklearn":
-            model = flavor.load_model(str(path))  # trusted: tabtrack saved it, skops trust list in its MLmodel
             kwargs["skops_trusted_types"] = meta.get("trusted_types") or None
             code = path / "code"
             if code.is_dir():
                 kwargs["code_paths"] = [str(p) for p in code.iterdir()]
-        else:
-            model = flavor.load_model(str(path))
         with mlflow.start_run(run_id=remote):  # log_model links the model to the active run
             flavor.log_model(model, **kwargs)
 
@@ -293,41 +297,35 @@ def _logged_models(client, run_id: str) -> list:
         return []
 
 
-def _flavor_module(name: str):
-    import importlib
-
-    return importlib.import_module(f"mlflow.{name}")
-
-
-def _verify(client, bundle: Path) -> list[str]:
+def _verify(client, bundle: Path, runs: list[OfflineRun]) -> list[str]:
     """Read every run back from the server and compare it with the bundle, field by field."""
     state = read_json(bundle / "sync.json", {})
     problems = []
-    for run in _runs(bundle):
+    for run in runs:
         remote = client.get_run(state[run.local_id])
         name = run.record["run_name"]
-        for key, value in run.params().items():
+        for key, value in run.params.items():
             if remote.data.params.get(key) != value:
                 problems.append(f"{name}: param {key}")
-        for key, value in run.tags().items():
+        for key, value in run.tags.items():
             if remote.data.tags.get(key) != str(value):
                 problems.append(f"{name}: tag {key}")
         expected = defaultdict(list)
-        for m in run.metrics():
+        for m in run.metrics:
             expected[m["key"]].append((m["step"], m["timestamp"], m["value"]))
         for key, values in expected.items():
             held = {(m.step, m.timestamp, m.value) for m in client.get_metric_history(remote.info.run_id, key)}
             if not set(values) <= held:
                 problems.append(f"{name}: metric {key}")
         digests = {d.dataset.digest for d in (remote.inputs.dataset_inputs if remote.inputs else [])}
-        if not {r["dataset"]["digest"] for r in run.inputs()} <= digests:
+        if not {r["dataset"]["digest"] for r in run.inputs} <= digests:
             problems.append(f"{name}: datasets")
         uploaded = set(_artifact_files(client, remote.info.run_id))
-        missing = [a for a in run.artifacts() if a not in uploaded]
+        missing = [a for a in run.artifacts if a not in uploaded]
         if missing:
             problems.append(f"{name}: artifacts {missing[:3]}")
         models = {m.name for m in _logged_models(client, remote.info.run_id)}
-        if not {m["name"] for m in run.models()} <= models:
+        if not {m["name"] for m in run.models} <= models:
             problems.append(f"{name}: models")
         want = run.record["status"] if run.record["status"] != "RUNNING" else "FAILED"
         if remote.info.status != want:
@@ -343,7 +341,7 @@ def _artifact_files(client, run_id: str, path: str | None = None) -> list[str]:
 
 
 def _last_time(run: OfflineRun) -> int:
-    times = [m["timestamp"] for m in run.metrics()]
+    times = [m["timestamp"] for m in run.metrics]
     return max(times, default=run.record["start_time"])
 
 

@@ -88,14 +88,12 @@ def check_training(config: RunConfig, data: CheckedData | None = None) -> Checke
 
 def check_data(config: RunConfig) -> CheckedData:
     """Load, validate, fingerprint and split the data named by the config (and its test file, if pre-split)."""
-    if not config.data:
-        raise ConfigError("no data file given; pass DATA (e.g. tabtrack train data.csv --target y).")
-    if not config.target:
-        raise ConfigError("no target column given; pass --target NAME or set `target:` in the config.")
-    data_path = Path(config.data)
+    data_path = data_file(config)
     frame = _without_dropped(load_table(data_path), config, data_path)
     source = f"'{data_path}'"
     # prepare_dataset first: its messages for a missing target or unusable column are the most specific.
+    # With a pre-split test file it runs on the training file alone too, so a training split that cannot
+    # train (one class, say) is refused even when the test file would make up for it.
     dataset = prepare_dataset(frame, target=config.target, task=config.task, source=source)
     report = _validated(frame, config, source)
     test_fingerprint = None
@@ -124,22 +122,34 @@ def check_data(config: RunConfig) -> CheckedData:
     )
 
 
-def validation_settings(config: RunConfig) -> ValidationSettings:
+def data_file(config: RunConfig) -> Path:
+    """The config's data file, once it names one and a target."""
+    if not config.data:
+        raise ConfigError("no data file given; pass DATA (a .csv or .parquet file) or set `data:` in the config.")
+    if not config.target:
+        raise ConfigError("no target column given; pass --target NAME or set `target:` in the config.")
+    return Path(config.data)
+
+
+def validation_report(
+    frame: pd.DataFrame, config: RunConfig, source: str, *, schema_file: str | Path | None = None
+) -> ValidationReport:
+    """Every data check on `frame` with the config's settings; `schema_file` overrides the config's."""
     v = config.validation
-    return ValidationSettings(
-        max_null_share=v.max_null_share,
-        max_categories=v.max_categories,
-        min_class_ratio=v.min_class_ratio,
-        ignore=tuple(v.ignore),
+    schema_file = schema_file or v.schema_file
+    settings = ValidationSettings(**{**v.model_dump(exclude={"schema_file"}), "ignore": tuple(v.ignore)})
+    return validate_frame(
+        frame,
+        target=config.target,
+        source=source,
+        settings=settings,
+        schema=load_schema(schema_file) if schema_file else None,
     )
 
 
 def _validated(frame: pd.DataFrame, config: RunConfig, source: str) -> ValidationReport:
     """Errors stop here with one line; warnings travel on to the run as data_validation.json."""
-    schema = load_schema(config.validation.schema_file) if config.validation.schema_file else None
-    report = validate_frame(
-        frame, target=config.target, source=source, settings=validation_settings(config), schema=schema
-    )
+    report = validation_report(frame, config, source)
     if report.errors:
         problems = "; ".join(f.message.rstrip(".") for f in report.errors)
         raise DataError(f"data validation failed for {source}: {problems}.")

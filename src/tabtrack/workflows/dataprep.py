@@ -8,9 +8,8 @@ from pathlib import Path
 from tabtrack.config import RunConfig
 from tabtrack.data import fingerprint, load_table, prepare_dataset, split_dataset
 from tabtrack.data.fingerprint import sha256_of, write_lineage
-from tabtrack.data.validate import ValidationReport, load_schema, save_schema, schema_of, validate_frame
-from tabtrack.errors import ConfigError
-from tabtrack.workflows.checks import validation_settings
+from tabtrack.data.validate import ValidationReport, save_schema, schema_of
+from tabtrack.workflows.checks import data_file, validation_report
 
 TRAIN_FILE = "train.parquet"
 TEST_FILE = "test.parquet"
@@ -20,16 +19,9 @@ def validate_file(
     config: RunConfig, *, schema_path: str | Path | None = None, save_schema_to: str | Path | None = None
 ) -> ValidationReport:
     """Every check on the config's data file; the report says what is wrong, nothing is raised for findings."""
-    path = _data_path(config)
+    path = data_file(config)
     frame = load_table(path)
-    schema_file = schema_path or config.validation.schema_file
-    report = validate_frame(
-        frame,
-        target=config.target,
-        source=f"'{path}'",
-        settings=validation_settings(config),
-        schema=load_schema(schema_file) if schema_file else None,
-    )
+    report = validation_report(frame, config, f"'{path}'", schema_file=schema_path)
     if save_schema_to:
         save_schema(schema_of(frame, target=config.target), save_schema_to)
     return report
@@ -46,7 +38,7 @@ class PreparedSplit:
 def prepare_split(config: RunConfig, out_dir: str | Path) -> PreparedSplit:
     """Split the raw file exactly as `train` would (same seed, stratified) and write both halves as Parquet,
     with a lineage record naming the raw file, so runs on the halves still carry the raw data's DVC md5."""
-    path = _data_path(config)
+    path = data_file(config)
     frame = load_table(path)
     labelled = frame.loc[frame[config.target].notna()].reset_index(drop=True) if config.target in frame else frame
     dataset = prepare_dataset(frame, target=config.target, task=config.task, source=f"'{path}'")
@@ -63,11 +55,3 @@ def prepare_split(config: RunConfig, out_dir: str | Path) -> PreparedSplit:
         {train_path.name: sha256_of(train_path), test_path.name: sha256_of(test_path)},
     )
     return PreparedSplit(train_path, test_path, len(split.X_train), len(split.X_test))
-
-
-def _data_path(config: RunConfig) -> Path:
-    if not config.data:
-        raise ConfigError("no data file given; pass DATA.")
-    if not config.target:
-        raise ConfigError("no target column given; pass --target NAME or set `target:` in the config.")
-    return Path(config.data)

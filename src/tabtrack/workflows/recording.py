@@ -60,20 +60,16 @@ def run_tags(checked: CheckedInputs) -> dict[str, str]:
         **git_info(),
         **env_info(),
     }
-    if fp.dvc_md5:
-        tags["data.dvc_md5"] = fp.dvc_md5
-        tags["data.dvc_file"] = fp.dvc_file or ""
+    # The data version: for a split `tabtrack prepare` made, the raw file's DVC md5; else the file's own.
+    version = fp.upstream or fp
+    if version.dvc_md5:
+        tags["data.dvc_md5"] = version.dvc_md5
+        tags["data.dvc_file"] = version.dvc_file or ""
     if fp.upstream:
-        # Trained on a split `tabtrack prepare` made: the data version is the raw file's DVC md5.
         tags["data.source_path"] = fp.upstream.path
         tags["data.source_sha256"] = fp.upstream.sha256
         if fp.dvc_md5:
             tags["data.prepared_dvc_md5"] = fp.dvc_md5
-        tags.pop("data.dvc_md5", None)
-        tags.pop("data.dvc_file", None)
-        if fp.upstream.dvc_md5:
-            tags["data.dvc_md5"] = fp.upstream.dvc_md5
-            tags["data.dvc_file"] = fp.upstream.dvc_file or ""
     if checked.test_fingerprint:
         test = checked.test_fingerprint
         tags["data.test_path"] = test.path

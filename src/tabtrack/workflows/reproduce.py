@@ -21,7 +21,7 @@ from tabtrack.workflows.train import Progress, TrainResult, run_training
 
 log = logging.getLogger(__name__)
 
-# Packages whose version change can move the numbers; tabtrack itself is compared through its tag.
+# Packages whose version change can move the numbers (tabtrack's own code is covered by the git check).
 COMPARED_PACKAGES = ("scikit-learn", "numpy", "pandas", "scipy", "xgboost", "lightgbm", "torch")
 
 
@@ -92,10 +92,15 @@ def reproduce(
         log.warning("reproduce: %s", warning)
 
     experiment = client.get_experiment(original.info.experiment_id).name
-    config = config.model_copy(
-        update={**updates, "experiment": experiment, "tags": {**config.tags, "tabtrack.reproduces": run_id}}
+    config = RunConfig.model_validate(
+        {
+            **config.model_dump(),
+            **updates,
+            "experiment": experiment,
+            "tags": {**config.tags, "tabtrack.reproduces": run_id},
+        }
     )
-    result = run_training(RunConfig.model_validate(config.model_dump()), tracking_uri=tracking_uri, progress=progress)
+    result = run_training(config, tracking_uri=tracking_uri, progress=progress)
 
     allowed = tolerance if tolerance is not None else get_spec(config.model.type).reproduce_tolerance
     recorded = {k.removeprefix("test_"): v for k, v in original.data.metrics.items() if k.startswith("test_")}

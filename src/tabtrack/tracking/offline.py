@@ -79,10 +79,10 @@ class OfflineTracker(Tracker):
 
     # -- lifecycle --------------------------------------------------------------------
     def _start(self, *, experiment: str, run_name: str, tags: dict[str, str]) -> None:
-        parent = self._parent  # set for a nested() tracker: a child of the parent's run, in its experiment
-        self._open(
-            parent._experiment if parent else experiment, run_name, tags, parent=parent.local_id if parent else None
-        )
+        if self._parent is not None:  # a nested() tracker: a child of the parent's run, in its experiment
+            self._open(self._parent._experiment or experiment, run_name, tags, parent=self._parent.local_id)
+            return
+        self._open(experiment, run_name, tags, parent=None)
 
     def _open(self, experiment: str, run_name: str, tags: dict[str, str], *, parent: str | None) -> None:
         if self.bundle is None:

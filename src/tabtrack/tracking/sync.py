@@ -126,12 +126,9 @@ def _in_progress(bundle: Path, runs: list[OfflineRun]) -> str | None:
     meta = read_json(bundle / "bundle.json", {})
     if all(run.record["status"] != "RUNNING" for run in runs):
         return None
-    if (
-        meta.get("host") == socket.gethostname()
-        and int(meta.get("pid", 0)) != os.getpid()
-        and process_alive(int(meta.get("pid", 0)))
-    ):
-        return f"its run is still going (pid {meta['pid']})"
+    writer = int(meta.get("pid", 0))
+    if meta.get("host") == socket.gethostname() and writer != os.getpid() and process_alive(writer):
+        return f"its run is still going (pid {writer})"
     return None  # the writer died: the RUNNING runs are uploaded as FAILED
 
 
@@ -264,7 +261,7 @@ def _upload_models(client, run: OfflineRun, remote: str) -> None:
             continue
         path = run.path / "models" / meta["name"]
         flavor = flavor_module(meta["flavor"])
-        model = flavor.load_model(str(path))
+        model = flavor.load_model(str(path))  # trusted: tabtrack saved it (sklearn: skops trust list in MLmodel)
         model_info = mlflow.models.Model.load(str(path))
         kwargs: dict[str, Any] = {
             "name": meta["name"],

@@ -80,7 +80,7 @@ def prepare_dataset(frame: pd.DataFrame, *, target: str, task: str = "auto", sou
         y = _normalise_labels(y)
         if y.nunique() < 2:
             raise DataError(
-                f"target {target!r} in {source} has a single class ({y.iloc[0]!r}); classification needs at least two."
+                f"target {target!r} in {source} has a single class ({y.iloc[:1].tolist()[0]!r}); classification needs at least two."
             )
     else:
         if not pd.api.types.is_numeric_dtype(y):

@@ -78,6 +78,7 @@ def throughput(work: Path, epochs: int = 1000, metrics: int = 4) -> list[Row]:
         [sys.executable, "-m", "mlflow", "server", "--host", "127.0.0.1", "--port", str(port),
          "--backend-store-uri", f"sqlite:///{work / 'server.db'}", "--workers", "1"],
         cwd=work, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True,
+        env={**os.environ, "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"},  # no GenAI job-runner processes
     )  # fmt: skip
     try:
         uri = f"http://127.0.0.1:{port}"

@@ -9,4 +9,7 @@ PYTHON=${PYTHON:-python3}
 .venv/bin/python -m pip install -q -e '.[dev,all]'
 .venv/bin/ruff check src tests benchmarks
 .venv/bin/ruff format --check src tests benchmarks
-.venv/bin/python -m pytest "$@"
+# Two workers (pytest-xdist) on the 2-core CI machine, each with one native thread (OpenMP, BLAS, torch)
+# that the CLIs and servers the tests start inherit, so processes do not oversubscribe the cores.
+export OMP_NUM_THREADS=${OMP_NUM_THREADS:-1} OPENBLAS_NUM_THREADS=${OPENBLAS_NUM_THREADS:-1} MKL_NUM_THREADS=${MKL_NUM_THREADS:-1}
+.venv/bin/python -m pytest -n "${TEST_WORKERS:-2}" --dist loadgroup "$@"

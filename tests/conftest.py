@@ -3,6 +3,7 @@ git repos in temp dirs, and an in-process CLI runner that goes through `tabtrack
 
 from __future__ import annotations
 
+import os
 import shutil
 import subprocess
 import sys
@@ -14,6 +15,21 @@ import pytest
 from sklearn import datasets
 
 EXAMPLES = Path(__file__).resolve().parents[1] / "examples"
+# Every `mlflow server` the tests start (inherited): without this, each also starts seven job-runner
+# processes (GenAI jobs) that import MLflow, tens of CPU-seconds per server that tabtrack never uses.
+os.environ.setdefault("MLFLOW_SERVER_ENABLE_JOB_EXECUTION", "false")
+
+
+# For tests that start servers or several CLI processes: under `--dist loadgroup` (scripts/test.sh) one
+# worker runs them one after another, first, while the other worker takes the in-process tests.
+multiprocess = pytest.mark.xdist_group("multiprocess")
+
+
+def pytest_collection_modifyitems(config, items):
+    def heavy(item) -> bool:
+        return item.get_closest_marker("xdist_group") is not None
+
+    items[:] = [item for item in items if heavy(item)] + [item for item in items if not heavy(item)]
 
 
 def _bundled(name: str) -> pd.DataFrame:

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import EXAMPLES, free_port, parent_run, wait_for_http
+from conftest import EXAMPLES, free_port, multiprocess, parent_run, wait_for_http
 
 TABTRACK = [sys.executable, "-m", "tabtrack"]
 
@@ -72,11 +72,15 @@ def _get(url: str, data: dict | None = None):
 
 
 @pytest.mark.slow
+@multiprocess
 def test_ui_serves_the_same_store(workdir, data_dir):
     trained = _run("train", data_dir / "diabetes.csv", "--target", "target", "--model", "ridge", cwd=workdir)
     assert trained.returncode == 0, trained.stderr
     port = free_port()
-    env = {k: v for k, v in os.environ.items() if k != "MLFLOW_TRACKING_URI"}
+    # The product's own default for job runners is what is tested (conftest turns them off for test servers).
+    env = {
+        k: v for k, v in os.environ.items() if k not in ("MLFLOW_TRACKING_URI", "MLFLOW_SERVER_ENABLE_JOB_EXECUTION")
+    }
     proc = subprocess.Popen(
         [*TABTRACK, "ui", "--port", str(port)],
         cwd=workdir,
@@ -99,10 +103,34 @@ def test_ui_serves_the_same_store(workdir, data_dir):
         assert [f["path"] for f in json.loads(body)["files"]] == ["config/resolved.yaml"]
         status, page = _get(f"{base}/")
         assert status == 200 and b"<html" in page.lower()
+        # Only the server and its worker: none of MLflow's GenAI job runners (seven processes importing MLflow).
+        commands = _descendant_commands(proc.pid)
+        assert any("mlflow" in c and "server" in c for c in commands), commands
+        assert not [c for c in commands if "huey" in c], commands
     finally:
         proc.terminate()
         output = proc.communicate(timeout=30)[0]
     assert f"http://127.0.0.1:{port}" in output.splitlines()[0]
+
+
+def _descendant_commands(pid: int) -> list[str]:
+    """Command lines of every process below `pid`, from /proc (Linux)."""
+    children: dict[int, list[int]] = {}
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            ppid = int(stat.read_text().rsplit(")", 1)[1].split()[1])
+        except (OSError, IndexError, ValueError):
+            continue  # the process ended while we looked
+        children.setdefault(ppid, []).append(int(stat.parent.name))
+    found, todo = [], list(children.get(pid, []))
+    while todo:
+        child = todo.pop()
+        todo += children.get(child, [])
+        try:
+            found.append((Path("/proc") / str(child) / "cmdline").read_bytes().replace(b"\0", b" ").decode())
+        except OSError:
+            continue
+    return found
 
 
 def test_unknown_option_is_a_usage_error(workdir):

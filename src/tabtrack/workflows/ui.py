@@ -23,6 +23,13 @@ def ui_command(*, tracking_uri: str, host: str, port: int) -> list[str]:
     ]  # fmt: skip
 
 
+def ui_env() -> dict[str, str]:
+    """The server's environment. MLflow 3's server also starts its job runners (GenAI jobs: scorers,
+    trace roll-ups), seven extra processes that each import MLflow (~250 MB and seconds of CPU apiece);
+    browsing runs never uses them, so they stay off unless the user turned them on."""
+    return {"MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false", **os.environ}
+
+
 def serve_ui(*, tracking_uri: str | None, host: str, port: int) -> int:
     """Run the UI in the foreground until Ctrl-C; a remote tracking server already is one."""
     uri = resolve_tracking_uri(tracking_uri)
@@ -31,7 +38,7 @@ def serve_ui(*, tracking_uri: str | None, host: str, port: int) -> int:
         return 0
     print(f"MLflow UI for {uri} at http://{host}:{port}  (Ctrl-C to stop)", flush=True)
     # Its own process group: the server forks workers, and stopping the UI must stop them all.
-    server = subprocess.Popen(ui_command(tracking_uri=uri, host=host, port=port), start_new_session=True)
+    server = subprocess.Popen(ui_command(tracking_uri=uri, host=host, port=port), env=ui_env(), start_new_session=True)
     try:
         return server.wait()
     except (KeyboardInterrupt, SystemExit):

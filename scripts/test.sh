@@ -12,4 +12,4 @@ PYTHON=${PYTHON:-python3}
 # Two workers (pytest-xdist) on the 2-core CI machine, each with one native thread (OpenMP, BLAS, torch)
 # that the CLIs and servers the tests start inherit, so processes do not oversubscribe the cores.
 export OMP_NUM_THREADS=${OMP_NUM_THREADS:-1} OPENBLAS_NUM_THREADS=${OPENBLAS_NUM_THREADS:-1} MKL_NUM_THREADS=${MKL_NUM_THREADS:-1}
-.venv/bin/python -m pytest -n "${TEST_WORKERS:-2}" --dist loadgroup "$@"
+.venv/bin/python -m pytest -n "${TEST_WORKERS:-2}" "$@"

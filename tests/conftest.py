@@ -20,13 +20,11 @@ EXAMPLES = Path(__file__).resolve().parents[1] / "examples"
 os.environ.setdefault("MLFLOW_SERVER_ENABLE_JOB_EXECUTION", "false")
 
 
-# For tests that start servers or several CLI processes. They run first, so on two xdist workers
-# (scripts/test.sh) the longest tests start early and the short in-process ones fill in around them.
-# (Not an xdist_group: pytest-xdist 3.8's loadgroup does not group under pytest 9.2, measured.)
-multiprocess = pytest.mark.multiprocess
-
-
 def pytest_collection_modifyitems(config, items):
+    """Tests marked `multiprocess` (servers, several CLI processes) run first, so on two xdist workers
+    (scripts/test.sh) the longest start early and the short in-process ones fill in around them.
+    (Not an xdist_group: pytest-xdist 3.8's loadgroup does not group under pytest 9.2, measured.)"""
+
     def heavy(item) -> bool:
         return item.get_closest_marker("multiprocess") is not None
 

@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 import tabtrack
-from conftest import free_port, multiprocess, wait_for_http
+from conftest import free_port, wait_for_http
 
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
 OUTPUTS = Path(__file__).resolve().parents[1] / "test-outputs"
@@ -22,7 +22,7 @@ FLAGS = [
     "--disable-component-update", "--disable-sync",
 ]  # fmt: skip
 
-pytestmark = [pytest.mark.slow, multiprocess]
+pytestmark = [pytest.mark.slow, pytest.mark.multiprocess]
 
 
 @pytest.fixture(scope="module")

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import EXAMPLES, free_port, multiprocess, parent_run, wait_for_http
+from conftest import EXAMPLES, free_port, parent_run, wait_for_http
 
 TABTRACK = [sys.executable, "-m", "tabtrack"]
 
@@ -72,7 +72,7 @@ def _get(url: str, data: dict | None = None):
 
 
 @pytest.mark.slow
-@multiprocess
+@pytest.mark.multiprocess
 def test_ui_serves_the_same_store(workdir, data_dir):
     trained = _run("train", data_dir / "diabetes.csv", "--target", "target", "--model", "ridge", cwd=workdir)
     assert trained.returncode == 0, trained.stderr

@@ -15,9 +15,9 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from conftest import free_port, multiprocess, runs_of, start_mlflow_server, stop_server
+from conftest import free_port, runs_of, start_mlflow_server, stop_server
 
-pytestmark = multiprocess  # servers and CLI subprocesses
+pytestmark = pytest.mark.multiprocess  # servers and CLI subprocesses
 
 TABTRACK = [sys.executable, "-m", "tabtrack"]
 

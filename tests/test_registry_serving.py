@@ -17,7 +17,7 @@ import pytest
 from mlflow import MlflowClient
 
 import tabtrack
-from conftest import free_port, multiprocess, wait_for_http
+from conftest import free_port, wait_for_http
 from tabtrack.errors import TabtrackError
 from tabtrack.workflows import registry
 
@@ -185,7 +185,7 @@ def service(trained):
     proc.wait(timeout=30)
 
 
-@multiprocess
+@pytest.mark.multiprocess
 def test_service_predictions_equal_in_process_and_trace_back(service, trained, data_dir):
     rows = pd.read_csv(data_dir / "breast_cancer.csv").drop(columns=["target"]).head(25)
     status, headers, body = _request(f"{service}/predict", json.dumps({"records": rows.to_dict("records")}).encode())
@@ -220,13 +220,13 @@ def test_service_predictions_equal_in_process_and_trace_back(service, trained, d
         (b'{"records": [{"mean_radius": [1, 2]}]}', 422, "each value must be a number, string, boolean or null"),
     ],
 )
-@multiprocess
+@pytest.mark.multiprocess
 def test_malformed_payloads_get_4xx_with_reason(service, payload, status, fragment):
     code, _, body = _request(f"{service}/predict", payload)
     assert code == status and fragment in body["detail"], body
 
 
-@multiprocess
+@pytest.mark.multiprocess
 def test_wrong_type_and_oversized_bodies(service, data_dir):
     row = pd.read_csv(data_dir / "breast_cancer.csv").drop(columns=["target"]).iloc[0].to_dict()
     row["mean_radius"] = "large"

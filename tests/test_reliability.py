@@ -11,9 +11,9 @@ from pathlib import Path
 
 import pytest
 
-from conftest import free_port, multiprocess, runs_of, wait_for_http
+from conftest import free_port, runs_of, wait_for_http
 
-pytestmark = multiprocess  # servers and CLI subprocesses
+pytestmark = pytest.mark.multiprocess  # servers and CLI subprocesses
 
 TABTRACK = [sys.executable, "-m", "tabtrack"]
 

@@ -14,7 +14,7 @@ import pandas as pd
 import pytest
 import yaml
 
-from conftest import git, multiprocess, require, runs_of
+from conftest import git, require, runs_of
 
 FAMILIES = [
     ("random_forest", None, ["--set", "model.params.n_estimators=30"]),
@@ -143,7 +143,7 @@ def _run(cmd: list[str], cwd: Path, env: dict) -> str:
     return done.stdout + done.stderr
 
 
-@multiprocess
+@pytest.mark.multiprocess
 def test_dvc_pipeline_end_to_end(tmp_path, data_dir):
     """init -> dvc add -> dvc repro -> a tracked run whose data.dvc_md5 is the raw file's .dvc md5; metrics show;
     a second repro runs nothing; dvc exp run --set-param makes a second run with the new value."""

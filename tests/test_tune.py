@@ -9,7 +9,6 @@ import uuid
 import optuna
 import pytest
 
-from conftest import multiprocess
 from tabtrack.errors import ConfigError, TabtrackError
 from tabtrack.workflows.train import build_config
 from tabtrack.workflows.tune import tune
@@ -74,7 +73,7 @@ def test_same_study_name_resumes(workdir, data_dir, store_uri, client):
     assert [t.number for t in study.trials] == [0, 1, 2, 3, 4]
 
 
-@multiprocess
+@pytest.mark.multiprocess
 def test_two_workers_share_one_postgres_study(workdir, data_dir, store_uri, client, postgres_url):
     name = f"pg-{uuid.uuid4().hex[:8]}"
     config = build_config(data_dir / "wine.csv", target="target", model="logistic_regression")

@@ -72,13 +72,14 @@ def throughput(work: Path, epochs: int = 1000, metrics: int = 4) -> list[Row]:
 
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "src"))
     from tabtrack.tracking.mlflow_tracker import MlflowTracker
+    from tabtrack.workflows.ui import ui_env
 
     port = _free_port()
     server = subprocess.Popen(
         [sys.executable, "-m", "mlflow", "server", "--host", "127.0.0.1", "--port", str(port),
          "--backend-store-uri", f"sqlite:///{work / 'server.db'}", "--workers", "1"],
         cwd=work, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True,
-        env={**os.environ, "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"},  # no GenAI job-runner processes
+        env=ui_env(),  # as `tabtrack ui` starts it: no GenAI job-runner processes
     )  # fmt: skip
     try:
         uri = f"http://127.0.0.1:{port}"

@@ -18,6 +18,19 @@ EXAMPLES = Path(__file__).resolve().parents[1] / "examples"
 # Every `mlflow server` the tests start (inherited): without this, each also starts seven job-runner
 # processes (GenAI jobs) that import MLflow, tens of CPU-seconds per server that tabtrack never uses.
 os.environ.setdefault("MLFLOW_SERVER_ENABLE_JOB_EXECUTION", "false")
+# One tracking agent for this pytest invocation, never a developer's own: the controller sets the
+# directory before it starts the xdist workers, which inherit it; it stops the agent at the end.
+if "TABTRACK_AGENT_DIR" not in os.environ:
+    import tempfile
+
+    os.environ["TABTRACK_AGENT_DIR"] = os.path.join(tempfile.gettempdir(), f"tabtrack-test-agent-{os.getpid()}")
+
+
+def pytest_sessionfinish(session, exitstatus):
+    from tabtrack.tracking.agent import agent_enabled, stop_agent
+
+    if agent_enabled() and not hasattr(session.config, "workerinput"):  # the controller, once all are done
+        stop_agent()
 
 
 def pytest_collection_modifyitems(config, items):
@@ -178,8 +191,9 @@ def wait_for_http(url: str, proc, *, timeout: float = 120, what: str = "server")
         time.sleep(0.3)
 
 
-def start_long_training(workdir: Path, data_dir: Path, client, experiment: str):
-    """A `tabtrack train` subprocess slow enough to interrupt, returned once its run exists in ./mlflow.db."""
+def start_long_training(workdir: Path, data_dir: Path, client, experiment: str, env: dict | None = None):
+    """A `tabtrack train` subprocess slow enough to interrupt, returned once its run exists in ./mlflow.db.
+    `env` adds to the environment."""
     import os
     import subprocess
     import time
@@ -187,7 +201,11 @@ def start_long_training(workdir: Path, data_dir: Path, client, experiment: str):
     big = workdir / "big.csv"
     frame = pd.read_csv(data_dir / "diabetes.csv")
     pd.concat([frame] * 40, ignore_index=True).to_csv(big, index=False)
-    env = {**{k: v for k, v in os.environ.items() if k != "MLFLOW_TRACKING_URI"}, "PYTHONUNBUFFERED": "1"}
+    env = {
+        **{k: v for k, v in os.environ.items() if k != "MLFLOW_TRACKING_URI"},
+        "PYTHONUNBUFFERED": "1",
+        **(env or {}),
+    }
     proc = subprocess.Popen(
         [sys.executable, "-m", "tabtrack", "train", str(big), "--target", "target", "--model", "random_forest",
          "--set", "model.params.n_estimators=400", "--cv", "10", "--experiment", experiment],

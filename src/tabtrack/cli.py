@@ -703,6 +703,37 @@ def ui(
     raise typer.Exit(serve_ui(tracking_uri=tracking_uri, host=host, port=port))
 
 
+agent_app = typer.Typer(
+    help="The tracking agent: a warm process that records tracked runs (started by the first one).",
+    no_args_is_help=True,
+)
+app.add_typer(agent_app, name="agent")
+
+
+@agent_app.command("status")
+def agent_status() -> None:
+    """Say whether this environment's tracking agent is running (exit 1 when it is not)."""
+    from tabtrack.tracking.agent import agent_enabled, agent_paths, running_agent
+
+    if not agent_enabled():
+        typer.echo("tracking agent: off (TABTRACK_AGENT=0 or not Linux); runs are tracked in-process")
+        raise typer.Exit(1)
+    pid = running_agent()
+    if pid is None:
+        typer.echo("tracking agent: not running (the next tracked run starts it)")
+        raise typer.Exit(1)
+    typer.echo(f"tracking agent: running, pid {pid}, socket {agent_paths().socket}")
+
+
+@agent_app.command("stop")
+def agent_stop() -> None:
+    """Stop this environment's tracking agent; runs being recorded finish in their own workers."""
+    from tabtrack.tracking.agent import stop_agent
+
+    pid = stop_agent()
+    typer.echo(f"tracking agent {pid} stopped" if pid else "tracking agent: not running")
+
+
 def _headline(metrics: dict[str, str]) -> str:
     """The few test metrics worth a column; `tabtrack report` and the UI have the rest."""
     keys = ("test_accuracy", "test_f1", "test_f1_macro", "test_roc_auc", "test_rmse", "test_r2")

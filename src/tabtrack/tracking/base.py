@@ -9,7 +9,7 @@ from __future__ import annotations
 import logging
 import traceback
 from abc import ABC, abstractmethod
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any
@@ -33,6 +33,68 @@ class ModelArtifact:
     trusted_types: list[str] = field(default_factory=list)
     code_paths: list[str] = field(default_factory=list)
     name: str = "model"
+
+
+SCHEMA_SAMPLE_ROWS = 1000
+
+
+@dataclass
+class FrameSummary:
+    """What an MLflow dataset records of a frame (digest, schema from a sample, size), without the frame:
+    cheap to hand to another process however big the data."""
+
+    sample: Any  # the first SCHEMA_SAMPLE_ROWS rows, for the schema
+    digest: str
+    num_rows: int
+    num_elements: int
+
+    @classmethod
+    def of(cls, frame: Any) -> FrameSummary:
+        return cls(frame.head(SCHEMA_SAMPLE_ROWS), frame_digest(frame), len(frame), int(frame.size))
+
+
+def frame_digest(frame: Any) -> str:
+    """An 8-hex-digit digest of every row, column name and dtype (one vectorised hashing pass)."""
+    import hashlib
+
+    import pandas as pd
+
+    digest = hashlib.md5(usedforsecurity=False)
+    digest.update(pd.util.hash_pandas_object(frame, index=False).to_numpy().tobytes())
+    digest.update(repr([(str(c), str(t)) for c, t in frame.dtypes.items()]).encode())
+    return digest.hexdigest()[:8]
+
+
+# What drawing the standard plots imports (~1 s): worth importing while the model trains.
+PLOT_MODULES = ("matplotlib.figure", "matplotlib.backends.backend_agg")
+_PRELOADED = False
+
+
+def preload_in_background(modules: tuple[str, ...], *, then: Callable[[], None] | None = None) -> None:
+    """Import `modules` (then call `then`) in a background thread, once per process. Estimators train in
+    native code that releases the GIL, so the imports overlap with training instead of following it."""
+    global _PRELOADED
+    if _PRELOADED:
+        return
+    _PRELOADED = True
+    import importlib
+    import threading
+
+    # What the main thread imports next (metrics, inspection) is imported here first, so the two
+    # threads never wait on each other's half-imported modules.
+    importlib.import_module("sklearn.metrics")
+    importlib.import_module("sklearn.inspection")
+
+    def load() -> None:
+        for name in modules:
+            try:
+                importlib.import_module(name)
+            except Exception:  # the real import later reports a real problem
+                log.debug("warm-up import of %s failed", name, exc_info=True)
+        if then is not None:
+            then()
+
+    threading.Thread(target=load, name="tabtrack-warm-up", daemon=True).start()
 
 
 class Tracker(ABC):
@@ -119,6 +181,12 @@ class Tracker(ABC):
     @abstractmethod
     def log_model(self, artifact: ModelArtifact) -> str | None:
         """Log the model; return its URI (None where nothing is stored)."""
+
+    def log_model_later(self, artifact: ModelArtifact) -> Callable[[], str | None]:
+        """Start logging the model and return a function that waits for its URI: adapters that work
+        in the background serialise the model while the caller evaluates and draws plots."""
+        uri = self.log_model(artifact)
+        return lambda: uri
 
     def flush(self) -> None:  # noqa: B027 - optional hook: only buffering adapters need it
         """Send anything buffered."""

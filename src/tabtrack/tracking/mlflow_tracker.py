@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import functools
 import importlib
+import json
 import logging
 import os
 import tempfile
@@ -26,13 +27,12 @@ from mlflow.exceptions import MlflowException
 
 from tabtrack.errors import TrackingError
 from tabtrack.redact import redact_uri
-from tabtrack.tracking.base import ModelArtifact, Tracker
+from tabtrack.tracking.base import PLOT_MODULES, FrameSummary, ModelArtifact, Tracker, preload_in_background
 from tabtrack.tracking.store import is_local_store, resolve_tracking_uri, run_url
 
 # MLflow's per-request limits for log_batch.
 MAX_METRICS, MAX_PARAMS, MAX_TAGS = 1000, 100, 100
 MAX_PARAM_LENGTH = 6000
-SCHEMA_SAMPLE_ROWS = 1000
 PARENT_TAG = "mlflow.parentRunId"
 # SQLite lets one writer in at a time; concurrent `tabtrack train` processes wait their turn.
 LOCKED_RETRIES, LOCKED_BACKOFF_S = 8, 0.25
@@ -114,6 +114,7 @@ class MlflowTracker(Tracker):
         self._experiment_name: str | None = _parent._experiment_name if _parent else None
         self._run_name: str | None = None
         self._offline = None  # an OfflineTracker once the server stopped answering
+        self._model_id: str | None = None  # the run's `model`: metrics logged after it are linked to it
 
     # -- lifecycle --------------------------------------------------------------------
     def _start(self, *, experiment: str, run_name: str, tags: dict[str, str]) -> None:
@@ -287,7 +288,10 @@ class MlflowTracker(Tracker):
             self._offline.log_metrics(metrics, step=step)
             return
         now = int(time.time() * 1000)
-        self._metrics.extend(Metric(key, float(value), now, step or 0) for key, value in metrics.items())
+        # MLflow links the run's metrics to a model when it is logged; later ones are linked here.
+        self._metrics.extend(
+            Metric(key, float(value), now, step or 0, model_id=self._model_id) for key, value in metrics.items()
+        )
         if len(self._metrics) >= MAX_METRICS:
             self.flush()
 
@@ -345,6 +349,8 @@ class MlflowTracker(Tracker):
         if self._offline is not None:  # the flush just found the server gone
             return self._offline.log_model(artifact)
         info = flavor_module(artifact.flavor).log_model(artifact.model, name=artifact.name, **model_kwargs(artifact))
+        if artifact.name == "model":
+            self._model_id = info.model_id
         return info.model_uri
 
     @property
@@ -355,21 +361,31 @@ class MlflowTracker(Tracker):
 
 
 def dataset_entity(frame: Any, *, source: str, name: str, target: str | None):
-    """The MLflow dataset entity (digest, schema, profile) for a frame, as log_inputs takes it."""
+    """The MLflow dataset entity (digest, schema, profile) for a frame or a FrameSummary of one."""
+    from mlflow.entities import Dataset
     from mlflow.models import infer_signature
 
+    summary = frame if isinstance(frame, FrameSummary) else FrameSummary.of(frame)
     with warnings.catch_warnings():
         # MLflow registers two identical local-file source types and warns that it picked one.
         warnings.filterwarnings("ignore", message="The specified dataset source can be interpreted")
         # Our digest: MLflow's default maps type() over every cell of the whole frame (4.9 s for 1M x 31).
-        dataset = mlflow.data.from_pandas(frame, source=source, name=name, targets=target, digest=frame_digest(frame))
-        # The schema MLflow records is inferred from every row (0.3 s for 16k rows); the column
-        # types are settled by a sample, so seed the cached property with the sample's schema.
-        dataset.__dict__["schema"] = infer_signature(frame.head(SCHEMA_SAMPLE_ROWS)).inputs
-    return dataset._to_mlflow_entity()
-
-
-_WARMED = False
+        # The schema MLflow records is inferred from every row (0.3 s for 16k rows); the column types
+        # are settled by the sample, so seed the cached property with the sample's schema.
+        dataset = mlflow.data.from_pandas(
+            summary.sample, source=source, name=name, targets=target, digest=summary.digest
+        )
+        dataset.__dict__["schema"] = infer_signature(summary.sample).inputs
+        sample_entity = dataset._to_mlflow_entity()
+    profile = {"num_rows": summary.num_rows, "num_elements": summary.num_elements}  # of the whole frame
+    return Dataset(
+        name=sample_entity.name,
+        digest=sample_entity.digest,
+        source_type=sample_entity.source_type,
+        source=sample_entity.source,
+        schema=sample_entity.schema,
+        profile=json.dumps(profile),
+    )
 
 
 def warm_up_imports() -> None:
@@ -378,45 +394,23 @@ def warm_up_imports() -> None:
     `import skops.io` alone takes ~3.8 s (it imports every scikit-learn estimator to build its trusted
     list), and it is pure start-up cost; estimators train in native code that releases the GIL, so the
     import overlaps with training instead of following it."""
-    global _WARMED
-    if _WARMED:
-        return
-    _WARMED = True
-    import threading
+    preload_in_background(PLOT_MODULES, then=prepare_model_logging)
 
-    # What the main thread imports next (metrics, inspection) is imported here first, so the two
-    # threads never wait on each other's half-imported modules.
-    importlib.import_module("sklearn.metrics")
-    importlib.import_module("sklearn.inspection")
 
-    def load() -> None:
-        for name in ("skops.io", "mlflow.sklearn", "matplotlib.figure", "matplotlib.backends.backend_agg"):
-            try:
-                importlib.import_module(name)
-            except Exception:  # the main thread's own import will report a real problem
-                log.debug("warm-up import of %s failed", name, exc_info=True)
+def prepare_model_logging(extra_modules: tuple[str, ...] = ()) -> None:
+    """The one-off costs of a first log_model: importing skops and the flavor, and the installed-package
+    map MLflow builds to check requirements (~1.2 s: it reads every installed package's file list)."""
+    for name in ("skops.io", "mlflow.sklearn", *extra_modules):
         try:
-            # log_model checks the requirements against a map of every installed package's modules,
-            # built once per process from every package's file list (~1.2 s): build it now.
-            from mlflow.utils import requirements_utils
+            importlib.import_module(name)
+        except Exception:  # the real import later reports a real problem
+            log.debug("warm-up import of %s failed", name, exc_info=True)
+    try:
+        from mlflow.utils import requirements_utils
 
-            requirements_utils._init_modules_to_packages_map()  # private and cached: only a speed-up
-        except Exception:
-            log.debug("could not pre-build MLflow's package map", exc_info=True)
-
-    threading.Thread(target=load, name="tabtrack-warm-up", daemon=True).start()
-
-
-def frame_digest(frame: Any) -> str:
-    """An 8-hex-digit digest of every row, column name and dtype (one vectorised hashing pass)."""
-    import hashlib
-
-    import pandas as pd
-
-    digest = hashlib.md5(usedforsecurity=False)
-    digest.update(pd.util.hash_pandas_object(frame, index=False).to_numpy().tobytes())
-    digest.update(repr([(str(c), str(t)) for c, t in frame.dtypes.items()]).encode())
-    return digest.hexdigest()[:8]
+        requirements_utils._init_modules_to_packages_map()  # private, cached; only a speed-up if present
+    except Exception:
+        log.debug("could not pre-build MLflow's package map", exc_info=True)
 
 
 def model_kwargs(artifact: ModelArtifact) -> dict[str, Any]:

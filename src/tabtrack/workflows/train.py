@@ -20,6 +20,7 @@ from tabtrack.evaluate.metrics import aggregate_folds, compute_metrics, prefixed
 from tabtrack.lineage import requirements_txt
 from tabtrack.models import build_pipeline
 from tabtrack.tracking import Tracker, make_tracker
+from tabtrack.tracking.worker import WorkerTracker
 from tabtrack.workflows.checks import CheckedInputs, check_training
 from tabtrack.workflows.recording import (
     log_datasets,
@@ -149,12 +150,20 @@ def run_training(
 ) -> TrainResult:
     """Check every input first (no run, not even a store, exists if one is bad), then train and record.
     `checked` passes inputs a caller (compare) already checked."""
-    checked = checked or check_training(config)
-    tracker = tracker or make_tracker(track=track, tracking_uri=tracking_uri, offline=offline)
-    run_name = f"{checked.spec.name}_{datetime.now():%Y%m%d_%H%M%S}"
-    _seed_everything(checked.config.random_state)
-
-    params, tags = run_params(checked), run_tags(checked)
+    if tracker is None and track:
+        # A worker forked by the warm tracking agent records the run while this process trains;
+        # None where there is no agent, and the run is tracked in this process.
+        tracker = WorkerTracker.start(tracking_uri=tracking_uri, offline=offline)
+    try:
+        checked = checked or check_training(config)
+        tracker = tracker or make_tracker(track=track, tracking_uri=tracking_uri, offline=offline)
+        run_name = f"{checked.spec.name}_{datetime.now():%Y%m%d_%H%M%S}"
+        _seed_everything(checked.config.random_state)
+        params, tags = run_params(checked), run_tags(checked)
+    except BaseException:
+        if isinstance(tracker, WorkerTracker):
+            tracker.close()  # no run was started: the worker just goes
+        raise
     with tracker.run(experiment=checked.experiment, run_name=run_name, tags=tags) as run:
         result = record_training(run, checked, run_name=run_name, params=params, tags=tags, progress=progress)
     result.offline_bundle = run.offline_bundle  # known only once the run has ended (it may fail over late)
@@ -191,6 +200,10 @@ def record_training(
     _report_epochs(pipeline.named_steps["model"], run, progress)
     run.warm_up()
     pipeline.fit(split.X_train, split.y_train)
+    # Logged now, evaluated below: a tracker that works in the background stores the model meanwhile.
+    model_uri = run.log_model_later(model_artifact(pipeline, checked))
+    if spec.native_flavor:
+        run.log_model_later(native_artifact(pipeline, checked))
     metrics["train"], _, _ = evaluate_split(pipeline, split.X_train, split.y_train, checked)
     metrics["test"], y_pred, proba = evaluate_split(pipeline, split.X_test, split.y_test, checked)
 
@@ -209,9 +222,6 @@ def record_training(
     for path, png in evidence.images.items():
         run.log_bytes(png, path)
 
-    model_uri = run.log_model(model_artifact(pipeline, checked))
-    if spec.native_flavor:
-        run.log_model(native_artifact(pipeline, checked))
     flat_metrics = {f"{split_name}_{k}": v for split_name, values in metrics.items() for k, v in values.items()}
     report = ReportData(
         run_id=run.run_id, run_name=run_name, experiment=checked.experiment, status="FINISHED",
@@ -229,7 +239,7 @@ def record_training(
         pipeline=pipeline,
         config=cfg,
         classes=checked.dataset.classes,
-        model_uri=model_uri,
+        model_uri=model_uri(),
         ui_url=run.ui_url,
         fold_run_ids=fold_run_ids,
         artifact_seconds=evidence.seconds,
@@ -292,7 +302,7 @@ def _cross_validate(
     splitter_cls = StratifiedKFold if checked.dataset.task == "classification" else KFold
     splitter = splitter_cls(n_splits=cfg.cv_folds, shuffle=True, random_state=cfg.random_state)
     fold_metrics: list[dict[str, float]] = []
-    run_ids: list[str] = []
+    children: list[Tracker] = []
     for k, (fit_idx, val_idx) in enumerate(splitter.split(split.X_train, split.y_train), start=1):
         with run.child_run(f"fold_{k}") as child:
             child.log_params(
@@ -302,10 +312,11 @@ def _cross_validate(
             scores, _, _ = evaluate_split(pipeline, split.X_train.iloc[val_idx], split.y_train.iloc[val_idx], checked)
             child.log_metrics(prefixed("cv", scores))
             fold_metrics.append(scores)
-            if child.run_id:
-                run_ids.append(child.run_id)
+            children.append(child)
         if progress:
             progress("fold", k, cfg.cv_folds)
+    # Asked once the folds are done: a background tracker creates the runs while folds train.
+    run_ids = [child.run_id for child in children if child.run_id]
     return aggregate_folds(fold_metrics), run_ids
 
 

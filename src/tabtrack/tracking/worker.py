@@ -1,0 +1,428 @@
+"""Tracking in a worker process: the MLflow adapter runs in a worker forked by the tracking agent
+(`tabtrack.tracking.agent`) while the main process loads data, trains and draws plots.
+
+The main process holds a WorkerTracker that forwards each Tracker call over a socket without waiting,
+except where it needs an answer (run ids, the model URI, the end of the top-level run). Nothing is
+lost by not waiting: the worker runs the calls in order, its log records are re-emitted in the main
+process, and an error it meets is raised in the main process at the next call that waits, where the
+usual lifecycle marks the run FAILED. If the main process dies without ending its runs (killed), the
+worker sees the socket close and ends them as FAILED.
+"""
+
+from __future__ import annotations
+
+import itertools
+import logging
+import os
+import signal
+import sys
+import threading
+import time
+import traceback
+from collections.abc import Callable, Mapping
+from multiprocessing.connection import Connection
+from typing import Any
+
+from tabtrack.tracking.base import PLOT_MODULES, FrameSummary, ModelArtifact, Tracker, preload_in_background
+
+ROOT = 0
+EXIT_TIMEOUT_S = 120
+
+log = logging.getLogger(__name__)
+
+
+# -- the main process's side -------------------------------------------------------------------
+class WorkerDied(RuntimeError):
+    """The tracking worker process exited before answering."""
+
+
+class TrackingWorker:
+    """Starts the worker process and carries calls to it and answers back."""
+
+    def __init__(self, conn: Connection) -> None:
+        self._conn = conn
+        self._send_lock = threading.Lock()
+        self._answers: dict[int, tuple[bool, Any]] = {}
+        self._answered = threading.Condition()
+        self._requests = itertools.count(1)
+        self._handles = itertools.count(ROOT + 1)
+        self._dead = False
+        verbose = logging.getLogger("tabtrack").getEffectiveLevel() <= logging.INFO
+        # The worker was forked from the agent: it takes this process's place, directory and environment.
+        self.send(("hello", os.getcwd(), dict(os.environ), list(sys.path), list(sys.argv), verbose))
+        threading.Thread(target=self._read, name="tabtrack-tracking-reader", daemon=True).start()
+
+    @classmethod
+    def connect(cls) -> TrackingWorker | None:
+        from tabtrack.tracking.agent import agent_enabled, connect
+
+        # The agent spares a process importing MLflow; one that has imported it already (a notebook, a
+        # test) tracks in-process, so MLflow's own global state (the tracking URI) ends as it expects.
+        conn = connect() if agent_enabled() and "mlflow" not in sys.modules else None
+        return cls(conn) if conn is not None else None
+
+    def new_handle(self) -> int:
+        return next(self._handles)
+
+    def send(self, message: tuple) -> None:
+        with self._send_lock:
+            if self._dead:
+                return  # the next call that waits reports it
+            try:
+                self._conn.send(message)
+            except (OSError, EOFError):
+                self._mark_dead()
+
+    def ask(self, kind: str, handle: int, *args: Any) -> int:
+        """Send a call whose answer `wait` collects; returns the request's number."""
+        request = next(self._requests)
+        self.send((kind, request, handle, *args))
+        return request
+
+    def wait(self, request: int) -> Any:
+        with self._answered:
+            while request not in self._answers:
+                if self._dead:
+                    raise WorkerDied("the tabtrack tracking worker exited before answering")
+                self._answered.wait(0.5)
+            ok, value = self._answers.pop(request)
+        if not ok:
+            raise value
+        return value
+
+    def close(self) -> None:
+        """Let the worker go once it has run every call sent (it closes the socket as it exits)."""
+        self.send(("exit",))
+        deadline = time.monotonic() + EXIT_TIMEOUT_S
+        with self._answered:
+            while not self._dead and time.monotonic() < deadline:
+                self._answered.wait(0.5)
+        if not self._dead:
+            log.warning("the tracking worker did not finish within %d s", EXIT_TIMEOUT_S)
+        self._conn.close()
+
+    def _read(self) -> None:
+        while True:
+            try:
+                message = self._conn.recv()
+            except (OSError, EOFError):
+                self._mark_dead()
+                return
+            if message[0] == "log":
+                record = logging.makeLogRecord(message[1])
+                logging.getLogger(record.name).handle(record)
+            else:  # ("answer", request, ok, value)
+                with self._answered:
+                    self._answers[message[1]] = (message[2], message[3])
+                    self._answered.notify_all()
+
+    def _mark_dead(self) -> None:
+        with self._answered:
+            self._dead = True
+            self._answered.notify_all()
+
+
+class WorkerTracker(Tracker):
+    """A Tracker whose calls run in the worker, on the adapter `make_tracker` picks there."""
+
+    def __init__(self, worker: TrackingWorker, handle: int = ROOT, *, store: tuple = (None, False)) -> None:
+        self._worker = worker
+        self._handle = handle
+        self._store = store  # (tracking_uri, offline) for the top-level run
+        self._state: dict[str, Any] = {}
+
+    @classmethod
+    def start(cls, *, tracking_uri: str | None = None, offline: bool = False) -> WorkerTracker | None:
+        """A tracker on a worker forked by the agent, or None when there is no agent (track in-process).
+        Nothing touches the store before the run starts."""
+        worker = TrackingWorker.connect()
+        return cls(worker, store=(tracking_uri, offline)) if worker is not None else None
+
+    def _call(self, method: str, *args: Any, **kwargs: Any) -> None:
+        self._worker.send(("call", None, self._handle, method, args, kwargs))
+
+    def _ask(self, method: str, *args: Any, **kwargs: Any) -> int:
+        return self._worker.ask("call", self._handle, method, args, kwargs)
+
+    # -- lifecycle --------------------------------------------------------------------
+    def _start(self, *, experiment: str, run_name: str, tags: dict[str, str]) -> None:
+        if self._handle == ROOT:
+            self._worker.send(("open", *self._store))
+        self._call("_start", experiment=experiment, run_name=run_name, tags=tags)
+
+    def _child(self, method: str, *args: Any) -> WorkerTracker:
+        child = WorkerTracker(self._worker, self._worker.new_handle())
+        self._worker.send(("child", child._handle, self._handle, method, args))
+        return child
+
+    def _new_child(self, run_name: str, tags: dict[str, str]) -> Tracker:
+        return self._child("_new_child", run_name, tags)
+
+    def nested(self) -> Tracker:
+        return self._child("nested")
+
+    def _end(self, status: str) -> None:
+        if self._handle != ROOT:
+            self._call("_end", status)
+            return
+        try:  # the top-level run: wait until the worker has recorded everything, then let it go
+            self._worker.wait(self._ask("_end", status))
+            self._state = self._worker.wait(self._worker.ask("state", self._handle))
+        finally:
+            self.close()
+
+    def close(self) -> None:
+        """Stop the worker (after the run ended, or when a run never started)."""
+        if self._handle == ROOT:
+            self._worker.close()
+
+    # -- values and artifacts: sent without waiting -----------------------------------
+    def log_params(self, params: Mapping[str, Any]) -> None:
+        self._call("log_params", dict(params))
+
+    def log_metrics(self, metrics: Mapping[str, float], *, step: int | None = None) -> None:
+        self._call("log_metrics", {k: float(v) for k, v in metrics.items()}, step=step)
+
+    def set_tags(self, tags: Mapping[str, str]) -> None:
+        self._call("set_tags", dict(tags))
+
+    def log_text(self, text: str, artifact_file: str) -> None:
+        self._call("log_text", text, artifact_file)
+
+    def log_bytes(self, data: bytes, artifact_file: str) -> None:
+        self._call("log_bytes", data, artifact_file)
+
+    def log_dataset(self, frame: Any, *, context: str, source: str, name: str, target: str | None) -> None:
+        # A summary, not the frame: the worker needs a sample and the digest, however big the data.
+        summary = frame if isinstance(frame, FrameSummary) else FrameSummary.of(frame)
+        self._call("log_dataset", summary, context=context, source=source, name=name, target=target)
+
+    def log_model(self, artifact: ModelArtifact) -> str | None:
+        return self.log_model_later(artifact)()
+
+    def log_model_later(self, artifact: ModelArtifact) -> Callable[[], str | None]:
+        request = self._ask("log_model", artifact)
+        return lambda: self._worker.wait(request)
+
+    def flush(self) -> None:
+        self._call("flush")
+
+    def warm_up(self) -> None:
+        # The worker was forked ready to log the model; this process still draws the plots.
+        preload_in_background(PLOT_MODULES)
+
+    # -- what only the worker knows ---------------------------------------------------
+    def _known(self, key: str) -> Any:
+        if self._state.get(key) is None and not (self._handle == ROOT and "ended" in self._state):
+            try:
+                self._state = self._worker.wait(self._worker.ask("state", self._handle))
+            except WorkerDied:
+                return None
+        return self._state.get(key)
+
+    @property
+    def run_id(self) -> str | None:  # type: ignore[override]
+        return self._known("run_id")
+
+    @property
+    def experiment_id(self) -> str | None:  # type: ignore[override]
+        return self._known("experiment_id")
+
+    @property
+    def ui_url(self) -> str | None:
+        return self._known("ui_url")
+
+    @property
+    def offline_bundle(self) -> str | None:
+        return self._known("offline_bundle")
+
+
+# -- the worker's side --------------------------------------------------------------------------
+class _Server:
+    """Runs the calls on real trackers, in the order they were sent."""
+
+    def __init__(self, conn: Connection) -> None:
+        self.conn = conn
+        self.trackers: dict[int, Tracker] = {}
+        self.open: list[int] = []  # started and not yet ended, oldest first
+        self.broken: set[int] = set()  # never started: later calls on them are skipped
+        self.error: BaseException | None = None  # not yet reported to the main process
+
+    def serve(self) -> None:
+        while True:
+            try:
+                message = self.conn.recv()
+            except (EOFError, OSError):
+                self.abandon()
+                return
+            if message[0] == "exit":
+                return
+            self.handle(message)
+
+    def handle(self, message: tuple) -> None:
+        kind = message[0]
+        if kind == "open":
+            self.run(ROOT, lambda: self.trackers.__setitem__(ROOT, _make_tracker(*message[1:])), starts=ROOT)
+        elif kind == "child":
+            new, parent, method, args = message[1:]
+            if parent in self.broken:
+                self.broken.add(new)
+                return
+            child = self.run(new, lambda: getattr(self.trackers[parent], method)(*args), starts=new)
+            if child is not None:
+                self.trackers[new] = child
+                if method == "_new_child":
+                    self.open.append(new)
+        elif kind == "state":
+            request, handle = message[1:]
+            self.answer(request, True, self.state(handle))
+        else:  # ("call", request or None, handle, method, args, kwargs)
+            request, handle, method, args, kwargs = message[1:]
+            if handle in self.broken:
+                if request is not None:
+                    self.answer(request, True, None)
+                return
+            if method == "_end" and args == ("FINISHED",) and self.error is not None:
+                # A call the main process did not wait for failed: the run is not complete.
+                args = ("FAILED",)
+                self.run(handle, lambda: self.trackers[handle].set_tags({"error": _one_line(self.error)}), starts=None)
+            value = self.run(handle, lambda: getattr(self.trackers[handle], method)(*args, **kwargs),
+                             starts=handle if method == "_start" else None, request=request)  # fmt: skip
+            if method == "_start" and handle not in self.broken:
+                self.open.append(handle)
+            elif method == "_end" and handle in self.open:
+                self.open.remove(handle)  # ended, or failed to: either way not ours to end again
+            if request is not None and value is not _FAILED:
+                self.answer(request, True, value)
+
+    def run(self, handle: int, call: Callable[[], Any], *, starts: int | None, request: int | None = None) -> Any:
+        try:
+            return call()
+        except BaseException as exc:
+            exc.add_note("(raised in the tabtrack tracking worker)\n" + "".join(traceback.format_exception(exc)))
+            if starts is not None:
+                self.broken.add(starts)
+            if request is not None:
+                self.answer(request, False, exc)
+            elif self.error is None:
+                self.error = exc
+            return _FAILED
+
+    def answer(self, request: int, ok: bool, value: Any) -> None:
+        if self.error is not None:  # an earlier call without an answer failed: report that first
+            ok, value, self.error = False, self.error, None
+        self.conn.send(("answer", request, ok, _picklable(value) if not ok else value))
+
+    def state(self, handle: int) -> dict[str, Any]:
+        tracker = self.trackers.get(handle)
+        if tracker is None:
+            return {"ended": True}
+        return {
+            "run_id": tracker.run_id,
+            "experiment_id": tracker.experiment_id,
+            "ui_url": tracker.ui_url,
+            "offline_bundle": tracker.offline_bundle,
+            "ended": handle not in self.open,
+        }
+
+    def abandon(self) -> None:
+        """The main process is gone: end what it left open, innermost first."""
+        for handle in reversed(self.open):
+            tracker = self.trackers[handle]
+            try:
+                tracker.set_tags({"error": "the tabtrack process ended before the run did (killed?)"})
+                tracker._end("FAILED")
+            except Exception:
+                pass
+
+
+_FAILED = object()
+
+
+def _one_line(exc: BaseException) -> str:
+    return f"{type(exc).__name__}: {exc}"[:4000]
+
+
+def _make_tracker(tracking_uri: str | None, offline: bool) -> Tracker:
+    from tabtrack.tracking import make_tracker
+
+    return make_tracker(track=True, tracking_uri=tracking_uri, offline=offline)
+
+
+def import_tracking() -> None:
+    """What the agent does once, before it forks workers: import the MLflow adapter and the default
+    store's modules (~3.5 s), and the one-off work of a first log_model (skops, the package map)."""
+    from mlflow.store.tracking import sqlalchemy_store  # noqa: F401 - the default store's ~1.6 s of imports
+
+    import tabtrack.tracking.mlflow_tracker  # noqa: F401 - imports mlflow
+    from tabtrack.tracking.mlflow_tracker import prepare_model_logging
+
+    prepare_model_logging()
+
+
+def _picklable(exc: BaseException) -> BaseException:
+    import pickle
+
+    try:
+        pickle.loads(pickle.dumps(exc))
+        return exc
+    except Exception:
+        copy = RuntimeError(f"{type(exc).__name__}: {exc}")
+        for note in getattr(exc, "__notes__", []):
+            copy.add_note(note)
+        return copy
+
+
+class _Forward(logging.Handler):
+    """Log records go to the main process, which shows them as its own."""
+
+    def __init__(self, conn: Connection) -> None:
+        super().__init__()
+        self.conn = conn
+
+    def emit(self, record: logging.LogRecord) -> None:
+        try:
+            message = record.getMessage()
+            if record.exc_info:
+                message += "\n" + "".join(traceback.format_exception(*record.exc_info))
+            fields = {"name": record.name, "levelno": record.levelno, "levelname": record.levelname,
+                      "msg": message, "args": None, "created": record.created}  # fmt: skip
+            self.conn.send(("log", fields))
+        except Exception:
+            self.handleError(record)
+
+
+def _configure_worker(conn: Connection, verbose: bool) -> None:
+    # Ctrl-C reaches the whole process group; the main process decides how its runs end.
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    root = logging.getLogger()
+    root.handlers[:] = [_Forward(conn)]
+    root.setLevel(logging.INFO if verbose else logging.WARNING)
+    logging.getLogger("tabtrack").setLevel(logging.INFO if verbose else logging.WARNING)
+    logging.captureWarnings(True)
+    if not verbose:
+        import warnings
+
+        for noisy in ("mlflow", "alembic", "skops"):
+            logging.getLogger(noisy).setLevel(logging.ERROR)
+        warnings.filterwarnings("ignore", module=r"mlflow(\..*)?")
+        warnings.filterwarnings("ignore", category=FutureWarning)
+
+
+def serve_caller(conn: Connection) -> None:
+    """A worker's life: take the caller's place (directory, environment, import path, argv: MLflow
+    records the run's source from it), then run its calls."""
+    try:
+        hello = conn.recv()
+    except (EOFError, OSError):
+        return  # the caller went away before saying anything (`tabtrack agent status` does that)
+    _, cwd, environ, path, argv, verbose = hello
+    os.chdir(cwd)
+    os.environ.clear()
+    os.environ.update(environ)
+    time.tzset()
+    sys.path[:] = path
+    sys.argv[:] = argv
+    _configure_worker(conn, verbose=verbose)
+    _Server(conn).serve()

@@ -1,0 +1,168 @@
+"""The tracking agent: a warm process whose forked workers record tracked runs (tabtrack.tracking.agent)."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import mlflow
+import pytest
+
+from conftest import runs_of, start_long_training
+from tabtrack.tracking import agent
+
+pytestmark = [
+    pytest.mark.multiprocess,  # agents, CLI subprocesses
+    pytest.mark.skipif(not agent.agent_enabled(), reason="the agent needs Linux and TABTRACK_AGENT unset"),
+]
+
+TABTRACK = [sys.executable, "-m", "tabtrack"]
+# Run-specific values: identical records differ only in these.
+VOLATILE_TAGS = {"tabtrack.pid", "mlflow.runName", "mlflow.log-model.history"}
+
+
+@pytest.fixture
+def own_agent(tmp_path_factory, monkeypatch) -> dict[str, str]:
+    """An agent directory of this test's own (so it controls the agent's life), in os.environ and returned."""
+    directory = tmp_path_factory.mktemp("agent")
+    directory.chmod(0o700)
+    monkeypatch.setenv(agent.DIR_ENV, str(directory))
+    yield {**os.environ}
+    agent.stop_agent()
+
+
+def _tabtrack(*args: str, cwd: Path, env: dict[str, str]) -> subprocess.CompletedProcess:
+    return subprocess.run([*TABTRACK, *args], cwd=cwd, env=env, capture_output=True, text=True, timeout=300)
+
+
+def _agent_pid(cwd: Path, env: dict[str, str]) -> int | None:
+    status = _tabtrack("agent", "status", cwd=cwd, env=env)
+    if status.returncode != 0:
+        return None
+    return int(status.stdout.split("pid ")[1].split(",")[0])
+
+
+def _record(client, run) -> dict:
+    """Everything a run holds that does not depend on when or in which process it was made."""
+    run_id = run.info.run_id
+
+    def artifacts(path: str | None = None) -> set[str]:
+        found: set[str] = set()
+        for item in client.list_artifacts(run_id, path):
+            found |= artifacts(item.path) if item.is_dir else {item.path}
+        return found
+
+    return {
+        "status": run.info.status,
+        "params": run.data.params,
+        "metrics": run.data.metrics,
+        "tags": {k: v for k, v in run.data.tags.items() if k not in VOLATILE_TAGS},
+        "artifacts": artifacts(),
+        "inputs": sorted((d.dataset.name, d.dataset.digest, d.dataset.profile) for d in run.inputs.dataset_inputs),
+    }
+
+
+def test_agent_records_the_same_run_as_in_process_tracking(workdir, data_dir, client, own_agent):
+    data = data_dir / "breast_cancer.csv"
+    train = ["train", str(data), "--target", "target", "--model", "random_forest", "--cv", "2", "--experiment", "a"]
+    env = {k: v for k, v in own_agent.items() if k != "MLFLOW_TRACKING_URI"}
+    assert _agent_pid(workdir, env) is None
+
+    first = _tabtrack(*train, cwd=workdir, env=env)  # starts the agent
+    assert first.returncode == 0, first.stderr
+    pid = _agent_pid(workdir, env)
+    assert pid is not None
+    second = _tabtrack(*train, cwd=workdir, env=env)  # served by the same, warm agent
+    assert second.returncode == 0, second.stderr
+    assert _agent_pid(workdir, env) == pid
+    in_process = _tabtrack(*train, cwd=workdir, env={**env, agent.AGENT_ENV: "0"})
+    assert in_process.returncode == 0, in_process.stderr
+
+    parents = sorted((r for r in runs_of(client, "a") if "mlflow.parentRunId" not in r.data.tags),
+                     key=lambda r: r.info.start_time)  # fmt: skip
+    assert len(parents) == 3
+    records = [_record(client, run) for run in parents]
+    assert records[0]["status"] == "FINISHED"
+    assert {"test_roc_auc", "train_roc_auc", "cv_roc_auc_mean"} <= set(records[0]["metrics"])
+    assert {"plots/confusion_matrix.png", "config/resolved.yaml", "report.html"} <= records[0]["artifacts"]
+    assert records[0] == records[1] == records[2]
+    for run in parents:  # two folds each, finished, under their parent
+        children = [r for r in runs_of(client, "a") if r.data.tags.get("mlflow.parentRunId") == run.info.run_id]
+        assert sorted(c.info.run_name for c in children) == ["fold_1", "fold_2"]
+        assert {c.info.status for c in children} == {"FINISHED"}
+
+    # The model a worker logged loads and predicts like the one logged in-process.
+    frame = __import__("pandas").read_csv(data).drop(columns="target").head(50)
+    predictions = [mlflow.pyfunc.load_model(f"runs:/{run.info.run_id}/model").predict(frame) for run in parents]
+    assert (predictions[0] == predictions[2]).all() and (predictions[1] == predictions[2]).all()
+
+    stopped = _tabtrack("agent", "stop", cwd=workdir, env=env)
+    assert stopped.returncode == 0 and f"tracking agent {pid} stopped" in stopped.stdout
+    assert _agent_pid(workdir, env) is None
+
+
+def test_a_killed_caller_does_not_leave_its_run_running(workdir, data_dir, client, own_agent):
+    proc = start_long_training(workdir, data_dir, client, "killed")
+    proc.send_signal(signal.SIGKILL)
+    proc.wait(timeout=30)
+    deadline = time.time() + 60
+    while time.time() < deadline:  # the worker sees the socket close and ends what the caller left open
+        statuses = {r.info.run_name: r.info.status for r in runs_of(client, "killed")}
+        if "RUNNING" not in statuses.values():
+            break
+        time.sleep(0.5)
+    parent = next(r for r in runs_of(client, "killed") if r.info.run_name.startswith("random_forest"))
+    assert parent.info.status == "FAILED"
+    assert "ended before the run did" in parent.data.tags["error"]
+    assert "RUNNING" not in {r.info.status for r in runs_of(client, "killed")}
+
+
+def test_an_agent_running_other_code_is_replaced(own_agent):
+    paths = agent.agent_paths()
+    agent._start_agent(paths, "stale-signature")
+    deadline = time.time() + 30
+    while agent._agent_record(paths) is None:
+        assert time.time() < deadline, "the stale agent did not start"
+        time.sleep(0.1)
+    stale_pid, signature = agent._agent_record(paths)
+    assert signature == "stale-signature"
+
+    conn = agent.connect()  # what a tracked run does first
+    assert conn is not None
+    conn.close()
+    new_pid, signature = agent._agent_record(paths)
+    assert signature == agent.code_signature() and new_pid != stale_pid
+    assert not agent._is_agent(stale_pid)  # gone (or a zombie its reaper has yet to collect)
+
+
+def test_an_idle_agent_exits_and_removes_its_socket(own_agent, monkeypatch):
+    monkeypatch.setenv(agent.IDLE_ENV, "1")
+    conn = agent.connect()
+    assert conn is not None
+    conn.close()
+    paths = agent.agent_paths()
+    pid, _ = agent._agent_record(paths)
+    deadline = time.time() + 90  # its warm-up imports, then one idle second
+    while agent._is_agent(pid):
+        assert time.time() < deadline, "the agent did not exit when idle"
+        time.sleep(0.2)
+    assert not paths.socket.exists() and not paths.pid.exists()
+
+
+def test_an_unsafe_agent_directory_falls_back_to_tracking_in_process(workdir, data_dir, client, tmp_path):
+    shared = tmp_path / "shared"
+    shared.mkdir()
+    shared.chmod(0o755)  # others could reach a socket here
+    env = {k: v for k, v in os.environ.items() if k != "MLFLOW_TRACKING_URI"}
+    result = _tabtrack("train", str(data_dir / "wine.csv"), "--target", "target", "--experiment", "unsafe",
+                       cwd=workdir, env={**env, agent.DIR_ENV: str(shared)})  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    assert (
+        "tracking agent is unavailable" in result.stderr and "must belong to this user and be private" in result.stderr
+    )
+    assert [r.info.status for r in runs_of(client, "unsafe")] == ["FINISHED"]
+    assert not list(shared.iterdir())  # no socket was made there

@@ -134,7 +134,7 @@ def scale(work: Path, rows: int, repeats: int) -> list[Row]:
     bare = [sys.executable, "-m", "benchmarks.workloads", "bare", str(data), "hist_gradient_boosting"]
     env = {"PYTHONPATH": str(Path(__file__).resolve().parent.parent)}
     tracked_t, bare_t, tracked_mem, bare_mem, worker_mem = [], [], [], [], []
-    tiny = generated_classification(work / "tiny.csv", rows=200, features=3)
+    tiny = generated_classification(work / "tiny.csv", rows=200, features=8)
     time_command(tabtrack_cmd("train", str(tiny), "--target", "y"), cwd=work, repeats=1)  # the agent is warm after it
     for _ in range(repeats):
         seconds, peak, _ = _timed_peak(bare, work, env)

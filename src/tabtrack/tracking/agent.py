@@ -31,6 +31,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from multiprocessing.connection import Connection
 from pathlib import Path
@@ -266,19 +267,14 @@ def _warm_up() -> None:
 
 
 def _worker_main(conn_sock: socket.socket) -> None:
-    code = 0
-    try:
+    def serve() -> None:
         for name in ("SIGCHLD", "SIGTERM"):
             signal.signal(getattr(signal, name), signal.SIG_DFL)
         from tabtrack.tracking.worker import serve_caller
 
         serve_caller(Connection(conn_sock.detach()))
-    except BaseException:
-        log.exception("tracking worker failed")
-        code = 1
-    finally:
-        logging.shutdown()
-        os._exit(code)
+
+    _run_then_exit(serve, "tracking worker")
 
 
 def main(argv: list[str]) -> None:
@@ -292,13 +288,18 @@ def main(argv: list[str]) -> None:
         filename=paths.log, level=logging.INFO, format="%(asctime)s %(process)d %(name)s %(levelname)s %(message)s"
     )
     idle_s = float(os.environ.get(IDLE_ENV) or DEFAULT_IDLE_S)
+    _run_then_exit(lambda: _serve_forever(paths, signature, idle_s), "agent")
+
+
+def _run_then_exit(body: Callable[[], None], what: str) -> None:
+    """A forked process never returns into its parent's code: it runs `body` and exits (failures logged)."""
     code = 0
     try:
-        _serve_forever(paths, signature, idle_s)
+        body()
     except SystemExit:
         pass
     except BaseException:
-        log.exception("agent failed")
+        log.exception("%s failed", what)
         code = 1
     finally:
         logging.shutdown()

@@ -161,14 +161,10 @@ def _start_agent(paths: AgentPaths, signature: str) -> None:
 
 
 def running_agent() -> int | None:
-    """The pid of this installation's agent when one is listening."""
-    paths = agent_paths()
-    conn = _try_connect(paths.socket)
-    if conn is None:
-        return None
-    conn.close()  # the worker forked for this connection sees no hello and exits
-    record = _agent_record(paths)
-    return record[0] if record else None
+    """The pid of this installation's agent when it is alive (asked of /proc, not of the agent: a
+    connection would make it fork a worker just to say so)."""
+    record = _agent_record(agent_paths())
+    return record[0] if record and _is_agent(record[0]) else None
 
 
 def stop_agent() -> int | None:
@@ -268,8 +264,7 @@ def _warm_up() -> None:
 
 def _worker_main(conn_sock: socket.socket) -> None:
     def serve() -> None:
-        for name in ("SIGCHLD", "SIGTERM"):
-            signal.signal(getattr(signal, name), signal.SIG_DFL)
+        signal.signal(signal.SIGCHLD, signal.SIG_DFL)  # its own subprocesses are waited for as usual
         from tabtrack.tracking.worker import serve_caller
 
         serve_caller(Connection(conn_sock.detach()))

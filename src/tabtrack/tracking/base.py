@@ -50,6 +50,9 @@ class FrameSummary:
 
     @classmethod
     def of(cls, frame: Any) -> FrameSummary:
+        """The summary of a frame; a summary is its own."""
+        if isinstance(frame, FrameSummary):
+            return frame
         return cls(frame.head(SCHEMA_SAMPLE_ROWS), frame_digest(frame), len(frame), int(frame.size))
 
 
@@ -67,16 +70,17 @@ def frame_digest(frame: Any) -> str:
 
 # What drawing the standard plots imports (~1 s): worth importing while the model trains.
 PLOT_MODULES = ("matplotlib.figure", "matplotlib.backends.backend_agg")
-_PRELOADED = False
+_PRELOADED: set[tuple] = set()  # requests already started in this process
 
 
 def preload_in_background(modules: tuple[str, ...], *, then: Callable[[], None] | None = None) -> None:
-    """Import `modules` (then call `then`) in a background thread, once per process. Estimators train in
-    native code that releases the GIL, so the imports overlap with training instead of following it."""
-    global _PRELOADED
-    if _PRELOADED:
+    """Import `modules` (then call `then`) in a background thread, once per process for each request
+    (a worker-tracked run preloads only the plots; a later in-process run still prepares model logging).
+    Estimators train in native code that releases the GIL, so the imports overlap with training."""
+    request = (modules, then)
+    if request in _PRELOADED:
         return
-    _PRELOADED = True
+    _PRELOADED.add(request)
     import importlib
     import threading
 

@@ -365,7 +365,7 @@ def dataset_entity(frame: Any, *, source: str, name: str, target: str | None):
     from mlflow.entities import Dataset
     from mlflow.models import infer_signature
 
-    summary = frame if isinstance(frame, FrameSummary) else FrameSummary.of(frame)
+    summary = FrameSummary.of(frame)
     with warnings.catch_warnings():
         # MLflow registers two identical local-file source types and warns that it picked one.
         warnings.filterwarnings("ignore", message="The specified dataset source can be interpreted")
@@ -397,10 +397,10 @@ def warm_up_imports() -> None:
     preload_in_background(PLOT_MODULES, then=prepare_model_logging)
 
 
-def prepare_model_logging(extra_modules: tuple[str, ...] = ()) -> None:
+def prepare_model_logging() -> None:
     """The one-off costs of a first log_model: importing skops and the flavor, and the installed-package
     map MLflow builds to check requirements (~1.2 s: it reads every installed package's file list)."""
-    for name in ("skops.io", "mlflow.sklearn", *extra_modules):
+    for name in ("skops.io", "mlflow.sklearn"):
         try:
             importlib.import_module(name)
         except Exception:  # the real import later reports a real problem

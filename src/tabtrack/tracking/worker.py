@@ -37,7 +37,7 @@ class WorkerDied(RuntimeError):
 
 
 class TrackingWorker:
-    """Starts the worker process and carries calls to it and answers back."""
+    """The caller's end of the socket to its worker: carries calls there and answers back."""
 
     def __init__(self, conn: Connection) -> None:
         self._conn = conn
@@ -194,8 +194,7 @@ class WorkerTracker(Tracker):
 
     def log_dataset(self, frame: Any, *, context: str, source: str, name: str, target: str | None) -> None:
         # A summary, not the frame: the worker needs a sample and the digest, however big the data.
-        summary = frame if isinstance(frame, FrameSummary) else FrameSummary.of(frame)
-        self._call("log_dataset", summary, context=context, source=source, name=name, target=target)
+        self._call("log_dataset", FrameSummary.of(frame), context=context, source=source, name=name, target=target)
 
     def log_model(self, artifact: ModelArtifact) -> str | None:
         return self.log_model_later(artifact)()
@@ -393,7 +392,7 @@ class _Forward(logging.Handler):
 
 
 def _configure_worker(conn: Connection, verbose: bool) -> None:
-    # Ctrl-C reaches the whole process group; the main process decides how its runs end.
+    # The caller decides how its runs end (Ctrl-C there ends them KILLED); signals here would cut that short.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     signal.signal(signal.SIGTERM, signal.SIG_IGN)
     root = logging.getLogger()
@@ -416,7 +415,7 @@ def serve_caller(conn: Connection) -> None:
     try:
         hello = conn.recv()
     except (EOFError, OSError):
-        return  # the caller went away before saying anything (`tabtrack agent status` does that)
+        return  # the caller went away before saying anything
     _, cwd, environ, path, argv, verbose = hello
     os.chdir(cwd)
     os.environ.clear()

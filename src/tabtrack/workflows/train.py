@@ -150,10 +150,11 @@ def run_training(
 ) -> TrainResult:
     """Check every input first (no run, not even a store, exists if one is bad), then train and record.
     `checked` passes inputs a caller (compare) already checked."""
+    started = None
     if tracker is None and track:
         # A worker forked by the warm tracking agent records the run while this process trains;
         # None where there is no agent, and the run is tracked in this process.
-        tracker = WorkerTracker.start(tracking_uri=tracking_uri, offline=offline)
+        tracker = started = WorkerTracker.start(tracking_uri=tracking_uri, offline=offline)
     try:
         checked = checked or check_training(config)
         tracker = tracker or make_tracker(track=track, tracking_uri=tracking_uri, offline=offline)
@@ -161,8 +162,8 @@ def run_training(
         _seed_everything(checked.config.random_state)
         params, tags = run_params(checked), run_tags(checked)
     except BaseException:
-        if isinstance(tracker, WorkerTracker):
-            tracker.close()  # no run was started: the worker just goes
+        if started is not None:
+            started.close()  # no run was started: the worker just goes
         raise
     with tracker.run(experiment=checked.experiment, run_name=run_name, tags=tags) as run:
         result = record_training(run, checked, run_name=run_name, params=params, tags=tags, progress=progress)

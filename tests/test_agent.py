@@ -14,6 +14,7 @@ import pytest
 
 from conftest import runs_of, start_long_training
 from tabtrack.tracking import agent
+from tabtrack.tracking.worker import WORKER_NICENESS
 
 pytestmark = [
     pytest.mark.multiprocess,  # agents, CLI subprocesses
@@ -107,6 +108,12 @@ def test_agent_records_the_same_run_as_in_process_tracking(workdir, data_dir, cl
 
 def test_a_killed_caller_does_not_leave_its_run_running(workdir, data_dir, client, own_agent):
     proc = start_long_training(workdir, data_dir, client, "killed")
+    # Its worker runs at a lower priority than the agent it was forked from (the run's own work comes first).
+    agent_pid = agent._agent_record(agent.agent_paths())[0]
+    workers = Path(f"/proc/{agent_pid}/task/{agent_pid}/children").read_text().split()
+    assert len(workers) == 1
+    niceness = os.getpriority(os.PRIO_PROCESS, int(workers[0])) - os.getpriority(os.PRIO_PROCESS, agent_pid)
+    assert niceness == WORKER_NICENESS
     proc.send_signal(signal.SIGKILL)
     proc.wait(timeout=30)
     deadline = time.time() + 60

@@ -13,6 +13,7 @@ import pandas as pd
 import pytest
 from matplotlib import image as mpimg
 from sklearn import metrics as skm
+from sklearn.ensemble import HistGradientBoostingClassifier, HistGradientBoostingRegressor
 from sklearn.model_selection import train_test_split
 
 import tabtrack
@@ -74,6 +75,47 @@ def test_feature_importance_is_per_input_column(workdir, data_dir, store_uri):
         assert rank["plan"] < rank["city"] and rank["age"] < rank["city"], (model, table)
         method = mlflow.get_run(result.run_id).data.params["feature_importance_method"]
         assert method == ("permutation" if model == "hist_gradient_boosting" else "native")
+
+
+def _mixed_frame(rows: int = 1500) -> pd.DataFrame:
+    rng = np.random.default_rng(0)
+    frame = pd.DataFrame({
+        "a": rng.normal(size=rows), "b": rng.normal(size=rows),
+        "city": rng.choice(["x", "y", "z"], rows), "d": rng.integers(0, 5, rows).astype(float),
+    })  # fmt: skip
+    frame.loc[::17, "b"] = np.nan
+    return frame
+
+
+class _OwnScore(HistGradientBoostingClassifier):
+    def score(self, X, y, sample_weight=None):  # not the default accuracy: must be called as it is
+        return float(np.mean(self.predict_proba(X)[:, 1]))
+
+
+@pytest.mark.parametrize("kind", ["classifier", "regressor", "own_score"])
+def test_batched_permutation_importance_equals_scikit_learns(kind, monkeypatch):
+    from sklearn.inspection import permutation_importance
+
+    from tabtrack.evaluate import importance
+    from tabtrack.models.pipeline import build_pipeline
+
+    X = _mixed_frame()
+    if kind == "regressor":
+        y, estimator = X["a"] * 2 + (X["city"] == "y") + X["d"] * 0.1, HistGradientBoostingRegressor(max_iter=20)
+    else:
+        y = ((X["a"] + (X["city"] == "x")) > 0.5).map({True: "yes", False: "no"})
+        estimator = (_OwnScore if kind == "own_score" else HistGradientBoostingClassifier)(max_iter=20)
+    pipeline = build_pipeline(estimator, numeric=["a", "b", "d"], categorical=["city"]).fit(X, y)
+    expected = permutation_importance(pipeline, X, y, n_repeats=3, random_state=7).importances_mean
+    assert np.abs(expected).max() > 0.001  # shuffling matters, so the comparison means something
+    assert np.array_equal(
+        importance.permutation_importance_means(pipeline, X, y, n_repeats=3, random_state=7), expected
+    )
+    # Split over several predict calls (a wide frame): still the same numbers.
+    monkeypatch.setattr(importance, "PERMUTATION_MAX_CELLS", len(X) * X.shape[1] * 2)
+    assert np.array_equal(
+        importance.permutation_importance_means(pipeline, X, y, n_repeats=3, random_state=7), expected
+    )
 
 
 def test_threshold_metrics_match_an_independent_computation(workdir, data_dir, store_uri, client):

@@ -141,6 +141,30 @@ def test_regression_run_metrics_match_an_independent_computation(workdir, data_d
     assert "reports/classification_report.txt" not in artifacts
 
 
+def test_train_metrics_on_a_sample_of_big_training_splits(workdir, data_dir, client, store_uri):
+    """`train_metrics_rows` caps the training rows the train_* metrics score: a random sample seeded by
+    random_state, recorded as a param; test metrics still use every test row."""
+    data = data_dir / "diabetes.csv"
+    result = tabtrack.train(
+        data, target="target", model="ridge", tracking_uri=store_uri, overrides=["train_metrics_rows=100"]
+    )
+    run = client.get_run(result.run_id)
+    X_train, X_test, y_train, y_test = _split(data, "target", stratify=False)
+    assert run.data.params["train_metrics_rows"] == "100" and run.data.params["n_train_samples"] == str(len(X_train))
+    rows = np.sort(np.random.default_rng(42).choice(len(X_train), 100, replace=False))
+    sampled = result.pipeline.predict(X_train.iloc[rows])
+    assert run.data.metrics["train_rmse"] == pytest.approx(skm.root_mean_squared_error(y_train.iloc[rows], sampled))
+    whole = skm.root_mean_squared_error(y_train, result.pipeline.predict(X_train))
+    assert run.data.metrics["train_rmse"] != pytest.approx(whole)  # so the sample was what got scored
+    assert run.data.metrics["test_rmse"] == pytest.approx(
+        skm.root_mean_squared_error(y_test, result.pipeline.predict(X_test))
+    )
+    # Under the cap (the default 200,000 here): every training row, and no param.
+    default = client.get_run(tabtrack.train(data, target="target", model="ridge", tracking_uri=store_uri).run_id)
+    assert "train_metrics_rows" not in default.data.params
+    assert default.data.metrics["train_rmse"] == pytest.approx(whole)
+
+
 def test_multiclass_metrics_are_macro_and_weighted(workdir, data_dir, store_uri, client):
     result = tabtrack.train(data_dir / "wine.csv", target="target", model="logistic_regression", tracking_uri=store_uri)
     m = client.get_run(result.run_id).data.metrics

@@ -76,6 +76,24 @@ def test_each_check_fires(frame, expected):
     assert expected in findings(frame)
 
 
+def test_leakage_on_columns_longer_than_the_first_rows_it_looks_at():
+    """Past SAMPLE_ROWS the checks look at the first rows before the whole column; a column that only
+    differs, or only overlaps, after them must not be flagged, and one that leaks throughout must be."""
+    from tabtrack.data.validate import SAMPLE_ROWS
+
+    n = SAMPLE_ROWS + 2_000
+    frame = clean_frame(n)
+    late = np.arange(n) >= SAMPLE_ROWS
+    frame["copy"] = frame["y"]
+    frame["copy_until_late"] = np.where(late, 1 - frame["y"], frame["y"])
+    frame["label"] = frame["y"].map({0: "no", 1: "yes"}).astype(str)
+    frame["y_text_until_late"] = np.where(late, "other", frame["y"].astype(str))
+    frame["score"] = frame["y"] * 10 + np.random.default_rng(3).uniform(size=n)
+    frame["score_until_late"] = np.where(late, 5.0, frame["score"])  # 5.0 lies between the two classes' ranges
+    leaks = {column for check, _, column in findings(frame) if check == "leakage"}
+    assert leaks == {"copy", "label", "score"}
+
+
 def test_duplicates_and_regression_leak_and_missing_target():
     frame = clean_frame()
     doubled = pd.concat([frame, frame.head(30)], ignore_index=True)

@@ -64,6 +64,9 @@ class RunConfig(_Strict):
     )
     experiment: str | None = Field(None, description="MLflow experiment; default: the data file's stem")
     tags: dict[str, str] = Field(default_factory=dict)
+    train_metrics_rows: int | None = Field(
+        200_000, ge=1, description="train_* metrics on a random sample of at most this many training rows; null: all"
+    )
     thresholds: list[float] = Field([0.3, 0.5, 0.7], description="binary classifiers: F1 logged at each")
     metrics: list[str] = Field(
         default_factory=list, description="custom metrics, 'module:function' or 'file.py:function'"

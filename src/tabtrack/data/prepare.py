@@ -169,7 +169,7 @@ def _normalise_features(X: pd.DataFrame, source: str) -> tuple[pd.DataFrame, lis
     """Numeric columns become float64 (so the model signature admits missing values);
     everything else becomes object-dtype text with NaN for missing, which sklearn's
     imputers and encoders handle consistently across pandas versions."""
-    X = X.copy()
+    X = X.copy(deep=False)  # columns are replaced, never written into: no need to copy a 1M-row frame
     X.columns = [str(c) for c in X.columns]
     numeric: list[str] = []
     categorical: list[str] = []

@@ -259,10 +259,7 @@ def _check_leakage(frame: pd.DataFrame, target: str, settings: ValidationSetting
 def _leak(x: pd.Series, y: pd.Series, y_codes: pd.Series, *, classification: bool, enough_rows: bool) -> str | None:
     numeric = pd.api.types.is_numeric_dtype(x) and not pd.api.types.is_bool_dtype(x)
     y_numeric = pd.api.types.is_numeric_dtype(y) and not pd.api.types.is_bool_dtype(y)
-    if numeric and y_numeric:
-        if np.array_equal(x.to_numpy(dtype="float64"), y.to_numpy(dtype="float64"), equal_nan=True):
-            return "is identical to"
-    elif x.astype(str).equals(y.astype(str)):
+    if _identical(x, y, numeric=numeric and y_numeric):
         return "is identical to"
     if not enough_rows or x.isna().any():
         return None
@@ -282,9 +279,33 @@ def _leak(x: pd.Series, y: pd.Series, y_codes: pd.Series, *, classification: boo
     return None
 
 
+def _identical(x: pd.Series, y: pd.Series, *, numeric: bool) -> bool:
+    # The first rows nearly always differ: compare them before converting a million of each.
+    for rows in (slice(None, SAMPLE_ROWS), slice(None)):
+        if numeric:
+            same = np.array_equal(x.iloc[rows].to_numpy(dtype="float64"), y.iloc[rows].to_numpy(dtype="float64"),
+                                  equal_nan=True)  # fmt: skip
+        else:
+            same = x.iloc[rows].astype(str).equals(y.iloc[rows].astype(str))
+        if not same or len(x) <= SAMPLE_ROWS:
+            return same
+    return True
+
+
 def _classes_separated(x: pd.Series, y_codes: pd.Series) -> bool:
     """True when the classes occupy disjoint ranges of x, so thresholds on x alone classify perfectly."""
-    ranges = x.groupby(y_codes).agg(["min", "max"]).sort_values("min")
+    if len(x) > SAMPLE_ROWS:
+        head = _class_ranges(x.iloc[:SAMPLE_ROWS], y_codes.iloc[:SAMPLE_ROWS])
+        if len(head) >= 2 and not _disjoint(head):
+            return False  # ranges that overlap among the first rows overlap in the whole column
+    return _disjoint(_class_ranges(x, y_codes))
+
+
+def _class_ranges(x: pd.Series, y_codes: pd.Series) -> pd.DataFrame:
+    return x.groupby(y_codes).agg(["min", "max"]).sort_values("min")
+
+
+def _disjoint(ranges: pd.DataFrame) -> bool:
     return len(ranges) >= 2 and bool((ranges["min"].to_numpy()[1:] > ranges["max"].to_numpy()[:-1]).all())
 
 

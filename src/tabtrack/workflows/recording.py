@@ -38,6 +38,8 @@ def run_params(checked: CheckedInputs) -> dict[str, Any]:
     }
     if checked.dataset.classes is not None:
         settings["n_classes"] = len(checked.dataset.classes)
+    if train_rows_scored(checked) < len(split.X_train):
+        settings["train_metrics_rows"] = train_rows_scored(checked)
     if checked.dataset.dropped_target_rows:
         settings["n_dropped_target_rows"] = checked.dataset.dropped_target_rows
     if checked.device:
@@ -48,6 +50,12 @@ def run_params(checked: CheckedInputs) -> dict[str, Any]:
     if cfg.drop_columns:
         settings["drop_columns"] = ",".join(cfg.drop_columns)
     return redact({**hyperparameters(checked.estimator), **settings})
+
+
+def train_rows_scored(checked: CheckedInputs) -> int:
+    """How many training rows the train_* metrics are computed on (config `train_metrics_rows`)."""
+    limit = checked.config.train_metrics_rows
+    return len(checked.split.X_train) if limit is None else min(limit, len(checked.split.X_train))
 
 
 def run_tags(checked: CheckedInputs) -> dict[str, str]:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import sys
 from pathlib import Path
 
 import pandas as pd
@@ -83,7 +84,21 @@ def _check_delimiter(path: Path, header: str) -> None:
 
 def _read_parquet(path: Path) -> pd.DataFrame:
     try:
-        return pd.read_parquet(path)
+        frame = pd.read_parquet(path)
     except Exception as exc:  # pyarrow raises several unrelated types for a bad file
         detail = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise DataError(f"data file '{path}' is not a readable Parquet file: {detail}") from exc
+    release_arrow_memory()
+    return frame
+
+
+def release_arrow_memory() -> None:
+    """Give freed Arrow memory back to the system. Arrow's allocator keeps what was freed for reuse: the
+    Arrow table a Parquet file was read into, and the frame's own blocks (Arrow allocates them) once the
+    run has split it. Measured: 625 MiB held after checking 1M x 31 floats, under everything training
+    allocates next."""
+    if "pyarrow" not in sys.modules:  # nothing was read through Arrow
+        return
+    import pyarrow
+
+    pyarrow.default_memory_pool().release_unused()

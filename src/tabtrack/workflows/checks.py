@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -11,6 +11,7 @@ import pandas as pd
 
 from tabtrack.config import RunConfig
 from tabtrack.data import DataFingerprint, Dataset, fingerprint, load_table, prepare_dataset, split_dataset
+from tabtrack.data.load import release_arrow_memory
 from tabtrack.data.prepare import Split, presplit_dataset
 from tabtrack.data.validate import ValidationReport, ValidationSettings, load_schema, validate_frame
 from tabtrack.errors import ConfigError, DataError
@@ -112,7 +113,10 @@ def check_data(config: RunConfig) -> CheckedData:
         split = split_dataset(dataset, test_size=config.test_size, random_state=config.random_state)
     if config.cv_folds >= 2:
         _check_folds(split.y_train, config.cv_folds, dataset.task)
-    return CheckedData(
+    # The split holds the feature rows from here on: keeping a second copy of them through training
+    # would cost as much memory again as the data itself (229 MiB for 1M x 30 floats).
+    dataset = replace(dataset, X=dataset.X.iloc[:0].copy())
+    checked = CheckedData(
         data_path=data_path,
         fingerprint=fingerprint(data_path),
         dataset=dataset,
@@ -120,6 +124,9 @@ def check_data(config: RunConfig) -> CheckedData:
         validation=report,
         test_fingerprint=test_fingerprint,
     )
+    del frame, dataset
+    release_arrow_memory()
+    return checked
 
 
 def data_file(config: RunConfig) -> Path:

@@ -68,7 +68,7 @@ def overhead(work: Path, repeats: int) -> list[Row]:
         ("   ref: tracked in-process (TABTRACK_AGENT=0) / untracked", f"{m['inproc'] / m['untracked']:.2f}x", "", ""),
         (
             "2. tabtrack overhead / autolog+evaluate overhead",
-            f"{ours / theirs:.2f} ({ours:.1f} s / {theirs:.1f} s)",
+            f"{ours / theirs:.3f} ({ours:.1f} s / {theirs:.1f} s)",
             "<= 0.1",
             _ok(ours / theirs <= 0.1),
         ),

@@ -281,15 +281,16 @@ def _leak(x: pd.Series, y: pd.Series, y_codes: pd.Series, *, classification: boo
 
 def _identical(x: pd.Series, y: pd.Series, *, numeric: bool) -> bool:
     # The first rows nearly always differ: compare them before converting a million of each.
-    for rows in (slice(None, SAMPLE_ROWS), slice(None)):
-        if numeric:
-            same = np.array_equal(x.iloc[rows].to_numpy(dtype="float64"), y.iloc[rows].to_numpy(dtype="float64"),
-                                  equal_nan=True)  # fmt: skip
-        else:
-            same = x.iloc[rows].astype(str).equals(y.iloc[rows].astype(str))
-        if not same or len(x) <= SAMPLE_ROWS:
-            return same
-    return True
+    head = slice(None, SAMPLE_ROWS)
+    return _same_values(x.iloc[head], y.iloc[head], numeric=numeric) and (
+        len(x) <= SAMPLE_ROWS or _same_values(x, y, numeric=numeric)
+    )
+
+
+def _same_values(x: pd.Series, y: pd.Series, *, numeric: bool) -> bool:
+    if numeric:
+        return np.array_equal(x.to_numpy(dtype="float64"), y.to_numpy(dtype="float64"), equal_nan=True)
+    return x.astype(str).equals(y.astype(str))
 
 
 def _classes_separated(x: pd.Series, y_codes: pd.Series) -> bool:

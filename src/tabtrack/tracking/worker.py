@@ -104,12 +104,7 @@ class TrackingWorker:
         self._conn.close()
 
     def _read(self) -> None:
-        while True:
-            try:
-                message = self._conn.recv()
-            except (OSError, EOFError):
-                self._mark_dead()
-                return
+        for message in _received(self._conn):
             if message[0] == "log":
                 record = logging.makeLogRecord(message[1])
                 logging.getLogger(record.name).handle(record)
@@ -117,6 +112,7 @@ class TrackingWorker:
                 with self._answered:
                     self._answers[message[1]] = (message[2], message[3])
                     self._answered.notify_all()
+        self._mark_dead()
 
     def _mark_dead(self) -> None:
         with self._answered:
@@ -238,6 +234,15 @@ class WorkerTracker(Tracker):
         return self._known("offline_bundle")
 
 
+def _received(conn: Connection):
+    """The messages from the other end of the socket, until it closes."""
+    while True:
+        try:
+            yield conn.recv()
+        except (EOFError, OSError):
+            return
+
+
 # -- the worker's side --------------------------------------------------------------------------
 class _Server:
     """Runs the calls on real trackers, in the order they were sent."""
@@ -250,15 +255,11 @@ class _Server:
         self.error: BaseException | None = None  # not yet reported to the main process
 
     def serve(self) -> None:
-        while True:
-            try:
-                message = self.conn.recv()
-            except (EOFError, OSError):
-                self.abandon()
-                return
+        for message in _received(self.conn):
             if message[0] == "exit":
                 return
             self.handle(message)
+        self.abandon()  # the caller closed the connection without saying it was done
 
     def handle(self, message: tuple) -> None:
         kind = message[0]

@@ -38,8 +38,9 @@ def run_params(checked: CheckedInputs) -> dict[str, Any]:
     }
     if checked.dataset.classes is not None:
         settings["n_classes"] = len(checked.dataset.classes)
-    if train_rows_scored(checked) < len(split.X_train):
-        settings["train_metrics_rows"] = train_rows_scored(checked)
+    scored = train_rows_scored(checked)
+    if scored < len(split.X_train):
+        settings["train_metrics_rows"] = scored
     if checked.dataset.dropped_target_rows:
         settings["n_dropped_target_rows"] = checked.dataset.dropped_target_rows
     if checked.device:

@@ -1,10 +1,13 @@
 """Everything a reviewer looks at besides the headline metrics, computed from test predictions:
 plots, classification report, feature importance and threshold metrics. Pure: returns bytes and
-text keyed by artifact path; the workflow decides where they are logged."""
+text keyed by artifact path; the workflow decides where they are logged.
+
+Two steps: `build_evidence` needs the fitted pipeline (importance) and returns, besides texts and
+metrics, the small, picklable `PlotData`; `draw_plots` turns that into PNGs. Drawing is the costly
+half (~0.5 s for a classifier), so a tracker may run it in another process (`Tracker.compute_later`)."""
 
 from __future__ import annotations
 
-import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -25,13 +28,28 @@ from tabtrack.evaluate.reports import classification_report
 
 
 @dataclass
+class PlotData:
+    """What the standard plots are drawn from: test-split predictions and the importance table."""
+
+    task: str
+    model_name: str
+    y_true: np.ndarray
+    y_pred: np.ndarray
+    proba: np.ndarray | None
+    classes: list | None
+    importance: pd.DataFrame
+    importance_method: str
+    history: list[dict[str, float]] | None = None  # per-epoch losses, for models that keep them
+    best_epoch: int = 0
+
+
+@dataclass
 class Evidence:
     metrics: dict[str, float] = field(default_factory=dict)  # extra test metrics, without the split prefix
     run_metrics: dict[str, float] = field(default_factory=dict)  # logged as named, e.g. best_epoch
-    images: dict[str, bytes] = field(default_factory=dict)  # "plots/name.png" -> PNG
+    plots: PlotData | None = None  # None: nothing to draw (runs that store nothing)
     texts: dict[str, str] = field(default_factory=dict)  # "reports/name.ext" -> text
     params: dict[str, Any] = field(default_factory=dict)
-    seconds: float = 0.0
 
 
 def build_evidence(
@@ -48,26 +66,21 @@ def build_evidence(
     random_state: int,
     with_plots: bool = True,
 ) -> Evidence:
-    """`with_plots=False` computes only what is printed (threshold metrics), for runs that store nothing."""
-    start = time.perf_counter()
+    """`with_plots=False` computes only what is printed (threshold metrics), for runs that store nothing.
+    The plots are drawn from `evidence.plots` by `draw_plots`."""
     evidence = Evidence()
     if not with_plots:
         if task == "classification" and proba is not None and len(classes) == 2:
             evidence.metrics.update(threshold_metrics(y_test, proba[:, 1], positive=classes[1], thresholds=thresholds))
-        evidence.seconds = time.perf_counter() - start
         return evidence
     if task == "classification":
-        figures = classification_plots(y_test, y_pred, proba, classes=classes, model=model_name)
         text, as_json = classification_report(y_test, y_pred, classes=classes)
         evidence.texts["reports/classification_report.txt"] = text
         evidence.texts["reports/classification_report.json"] = as_json
         if proba is not None and len(classes) == 2:
             evidence.metrics.update(threshold_metrics(y_test, proba[:, 1], positive=classes[1], thresholds=thresholds))
-    else:
-        figures = regression_plots(y_test, y_pred, model=model_name)
 
     table, method, rows = feature_importance(pipeline, X_test, y_test, random_state=random_state)
-    figures["feature_importance"] = feature_importance_plot(table, model=model_name, method=method)
     evidence.texts["reports/feature_importance.csv"] = table.to_csv(index=False)
     evidence.params["feature_importance_method"] = method
     if rows is not None:
@@ -76,9 +89,27 @@ def build_evidence(
     estimator = pipeline.named_steps["model"]
     history = getattr(estimator, "history_", None)
     if history:
-        figures["loss_curve"] = loss_curve_plot(history, best_epoch=estimator.best_epoch_, model=model_name)
         evidence.run_metrics.update({"best_epoch": estimator.best_epoch_, "n_epochs": estimator.n_epochs_})
 
-    evidence.images = {f"plots/{name}.png": render_png(fig) for name, fig in figures.items()}
-    evidence.seconds = time.perf_counter() - start
+    evidence.plots = PlotData(
+        task=task, model_name=model_name, y_true=np.asarray(y_test), y_pred=np.asarray(y_pred), proba=proba,
+        classes=list(classes) if classes is not None else None, importance=table, importance_method=method,
+        history=list(history) if history else None, best_epoch=getattr(estimator, "best_epoch_", 0) if history else 0,
+    )  # fmt: skip
     return evidence
+
+
+def draw_plots(data: PlotData) -> dict[str, bytes]:
+    """`{"plots/<name>.png": PNG}` for the standard plots of the run's task."""
+    if data.task == "classification":
+        figures = classification_plots(
+            data.y_true, data.y_pred, data.proba, classes=data.classes, model=data.model_name
+        )
+    else:
+        figures = regression_plots(data.y_true, data.y_pred, model=data.model_name)
+    figures["feature_importance"] = feature_importance_plot(
+        data.importance, model=data.model_name, method=data.importance_method
+    )
+    if data.history:
+        figures["loss_curve"] = loss_curve_plot(data.history, best_epoch=data.best_epoch, model=data.model_name)
+    return {f"plots/{name}.png": render_png(fig) for name, fig in figures.items()}

@@ -35,6 +35,20 @@ def render_png(fig) -> bytes:
     return buffer.getvalue()
 
 
+def warm_up_drawing() -> None:
+    """Import what drawing the plots needs and draw one small figure, which loads the fonts: done once
+    by a process that forks others to draw (the tracking agent), ~1 s each of them would pay."""
+    import importlib
+
+    for module in ("sklearn.calibration", "sklearn.metrics"):  # the Display classes
+        importlib.import_module(module)
+
+    fig, ax = _figure("warm-up", "tabtrack")
+    ax.plot([0, 1], [0, 1], label="line")
+    ax.legend()
+    render_png(fig)
+
+
 def classification_plots(
     y_true: Sequence, y_pred: Sequence, proba: np.ndarray | None, *, classes: Sequence, model: str
 ) -> dict[str, object]:

@@ -12,9 +12,10 @@ from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, TypeVar
 
 log = logging.getLogger(__name__)
+T = TypeVar("T")
 
 FINISHED, FAILED, KILLED = "FINISHED", "FAILED", "KILLED"
 ERROR_TAG = "error"
@@ -191,6 +192,13 @@ class Tracker(ABC):
         in the background serialise the model while the caller evaluates and draws plots."""
         uri = self.log_model(artifact)
         return lambda: uri
+
+    def compute_later(self, fn: Callable[..., T], *args: Any) -> Callable[[], T]:
+        """Start `fn(*args)` and return a function that waits for its value. `fn` is pure, CPU-bound
+        and picklable (a module-level function, as drawing the plots is): an adapter may run it in
+        another process while the caller goes on. Here it runs now."""
+        value = fn(*args)
+        return lambda: value
 
     def flush(self) -> None:  # noqa: B027 - optional hook: only buffering adapters need it
         """Send anything buffered."""

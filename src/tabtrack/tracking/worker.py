@@ -7,6 +7,10 @@ lost by not waiting: the worker runs the calls in order, its log records are re-
 process, and an error it meets is raised in the main process at the next call that waits, where the
 usual lifecycle marks the run FAILED. If the main process dies without ending its runs (killed), the
 worker sees the socket close and ends them as FAILED.
+
+A second process forked the same way, the compute helper, runs pure functions the run hands it
+(`Tracker.compute_later`: drawing the plots) on another core, with matplotlib and its fonts already
+loaded in the agent, while the main process scores the training split and the worker logs the model.
 """
 
 from __future__ import annotations
@@ -15,6 +19,7 @@ import contextlib
 import itertools
 import logging
 import os
+import pickle
 import signal
 import sys
 import threading
@@ -22,9 +27,10 @@ import time
 import traceback
 from collections.abc import Callable, Mapping
 from multiprocessing.connection import Connection
+from multiprocessing.reduction import ForkingPickler
 from typing import Any
 
-from tabtrack.tracking.base import PLOT_MODULES, FrameSummary, ModelArtifact, Tracker, preload_in_background
+from tabtrack.tracking.base import PLOT_MODULES, FrameSummary, ModelArtifact, T, Tracker, preload_in_background
 
 ROOT = 0
 EXIT_TIMEOUT_S = 120
@@ -49,19 +55,20 @@ class TrackingWorker:
         self._requests = itertools.count(1)
         self._handles = itertools.count(ROOT + 1)
         self._dead = False
-        verbose = logging.getLogger("tabtrack").getEffectiveLevel() <= logging.INFO
-        # The worker was forked from the agent: it takes this process's place, directory and environment.
-        self.send(("hello", os.getcwd(), dict(os.environ), list(sys.path), list(sys.argv), verbose))
+        self._helper: ComputeHelper | bool | None = False  # False: not asked for yet
+        self.send(_hello("track"))
         threading.Thread(target=self._read, name="tabtrack-tracking-reader", daemon=True).start()
 
     @classmethod
     def connect(cls) -> TrackingWorker | None:
-        from tabtrack.tracking.agent import agent_enabled, connect
-
-        # The agent spares a process importing MLflow; one that has imported it already (a notebook, a
-        # test) tracks in-process, so MLflow's own global state (the tracking URI) ends as it expects.
-        conn = connect() if agent_enabled() and "mlflow" not in sys.modules else None
+        conn = _connect_to_agent()
         return cls(conn) if conn is not None else None
+
+    def helper(self) -> ComputeHelper | None:
+        """This run's compute helper, forked by the agent on first use; None where none can be had."""
+        if self._helper is False:
+            self._helper = ComputeHelper.connect()
+        return self._helper
 
     def new_handle(self) -> int:
         return next(self._handles)
@@ -71,7 +78,7 @@ class TrackingWorker:
             if self._dead:
                 return  # the next call that waits reports it
             try:
-                self._conn.send(message)
+                self._conn.send_bytes(_dumps(message))
             except (OSError, EOFError):
                 self._mark_dead()
 
@@ -102,12 +109,13 @@ class TrackingWorker:
         if not self._dead:
             log.warning("the tracking worker did not finish within %d s", EXIT_TIMEOUT_S)
         self._conn.close()
+        if self._helper:
+            self._helper.close()
 
     def _read(self) -> None:
         for message in _received(self._conn):
             if message[0] == "log":
-                record = logging.makeLogRecord(message[1])
-                logging.getLogger(record.name).handle(record)
+                _emit(message[1])
             else:  # ("answer", request, ok, value)
                 with self._answered:
                     self._answers[message[1]] = (message[2], message[3])
@@ -118,6 +126,72 @@ class TrackingWorker:
         with self._answered:
             self._dead = True
             self._answered.notify_all()
+
+
+class ComputeHelper:
+    """The caller's end of the socket to its compute helper: sends functions, returns their values in
+    the order they were sent."""
+
+    def __init__(self, conn: Connection) -> None:
+        self._conn = conn
+        self._sent = 0
+        self._answers: list[tuple[bool, Any]] = []
+        conn.send_bytes(_dumps(_hello("compute")))
+
+    @classmethod
+    def connect(cls) -> ComputeHelper | None:
+        conn = _connect_to_agent()
+        return cls(conn) if conn is not None else None
+
+    def submit(self, fn: Callable[..., Any], *args: Any) -> Callable[[], Any]:
+        self._conn.send_bytes(_dumps((fn, args)))
+        number, self._sent = self._sent, self._sent + 1
+
+        def value() -> Any:
+            while len(self._answers) <= number:
+                try:
+                    message = self._conn.recv()
+                except (EOFError, OSError):
+                    raise WorkerDied("the tabtrack compute helper exited before answering") from None
+                if message[0] == "log":
+                    _emit(message[1])
+                else:  # ("answer", ok, value)
+                    self._answers.append(message[1:])
+            ok, result = self._answers[number]
+            if not ok:
+                raise result
+            return result
+
+        return value
+
+    def close(self) -> None:
+        self._conn.close()  # the helper sees the socket close and exits
+
+
+def _connect_to_agent() -> Connection | None:
+    from tabtrack.tracking.agent import agent_enabled, connect
+
+    # The agent spares a process importing MLflow; one that has imported it already (a notebook, a
+    # test) tracks in-process, so MLflow's own global state (the tracking URI) ends as it expects.
+    return connect() if agent_enabled() and "mlflow" not in sys.modules else None
+
+
+def _hello(role: str) -> tuple:
+    """The first message: what the forked process is for ("track", "compute"), and this process's
+    place (directory, environment, import path, argv) for it to take."""
+    verbose = logging.getLogger("tabtrack").getEffectiveLevel() <= logging.INFO
+    return (role, os.getcwd(), dict(os.environ), list(sys.path), list(sys.argv), verbose)
+
+
+def _dumps(message: Any) -> memoryview:
+    # Protocol 5 pickles the model's arrays without an extra copy of each.
+    return ForkingPickler.dumps(message, protocol=pickle.HIGHEST_PROTOCOL)
+
+
+def _emit(fields: dict[str, Any]) -> None:
+    """Re-emit a log record a forked process sent, as this process's own."""
+    record = logging.makeLogRecord(fields)
+    logging.getLogger(record.name).handle(record)
 
 
 class WorkerTracker(Tracker):
@@ -205,8 +279,14 @@ class WorkerTracker(Tracker):
         self._call("flush")
 
     def warm_up(self) -> None:
-        # The worker was forked ready to log the model; this process still draws the plots.
-        preload_in_background(PLOT_MODULES)
+        # The worker was forked ready to log the model; the agent forks the helper that will draw the
+        # plots while this process trains. Without one, this process draws them: import what that needs.
+        if self._worker.helper() is None:
+            preload_in_background(PLOT_MODULES)
+
+    def compute_later(self, fn: Callable[..., T], *args: Any) -> Callable[[], T]:
+        helper = self._worker.helper()
+        return helper.submit(fn, *args) if helper is not None else super().compute_later(fn, *args)
 
     # -- what only the worker knows ---------------------------------------------------
     def _known(self, key: str) -> Any:
@@ -353,18 +433,19 @@ def _make_tracker(tracking_uri: str | None, offline: bool) -> Tracker:
 
 def import_tracking() -> None:
     """What the agent does once, before it forks workers: import the MLflow adapter and the default
-    store's modules (~3.5 s), and the one-off work of a first log_model (skops, the package map)."""
+    store's modules (~3.5 s), the one-off work of a first log_model (skops, the package map), and of
+    a first plot (matplotlib, its fonts)."""
     from mlflow.store.tracking import sqlalchemy_store  # noqa: F401 - the default store's ~1.6 s of imports
 
     import tabtrack.tracking.mlflow_tracker  # noqa: F401 - imports mlflow
+    from tabtrack.evaluate.plots import warm_up_drawing
     from tabtrack.tracking.mlflow_tracker import prepare_model_logging
 
     prepare_model_logging()
+    warm_up_drawing()  # for the compute helpers that draw the plots
 
 
 def _picklable(exc: BaseException) -> BaseException:
-    import pickle
-
     try:
         pickle.loads(pickle.dumps(exc))
         return exc
@@ -394,12 +475,9 @@ class _Forward(logging.Handler):
             self.handleError(record)
 
 
-def _configure_worker(conn: Connection, verbose: bool) -> None:
-    # The run's own work comes first: at a lower priority the worker's calls fill the moments training
-    # leaves a core idle instead of stalling training's threads (measured: ~0.3 s off a 5 s run on 2
-    # cores); when the run waits for the worker at the end, nothing competes with it.
+def _configure_forked(conn: Connection, verbose: bool, *, niceness: int) -> None:
     with contextlib.suppress(OSError):
-        os.nice(WORKER_NICENESS)
+        os.nice(niceness)
     # The caller decides how its runs end (Ctrl-C there ends them KILLED); signals here would cut that short.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     signal.signal(signal.SIGTERM, signal.SIG_IGN)
@@ -418,18 +496,36 @@ def _configure_worker(conn: Connection, verbose: bool) -> None:
 
 
 def serve_caller(conn: Connection) -> None:
-    """A worker's life: take the caller's place (directory, environment, import path, argv: MLflow
-    records the run's source from it), then run its calls."""
+    """A forked process's life: take the caller's place (directory, environment, import path, argv:
+    MLflow records the run's source from it), then run its calls as a tracking worker or a helper."""
     try:
         hello = conn.recv()
     except (EOFError, OSError):
         return  # the caller went away before saying anything
-    _, cwd, environ, path, argv, verbose = hello
+    role, cwd, environ, path, argv, verbose = hello
     os.chdir(cwd)
     os.environ.clear()
     os.environ.update(environ)
     time.tzset()
     sys.path[:] = path
     sys.argv[:] = argv
-    _configure_worker(conn, verbose=verbose)
+    if role == "compute":
+        # The plots are drawn after training, while the run waits for them: no lower priority.
+        _configure_forked(conn, verbose=verbose, niceness=0)
+        _serve_computations(conn)
+        return
+    # The run's own work comes first: at a lower priority the worker's calls fill the moments training
+    # leaves a core idle instead of stalling training's threads (measured: ~0.3 s off a 5 s run on 2
+    # cores); when the run waits for the worker at the end, nothing competes with it.
+    _configure_forked(conn, verbose=verbose, niceness=WORKER_NICENESS)
     _Server(conn).serve()
+
+
+def _serve_computations(conn: Connection) -> None:
+    for fn, args in _received(conn):
+        try:
+            answer = ("answer", True, fn(*args))
+        except Exception as exc:
+            exc.add_note("(raised in the tabtrack compute helper)\n" + "".join(traceback.format_exception(exc)))
+            answer = ("answer", False, _picklable(exc))
+        conn.send_bytes(_dumps(answer))

@@ -14,7 +14,7 @@ import numpy as np
 import pandas as pd
 
 from tabtrack.config import RunConfig, deep_merge, drop_none, resolve_config
-from tabtrack.evaluate.evidence import build_evidence
+from tabtrack.evaluate.evidence import build_evidence, draw_plots
 from tabtrack.evaluate.html_report import ReportData, render_report
 from tabtrack.evaluate.metrics import aggregate_folds, compute_metrics, prefixed
 from tabtrack.lineage import requirements_txt
@@ -55,7 +55,6 @@ class TrainResult:
     ui_url: str | None = None
     fold_run_ids: list[str] = field(default_factory=list)
     offline_bundle: str | None = None  # set when the run was recorded offline (tabtrack sync uploads it)
-    artifact_seconds: float = 0.0  # time spent on plots, reports and importance
     # The held-out rows, kept so a champion gate scores old and new models on the same data.
     X_test: Any = field(default=None, repr=False)
     y_test: Any = field(default=None, repr=False)
@@ -206,29 +205,32 @@ def record_training(
     model_uri = run.log_model_later(model_artifact(pipeline, checked))
     if spec.native_flavor:
         run.log_model_later(native_artifact(pipeline, checked))
-    metrics["train"], _, _ = evaluate_split(pipeline, *train_scoring_rows(checked), checked)
-    metrics["test"], y_pred, proba = evaluate_split(pipeline, split.X_test, split.y_test, checked)
-
+    test_scores, y_pred, proba = evaluate_split(pipeline, split.X_test, split.y_test, checked)
     evidence = build_evidence(
         pipeline, split.X_test, split.y_test, y_pred, proba,
         task=checked.dataset.task, classes=checked.dataset.classes, model_name=spec.name,
         thresholds=cfg.thresholds, random_state=cfg.random_state, with_plots=run.stores_artifacts,
     )  # fmt: skip
-    metrics["test"].update(evidence.metrics)
+    # Drawn where it costs this process least: a tracker may draw in another process while this one
+    # scores the training split.
+    images = run.compute_later(draw_plots, evidence.plots) if evidence.plots else dict
+    metrics["train"], _, _ = evaluate_split(pipeline, *train_scoring_rows(checked), checked)
+    metrics["test"] = {**test_scores, **evidence.metrics}
     for split_name in ("train", "test"):
         run.log_metrics(prefixed(split_name, metrics[split_name]))
     run.log_metrics(evidence.run_metrics)
     run.log_params(evidence.params)
     for path, text in evidence.texts.items():
         run.log_text(text, path)
-    for path, png in evidence.images.items():
+    images = images()
+    for path, png in images.items():
         run.log_bytes(png, path)
 
     flat_metrics = {f"{split_name}_{k}": v for split_name, values in metrics.items() for k, v in values.items()}
     report = ReportData(
         run_id=run.run_id, run_name=run_name, experiment=checked.experiment, status="FINISHED",
         params={k: str(v) for k, v in {**params, **evidence.params}.items()},
-        metrics=flat_metrics, tags=tags, images=evidence.images,
+        metrics=flat_metrics, tags=tags, images=images,
     )  # fmt: skip
     run.log_text(render_report(report), "report.html")
     return TrainResult(
@@ -244,7 +246,6 @@ def record_training(
         model_uri=model_uri(),
         ui_url=run.ui_url,
         fold_run_ids=fold_run_ids,
-        artifact_seconds=evidence.seconds,
         X_test=split.X_test,
         y_test=split.y_test,
     )

@@ -146,14 +146,15 @@ def scale(work: Path, rows: int, repeats: int) -> list[Row]:
         worker_mem.append(worker_peak[0])
         worker_own.append(worker_peak[1])
     ratio = median(tracked_t) / median(bare_t)
-    # The run's worker (forked from the agent) is counted in full, pages it shares with the agent included.
+    # The run's worker and helper (forked from the agent) are counted in full, pages shared with the agent included.
     tracked_total = max(t + w for t, w in zip(tracked_mem, worker_mem, strict=True))
     memory = tracked_total / dataset_mb
     tracked_own = max(t + w for t, w in zip(tracked_mem, worker_own, strict=True))
     print(
         f"[4] {rows:,} x 30 HGB, median of {repeats}: tracked {median(tracked_t):.1f} s, bare {median(bare_t):.1f} s; "
-        f"peak RSS tracked {tracked_total:.0f} MiB (caller {max(tracked_mem):.0f} + its tracking worker "
-        f"{max(worker_mem):.0f}, of which its own pages {max(worker_own):.0f}), bare {max(bare_mem):.0f} MiB, "
+        f"peak RSS tracked {tracked_total:.0f} MiB (caller {max(tracked_mem):.0f} + its tracking worker and "
+        f"compute helper {max(worker_mem):.0f}, of which their own pages {max(worker_own):.0f}), "
+        f"bare {max(bare_mem):.0f} MiB, "
         f"dataset {dataset_mb:.0f} MiB"
     )
     return [
@@ -165,7 +166,7 @@ def scale(work: Path, rows: int, repeats: int) -> list[Row]:
             _ok(memory <= 3),
         ),
         (
-            "   ref: counting only the worker's own pages",
+            "   ref: counting only the worker's and helper's own pages",
             f"{tracked_own / dataset_mb:.1f}x ({tracked_own:.0f} / {dataset_mb:.0f} MiB)",
             "",
             "",
@@ -187,11 +188,12 @@ def _timed_peak(
     args: list[str], cwd: Path, env: dict, *, watch_agent: bool = False
 ) -> tuple[float, float, list[float]]:
     """Wall seconds and peak RSS (MiB) of one fresh process (wait4 reports the child's own maximum), and
-    with `watch_agent` the tracking worker the agent forked for it: its peak RSS (VmHWM) and the most pages
-    of its own (not shared with the agent) seen, read from /proc every 50 ms and every second while it runs."""
+    with `watch_agent` the processes the agent forked for it (tracking worker, compute helper): the sum of
+    their peak RSS (VmHWM) and of the most pages of their own (not shared with the agent) seen, read from
+    /proc every 50 ms and every second while it runs."""
     import threading
 
-    worker_peak = [0.0, 0.0]  # VmHWM; most pages of its own (not shared with the agent) seen
+    peaks: dict[int, list[float]] = {}  # forked pid -> [VmHWM, most pages of its own seen]
     done = threading.Event()
 
     def watch() -> None:
@@ -201,9 +203,10 @@ def _timed_peak(
         ticks = 0
         while record and not done.is_set():
             for child in _children(record[0]):
-                worker_peak[0] = max(worker_peak[0], _vm_hwm_mib(child))
+                peak = peaks.setdefault(child, [0.0, 0.0])
+                peak[0] = max(peak[0], _vm_hwm_mib(child))
                 if ticks % 20 == 0:  # smaps_rollup walks the page tables: ~18 ms a read, so once a second
-                    worker_peak[1] = max(worker_peak[1], _private_mib(child))
+                    peak[1] = max(peak[1], _private_mib(child))
             ticks += 1
             done.wait(0.05)
 
@@ -219,7 +222,8 @@ def _timed_peak(
         watcher.join()
     if status != 0:
         raise RuntimeError(f"{' '.join(args)} failed: {proc.stderr.read().decode()[-2000:]}")
-    return seconds, usage.ru_maxrss / 1024, worker_peak
+    forked = [sum(peak[i] for peak in peaks.values()) for i in (0, 1)]
+    return seconds, usage.ru_maxrss / 1024, forked
 
 
 def _children(pid: int) -> list[int]:

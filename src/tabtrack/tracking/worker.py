@@ -509,16 +509,15 @@ def serve_caller(conn: Connection) -> None:
     time.tzset()
     sys.path[:] = path
     sys.argv[:] = argv
-    if role == "compute":
-        # The plots are drawn after training, while the run waits for them: no lower priority.
-        _configure_forked(conn, verbose=verbose, niceness=0)
-        _serve_computations(conn)
-        return
     # The run's own work comes first: at a lower priority the worker's calls fill the moments training
     # leaves a core idle instead of stalling training's threads (measured: ~0.3 s off a 5 s run on 2
-    # cores); when the run waits for the worker at the end, nothing competes with it.
+    # cores). The helper draws while the run scores its training split, so it too yields to that, and
+    # shares what is left evenly with the worker logging the model: the run waits for both.
     _configure_forked(conn, verbose=verbose, niceness=WORKER_NICENESS)
-    _Server(conn).serve()
+    if role == "compute":
+        _serve_computations(conn)
+    else:
+        _Server(conn).serve()
 
 
 def _serve_computations(conn: Connection) -> None:

@@ -219,3 +219,28 @@ def test_a_failure_in_the_compute_helper_fails_the_run(workdir, client, own_agen
     [run] = runs_of(client, "helper")
     assert run.info.status == "FAILED"
     assert run.data.tags["error"] == "ZeroDivisionError: division by zero"
+
+
+def test_plots_are_drawn_in_the_caller_when_the_compute_helper_dies(workdir, client, own_agent):
+    # The helper, which tells its pid, is killed mid-run.
+    script = (
+        "import logging, operator, os, signal\n"
+        "from tabtrack.tracking.worker import WorkerTracker\n"
+        "logging.basicConfig()\n"
+        "tracker = WorkerTracker.start()\n"
+        "with tracker.run(experiment='helper', run_name='survives', tags={}) as run:\n"
+        "    assert run.compute_later(operator.add, 2, 3)() == 5\n"
+        "    helper = run.compute_later(os.getpid)()\n"
+        "    assert helper != os.getpid()\n"
+        "    os.kill(helper, signal.SIGKILL)\n"
+        "    assert run.compute_later(operator.mul, 6, 7)() == 42\n"
+        "    run.log_metrics({'answer': 42})\n"
+    )
+    env = {k: v for k, v in own_agent.items() if k != "MLFLOW_TRACKING_URI"}
+    done = subprocess.run([sys.executable, "-c", script], cwd=workdir, env=env, capture_output=True, text=True,
+                          timeout=300)  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    assert "compute helper exited" in done.stderr
+    [run] = runs_of(client, "helper")
+    assert run.info.status == "FINISHED"
+    assert run.data.metrics["answer"] == 42

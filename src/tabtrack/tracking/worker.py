@@ -136,23 +136,34 @@ class ComputeHelper:
         self._conn = conn
         self._sent = 0
         self._answers: list[tuple[bool, Any]] = []
+        self._gone = False
         conn.send_bytes(_dumps(_hello("compute")))
 
     @classmethod
     def connect(cls) -> ComputeHelper | None:
         conn = _connect_to_agent()
-        return cls(conn) if conn is not None else None
+        try:
+            return cls(conn) if conn is not None else None
+        except OSError:  # the forked helper went at once: the caller computes
+            return None
 
     def submit(self, fn: Callable[..., Any], *args: Any) -> Callable[[], Any]:
-        self._conn.send_bytes(_dumps((fn, args)))
+        """Send `fn(*args)`; the function returned waits for its value (WorkerDied: the helper is gone)."""
+        try:
+            self._conn.send_bytes(_dumps((fn, args)))
+        except OSError:
+            self._gone = True
         number, self._sent = self._sent, self._sent + 1
 
         def value() -> Any:
             while len(self._answers) <= number:
+                if self._gone:
+                    raise WorkerDied("the tabtrack compute helper exited before answering")
                 try:
                     message = self._conn.recv()
                 except (EOFError, OSError):
-                    raise WorkerDied("the tabtrack compute helper exited before answering") from None
+                    self._gone = True
+                    continue
                 if message[0] == "log":
                     _emit(message[1])
                 else:  # ("answer", ok, value)
@@ -286,7 +297,18 @@ class WorkerTracker(Tracker):
 
     def compute_later(self, fn: Callable[..., T], *args: Any) -> Callable[[], T]:
         helper = self._worker.helper()
-        return helper.submit(fn, *args) if helper is not None else super().compute_later(fn, *args)
+        if helper is None:
+            return super().compute_later(fn, *args)
+        value = helper.submit(fn, *args)
+
+        def result() -> T:
+            try:
+                return value()
+            except WorkerDied:  # killed (out of memory?): nothing is lost, this process computes it
+                log.warning("the tabtrack compute helper exited; computing %s in this process", fn.__name__)
+                return fn(*args)
+
+        return result
 
     # -- what only the worker knows ---------------------------------------------------
     def _known(self, key: str) -> Any:

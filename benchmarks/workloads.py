@@ -30,7 +30,8 @@ def _fit(data: Path, model: str):
         if model == "random_forest"
         else HistGradientBoostingClassifier(random_state=42)
     )
-    numeric = Pipeline([("impute", SimpleImputer(strategy="median")), ("scale", StandardScaler())])
+    # The preprocessing tabtrack fits (np.median: the same medians as "median", column by column).
+    numeric = Pipeline([("impute", SimpleImputer(strategy=np.median)), ("scale", StandardScaler())])
     pipeline = Pipeline([("preprocess", ColumnTransformer([("num", numeric, list(X.columns))])), ("model", estimator)])
     pipeline.fit(X_train, y_train)
     proba = pipeline.predict_proba(X_test)[:, 1]

@@ -109,3 +109,30 @@ def test_registry_lists_families_and_rejects_unknown_ones():
     with pytest.raises(ConfigError, match="does not support ranking"):
         spec.estimator_class("ranking")
     assert spec.resolve_params("regression", {"max_depth": 3}, random_state=7)["random_state"] == 7
+
+
+def test_numeric_imputer_fits_the_same_medians_as_scikit_learns_median_strategy():
+    """tabtrack imputes with strategy=np.median (column by column, no masked copy of the whole block):
+    the medians, the transformed rows, and skops' trust list must match what the logged model needs."""
+    import skops.io
+    from sklearn.impute import SimpleImputer
+
+    from tabtrack.models.pipeline import PREPROCESSING_TRUSTED_TYPES, build_preprocessor
+
+    rng = np.random.default_rng(0)
+    values = rng.normal(size=(1001, 4)) * [1, 1e-6, 1e6, 3]
+    values[rng.random(values.shape) < 0.2] = np.nan
+    frame = pd.DataFrame(values, columns=["a", "b", "c", "d"]).assign(e=[None, "x", "y"] * 333 + ["x", "y"])
+    preprocess = build_preprocessor(["a", "b", "c", "d"], ["e"]).fit(frame)
+
+    fitted = preprocess.named_transformers_["num"].named_steps["impute"]
+    reference = SimpleImputer(strategy="median").fit(frame[["a", "b", "c", "d"]])
+    assert np.array_equal(fitted.statistics_, reference.statistics_)
+    assert np.array_equal(
+        fitted.transform(frame[["a", "b", "c", "d"]]), reference.transform(frame[["a", "b", "c", "d"]])
+    )
+
+    saved = skops.io.dumps(preprocess)
+    assert set(skops.io.get_untrusted_types(data=saved)) <= set(PREPROCESSING_TRUSTED_TYPES)
+    loaded = skops.io.loads(saved, trusted=list(PREPROCESSING_TRUSTED_TYPES))
+    assert np.array_equal(loaded.transform(frame), preprocess.transform(frame))

@@ -5,13 +5,15 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
-# Types skops must trust to load the preprocessing (the fitted imputers keep their input dtype).
-PREPROCESSING_TRUSTED_TYPES = ("numpy.dtype",)
+# Types skops must trust to load the preprocessing (the fitted imputers keep their input dtype; the
+# numeric imputer's strategy is numpy's median function).
+PREPROCESSING_TRUSTED_TYPES = ("numpy.dtype", "numpy.median")
 # One-hot encodes at most this many categories per column; rarer ones share one column.
 MAX_CATEGORIES = 50
 
 
 def build_preprocessor(numeric: Sequence[str], categorical: Sequence[str]):
+    import numpy as np
     from sklearn.compose import ColumnTransformer
     from sklearn.impute import SimpleImputer
     from sklearn.pipeline import Pipeline
@@ -19,10 +21,14 @@ def build_preprocessor(numeric: Sequence[str], categorical: Sequence[str]):
 
     transformers = []
     if numeric:
+        # strategy=np.median gives the same medians as strategy="median", one column at a time:
+        # "median" sorts a masked copy of the whole block (on 800k x 30 rows ~800 MiB of temporaries,
+        # 2.9 s against 0.5 s).
+        imputer = SimpleImputer(strategy=np.median)
         transformers.append(
             (
                 "num",
-                Pipeline([("impute", SimpleImputer(strategy="median")), ("scale", StandardScaler())]),
+                Pipeline([("impute", imputer), ("scale", StandardScaler())]),
                 list(numeric),
             )
         )

@@ -66,7 +66,7 @@ def main() -> None:
             pipeline,
             name="model",
             input_example=X_test.head(5),
-            skops_trusted_types=["numpy.dtype", "sklearn.tree._tree.Tree",
+            skops_trusted_types=["numpy.dtype", "numpy.median", "sklearn.tree._tree.Tree",
                                  "sklearn._loss.link.LogitLink", "sklearn._loss.link.Interval",
                                  "sklearn._loss.loss.HalfBinomialLoss", "sklearn._loss._loss.CyHalfBinomialLoss",
                                  "sklearn.ensemble._hist_gradient_boosting.binning._BinMapper",

@@ -40,6 +40,12 @@ def _tabtrack(*args: str, cwd: Path, env: dict[str, str]) -> subprocess.Complete
     return subprocess.run([*TABTRACK, *args], cwd=cwd, env=env, capture_output=True, text=True, timeout=300)
 
 
+def _python(script: str, *, cwd: Path, env: dict[str, str]) -> subprocess.CompletedProcess:
+    """`script` in a fresh interpreter that tracks through the agent to the workdir's own store."""
+    env = {k: v for k, v in env.items() if k != "MLFLOW_TRACKING_URI"}
+    return subprocess.run([sys.executable, "-c", script], cwd=cwd, env=env, capture_output=True, text=True, timeout=300)
+
+
 def _agent_pid(cwd: Path, env: dict[str, str]) -> int | None:
     status = _tabtrack("agent", "status", cwd=cwd, env=env)
     if status.returncode != 0:
@@ -210,9 +216,7 @@ def test_a_failure_in_the_compute_helper_fails_the_run(workdir, client, own_agen
         "    later = run.compute_later(operator.truediv, 1, 0)\n"
         "    later()\n"
     )
-    env = {k: v for k, v in own_agent.items() if k != "MLFLOW_TRACKING_URI"}
-    done = subprocess.run([sys.executable, "-c", script], cwd=workdir, env=env, capture_output=True, text=True,
-                          timeout=300)  # fmt: skip
+    done = _python(script, cwd=workdir, env=own_agent)
     assert done.returncode == 1
     assert "ZeroDivisionError: division by zero" in done.stderr
     assert "raised in the tabtrack compute helper" in done.stderr
@@ -236,9 +240,7 @@ def test_plots_are_drawn_in_the_caller_when_the_compute_helper_dies(workdir, cli
         "    assert run.compute_later(operator.mul, 6, 7)() == 42\n"
         "    run.log_metrics({'answer': 42})\n"
     )
-    env = {k: v for k, v in own_agent.items() if k != "MLFLOW_TRACKING_URI"}
-    done = subprocess.run([sys.executable, "-c", script], cwd=workdir, env=env, capture_output=True, text=True,
-                          timeout=300)  # fmt: skip
+    done = _python(script, cwd=workdir, env=own_agent)
     assert done.returncode == 0, done.stderr
     assert "compute helper exited" in done.stderr
     [run] = runs_of(client, "helper")

@@ -189,8 +189,8 @@ def _timed_peak(
 ) -> tuple[float, float, list[float]]:
     """Wall seconds and peak RSS (MiB) of one fresh process (wait4 reports the child's own maximum), and
     with `watch_agent` the processes the agent forked for it (tracking worker, compute helper): the sum of
-    their peak RSS (VmHWM) and of the most pages of their own (not shared with the agent) seen, read from
-    /proc every 50 ms and every second while it runs."""
+    their peak RSS (VmHWM, read every 50 ms) and of the most pages of their own (not shared with the agent,
+    read every second) seen while it runs."""
     import threading
 
     peaks: dict[int, list[float]] = {}  # forked pid -> [VmHWM, most pages of its own seen]

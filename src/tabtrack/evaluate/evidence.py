@@ -94,7 +94,7 @@ def build_evidence(
     evidence.plots = PlotData(
         task=task, model_name=model_name, y_true=np.asarray(y_test), y_pred=np.asarray(y_pred), proba=proba,
         classes=list(classes) if classes is not None else None, importance=table, importance_method=method,
-        history=list(history) if history else None, best_epoch=getattr(estimator, "best_epoch_", 0) if history else 0,
+        history=list(history) if history else None, best_epoch=estimator.best_epoch_ if history else 0,
     )  # fmt: skip
     return evidence
 

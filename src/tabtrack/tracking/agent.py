@@ -5,9 +5,10 @@ Why: a tracked run's own process would pay ~3.5 s to import MLflow and open its 
 ~1.5 s of one-off skops and requirement work before logging anything, more than the whole untracked
 run of a 20k-row random forest. Forked from the warm agent, a worker starts with all of that done and
 records the run on another core while the main process trains and evaluates, and a compute helper
-forked the same way draws the plots (the protocol is in `tabtrack.tracking.worker`). Each run gets its own forked process, so runs share no
-state and a crash ends only its own run; the worker takes the caller's working directory,
-environment and `sys.path`, so it resolves the store and any credentials exactly as the caller would.
+forked the same way draws the plots (the protocol is in `tabtrack.tracking.worker`). Each run gets its
+own forked processes, so runs share no state and a crash ends only its own run; the worker takes the
+caller's working directory, environment and `sys.path`, so it resolves the store and any credentials
+exactly as the caller would.
 
 The agent starts on the first tracked run (that run waits for it only while it imports, as it would
 have imported MLflow itself), listens on a Unix socket in a private directory, and exits after

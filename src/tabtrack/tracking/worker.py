@@ -137,6 +137,7 @@ class ComputeHelper:
         self._sent = 0
         self._answers: list[tuple[bool, Any]] = []
         self._gone = False
+        self._messages = _received(conn)
         conn.send_bytes(_dumps(_hello("compute")))
 
     @classmethod
@@ -157,13 +158,10 @@ class ComputeHelper:
 
         def value() -> Any:
             while len(self._answers) <= number:
-                if self._gone:
-                    raise WorkerDied("the tabtrack compute helper exited before answering")
-                try:
-                    message = self._conn.recv()
-                except (EOFError, OSError):
+                message = None if self._gone else next(self._messages, None)
+                if message is None:
                     self._gone = True
-                    continue
+                    raise WorkerDied("the tabtrack compute helper exited before answering")
                 if message[0] == "log":
                     _emit(message[1])
                 else:  # ("answer", ok, value)

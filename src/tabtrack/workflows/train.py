@@ -213,7 +213,7 @@ def record_training(
     )  # fmt: skip
     # Drawn where it costs this process least: a tracker may draw in another process while this one
     # scores the training split.
-    images = run.compute_later(draw_plots, evidence.plots) if evidence.plots else dict
+    drawn = run.compute_later(draw_plots, evidence.plots) if evidence.plots else dict
     metrics["train"], _, _ = evaluate_split(pipeline, *train_scoring_rows(checked), checked)
     metrics["test"] = {**test_scores, **evidence.metrics}
     for split_name in ("train", "test"):
@@ -222,7 +222,7 @@ def record_training(
     run.log_params(evidence.params)
     for path, text in evidence.texts.items():
         run.log_text(text, path)
-    images = images()
+    images = drawn()
     for path, png in images.items():
         run.log_bytes(png, path)
 

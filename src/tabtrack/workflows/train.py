@@ -201,10 +201,6 @@ def record_training(
     _report_epochs(pipeline.named_steps["model"], run, progress)
     run.warm_up()
     pipeline.fit(split.X_train, split.y_train)
-    # Logged now, evaluated below: a tracker that works in the background stores the model meanwhile.
-    model_uri = run.log_model_later(model_artifact(pipeline, checked))
-    if spec.native_flavor:
-        run.log_model_later(native_artifact(pipeline, checked))
     test_scores, y_pred, proba = evaluate_split(pipeline, split.X_test, split.y_test, checked)
     evidence = build_evidence(
         pipeline, split.X_test, split.y_test, y_pred, proba,
@@ -214,6 +210,10 @@ def record_training(
     # Drawn where it costs this process least: a tracker may draw in another process while this one
     # scores the training split.
     drawn = run.compute_later(draw_plots, evidence.plots) if evidence.plots else dict
+    # Logged now, awaited at the end: a tracker that works in the background stores the model meanwhile.
+    model_uri = run.log_model_later(model_artifact(pipeline, checked))
+    if spec.native_flavor:
+        run.log_model_later(native_artifact(pipeline, checked))
     metrics["train"], _, _ = evaluate_split(pipeline, *train_scoring_rows(checked), checked)
     metrics["test"] = {**test_scores, **evidence.metrics}
     for split_name in ("train", "test"):

@@ -203,6 +203,33 @@ def test_the_agent_freezes_what_it_loaded_before_forking_workers():
     assert old_generation < frozen / 100
 
 
+def test_a_run_after_the_agents_warm_up_imports_nothing_more_for_tracking(workdir, data_dir):
+    # Whatever a worker imports lazily, every worker imports again (each is forked from the agent): after
+    # the warm-up, a whole tracked run (store, git tags, model, plots) imports none of what measured
+    # ~0.4 CPU-s in a worker's and a helper's profiles.
+    probe = f"""
+import sys
+from tabtrack.tracking import agent
+agent._warm_up()
+before = set(sys.modules)
+import tabtrack
+tabtrack.train({str(data_dir / "breast_cancer.csv")!r}, target="target", model="random_forest",
+               params={{"n_estimators": 5}}, tracking_uri="sqlite:///" + {str(workdir / "warm.db")!r})
+from alembic.script import ScriptDirectory
+from mlflow.store.db import utils
+print(" ".join(sorted(set(sys.modules) - before)))
+print(utils._get_latest_schema_revision(), ScriptDirectory.from_config(utils._get_alembic_config("")).get_heads())
+"""
+    done = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, timeout=300, cwd=workdir)
+    assert done.returncode == 0, done.stderr
+    imported, revisions = done.stdout.splitlines()[-2:]
+    measured = {"git", "sqlalchemy.dialects.sqlite", "opentelemetry.sdk.metrics", "mlflow.pyfunc",
+                "mlflow.tracing.processor.base_mlflow", "matplotlib.pyplot", "skops.io", "narwhals"}  # fmt: skip
+    assert measured & set(imported.split()) == set()
+    kept, heads = revisions.split(" ", 1)
+    assert heads == f"[{kept!r}]"  # the revision the agent keeps is the migrations' one head
+
+
 def test_a_failure_in_the_compute_helper_fails_the_run(workdir, client, own_agent):
     # compute_later runs a function in a helper forked by the agent (drawing the plots); what it raises
     # is raised in the caller, with the helper's traceback, and the run ends FAILED like any failure.

@@ -468,9 +468,10 @@ def import_tracking() -> None:
 
     import tabtrack.tracking.mlflow_tracker  # noqa: F401 - imports mlflow
     from tabtrack.evaluate.plots import warm_up_drawing
-    from tabtrack.tracking.mlflow_tracker import prepare_model_logging
+    from tabtrack.tracking.mlflow_tracker import prepare_forked_runs, prepare_model_logging
 
     prepare_model_logging()
+    prepare_forked_runs()
     warm_up_drawing()  # for the compute helpers that draw the plots
 
 

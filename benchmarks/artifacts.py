@@ -23,7 +23,7 @@ def main() -> None:
     import pandas as pd
 
     import tabtrack
-    from tabtrack.evaluate.evidence import build_evidence, draw_plots
+    from tabtrack.evaluate.evidence import build_evidence, draw_model_plots, draw_prediction_plots, prediction_plot_data
 
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
@@ -45,11 +45,15 @@ def main() -> None:
                 pipeline, X_test, y_test = result.pipeline, result.X_test, result.y_test
                 proba = pipeline.predict_proba(X_test) if task == "classification" else None
                 start = time.perf_counter()
+                y_pred = pipeline.predict(X_test)
                 evidence = build_evidence(
-                    pipeline, X_test, y_test, pipeline.predict(X_test), proba, task=task, classes=result.classes,
+                    pipeline, X_test, y_test, y_pred, proba, task=task, classes=result.classes,
                     model_name=model, thresholds=[0.3, 0.5, 0.7], random_state=42,
                 )  # fmt: skip
-                draw_plots(evidence.plots)
+                draw_prediction_plots(
+                    prediction_plot_data(y_test, y_pred, proba, task=task, classes=result.classes, model_name=model)
+                )
+                draw_model_plots(evidence.model_plots)
                 artifacts.append(time.perf_counter() - start)
             a = median(artifacts)
             rows.append(

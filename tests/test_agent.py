@@ -7,6 +7,7 @@ import signal
 import subprocess
 import sys
 import time
+import zipfile
 from pathlib import Path
 
 import mlflow
@@ -112,6 +113,14 @@ def test_agent_records_the_same_run_as_in_process_tracking(workdir, data_dir, cl
     frame = __import__("pandas").read_csv(data).drop(columns="target").head(50)
     predictions = [mlflow.pyfunc.load_model(f"runs:/{run.info.run_id}/model").predict(frame) for run in parents]
     assert (predictions[0] == predictions[2]).all() and (predictions[1] == predictions[2]).all()
+    # Workers write it with the compact skops writer (tabtrack.tracking.skops_save), in-process MLflow's own.
+    schemas = [
+        zipfile.ZipFile(client.download_artifacts(run.info.run_id, "model/model.skops", str(workdir / f"m{i}"))).read(
+            "schema.json"
+        )
+        for i, run in enumerate(parents)
+    ]
+    assert [b"\n" in schema for schema in schemas] == [False, False, True]
 
     stopped = _tabtrack("agent", "stop", cwd=workdir, env=env)
     assert stopped.returncode == 0 and f"tracking agent {pid} stopped" in stopped.stdout

@@ -244,7 +244,7 @@ def test_unknown_run_for_report_is_a_user_error(workdir, store_uri, cli):
 def test_plotting_leaves_no_figures_and_no_memory_growth(data_dir):
     import matplotlib.pyplot as plt
 
-    from tabtrack.evaluate.evidence import build_evidence, draw_plots
+    from tabtrack.evaluate.evidence import build_evidence, draw_model_plots, draw_prediction_plots, prediction_plot_data
 
     result = tabtrack.train(data_dir / "wine.csv", target="target", model="logistic_regression", track=False)
     frame = pd.read_csv(data_dir / "wine.csv")
@@ -254,7 +254,10 @@ def test_plotting_leaves_no_figures_and_no_memory_growth(data_dir):
     def once():
         evidence = build_evidence(result.pipeline, X, y, y_pred, proba, task="classification",
                                   classes=result.classes, model_name="lr", thresholds=[0.5], random_state=0)  # fmt: skip
-        assert len(draw_plots(evidence.plots)) == 6
+        predictions = prediction_plot_data(
+            y, y_pred, proba, task="classification", classes=result.classes, model_name="lr"
+        )
+        assert len(draw_prediction_plots(predictions)) == 5 and len(draw_model_plots(evidence.model_plots)) == 1
 
     for _ in range(3):  # warm caches (fonts, text layout)
         once()

@@ -420,7 +420,8 @@ def prepare_forked_runs() -> None:
     model (its tracing processors); and the newest revision of MLflow's database schema, which MLflow
     finds by reading its ~70 migration scripts each time it opens a store to check the schema is current.
     That revision is fixed for an installation (an agent is replaced when the installation changes), so
-    the agent asks once and keeps the answer: a private function, replaced only where it exists."""
+    the agent asks once and keeps the answer: a private function, replaced only where it exists. And
+    scikit-learn models are written by `tabtrack.tracking.skops_save` (same file format, half the cost)."""
     for name in ("git", "sqlalchemy.dialects.sqlite", "mlflow.tracing.processor.base_mlflow",
                  "mlflow.tracing.processor.otel", "mlflow.tracing.export.utils"):  # fmt: skip
         try:
@@ -434,6 +435,9 @@ def prepare_forked_runs() -> None:
         db_utils._get_latest_schema_revision = lambda: head
     except Exception:
         log.debug("could not keep MLflow's schema revision", exc_info=True)
+    from tabtrack.tracking.skops_save import use_compact_skops_save
+
+    use_compact_skops_save()
 
 
 def model_kwargs(artifact: ModelArtifact) -> dict[str, Any]:

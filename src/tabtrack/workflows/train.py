@@ -14,7 +14,14 @@ import numpy as np
 import pandas as pd
 
 from tabtrack.config import RunConfig, deep_merge, drop_none, resolve_config
-from tabtrack.evaluate.evidence import build_evidence, draw_plots
+from tabtrack.evaluate.evidence import (
+    Evidence,
+    draw_model_plots,
+    draw_prediction_plots,
+    model_evidence,
+    prediction_evidence,
+    prediction_plot_data,
+)
 from tabtrack.evaluate.html_report import ReportData, render_report
 from tabtrack.evaluate.metrics import aggregate_folds, compute_metrics, prefixed
 from tabtrack.lineage import requirements_txt
@@ -201,19 +208,29 @@ def record_training(
     _report_epochs(pipeline.named_steps["model"], run, progress)
     run.warm_up()
     pipeline.fit(split.X_train, split.y_train)
-    test_scores, y_pred, proba = evaluate_split(pipeline, split.X_test, split.y_test, checked)
-    evidence = build_evidence(
-        pipeline, split.X_test, split.y_test, y_pred, proba,
-        task=checked.dataset.task, classes=checked.dataset.classes, model_name=spec.name,
-        thresholds=cfg.thresholds, random_state=cfg.random_state, with_plots=run.stores_artifacts,
-    )  # fmt: skip
-    # Drawn where it costs this process least: a tracker may draw in another process while this one
-    # scores the training split.
-    drawn = run.compute_later(draw_plots, evidence.plots) if evidence.plots else dict
-    # Logged now, awaited at the end: a tracker that works in the background stores the model meanwhile.
+    # What follows the fit is ordered for trackers that work in other processes (the agent's worker and
+    # compute helper): storing the model and drawing the plots are its longest pieces of work, so each
+    # starts as soon as its inputs exist, and this process evaluates meanwhile. The model is awaited at the end.
     model_uri = run.log_model_later(model_artifact(pipeline, checked))
     if spec.native_flavor:
         run.log_model_later(native_artifact(pipeline, checked))
+    evidence, drawn = Evidence(), []
+    if run.stores_artifacts:
+        evidence = model_evidence(
+            pipeline, split.X_test, split.y_test, model_name=spec.name, random_state=cfg.random_state
+        )
+        drawn.append(run.compute_later(draw_model_plots, evidence.model_plots))
+    test_scores, y_pred, proba = evaluate_split(pipeline, split.X_test, split.y_test, checked)
+    task, classes = checked.dataset.task, checked.dataset.classes
+    if run.stores_artifacts:
+        predictions = prediction_plot_data(
+            split.y_test, y_pred, proba, task=task, classes=classes, model_name=spec.name
+        )
+        drawn.append(run.compute_later(draw_prediction_plots, predictions))
+    evidence.add(prediction_evidence(
+        split.y_test, y_pred, proba, task=task, classes=classes, thresholds=cfg.thresholds,
+        with_reports=run.stores_artifacts,
+    ))  # fmt: skip
     metrics["train"], _, _ = evaluate_split(pipeline, *train_scoring_rows(checked), checked)
     metrics["test"] = {**test_scores, **evidence.metrics}
     for split_name in ("train", "test"):
@@ -222,7 +239,7 @@ def record_training(
     run.log_params(evidence.params)
     for path, text in evidence.texts.items():
         run.log_text(text, path)
-    images = drawn()
+    images = {path: png for plots in drawn for path, png in plots().items()}
     for path, png in images.items():
         run.log_bytes(png, path)
 

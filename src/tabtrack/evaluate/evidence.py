@@ -4,8 +4,9 @@ text keyed by artifact path; the workflow decides where they are logged.
 
 Drawing is the costly half (~0.4 s for a classifier), so a tracker may run it in another process
 (`Tracker.compute_later`) from small, picklable inputs: `PredictionPlotData`, the test predictions,
-drawn by `draw_prediction_plots` as soon as they exist, and `ModelPlotData`, which `build_evidence`
-returns with the texts and metrics once it has the importance table, drawn by `draw_model_plots`."""
+drawn by `draw_prediction_plots` as soon as they exist, and `ModelPlotData`, which `model_evidence`
+returns with the importance texts once it has the importance table, drawn by `draw_model_plots`.
+`build_evidence` computes both halves of the evidence at once."""
 
 from __future__ import annotations
 

@@ -421,7 +421,7 @@ def prepare_forked_runs() -> None:
     finds by reading its ~70 migration scripts each time it opens a store to check the schema is current.
     That revision is fixed for an installation (an agent is replaced when the installation changes), so
     the agent asks once and keeps the answer: a private function, replaced only where it exists. And
-    scikit-learn models are written by `tabtrack.tracking.skops_save` (same file format, half the cost)."""
+    scikit-learn models are written by `tabtrack.tracking.skops_save` (same file format, ~60% of the cost)."""
     for name in ("git", "sqlalchemy.dialects.sqlite", "mlflow.tracing.processor.base_mlflow",
                  "mlflow.tracing.processor.otel", "mlflow.tracing.export.utils"):  # fmt: skip
         try:

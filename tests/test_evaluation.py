@@ -77,6 +77,32 @@ def test_feature_importance_is_per_input_column(workdir, data_dir, store_uri):
         assert method == ("permutation" if model == "hist_gradient_boosting" else "native")
 
 
+def test_native_importance_is_the_estimators_own_summed_per_input_column():
+    """Read in this thread (no joblib pool), the forest's importances are still scikit-learn's, to the bit."""
+    from sklearn.compose import ColumnTransformer
+    from sklearn.ensemble import RandomForestClassifier
+    from sklearn.impute import SimpleImputer
+    from sklearn.pipeline import Pipeline
+    from sklearn.preprocessing import OneHotEncoder, StandardScaler
+
+    from tabtrack.evaluate.importance import feature_importance
+
+    frame = _mixed_frame(600)
+    y = (frame["a"] + (frame["city"] == "x") > 0.5).astype(int)
+    preprocess = ColumnTransformer([
+        ("num", Pipeline([("scale", StandardScaler())]), ["a", "d"]),
+        ("cat", Pipeline([("impute", SimpleImputer(strategy="most_frequent")), ("onehot", OneHotEncoder())]), ["city"]),
+    ])  # fmt: skip
+    pipeline = Pipeline([("preprocess", preprocess), ("model", RandomForestClassifier(20, n_jobs=-1, random_state=0))])
+    X = frame[["a", "d", "city"]]
+    pipeline.fit(X, y)
+    table, method, rows = feature_importance(pipeline, X, y, random_state=0)
+    native = pipeline.named_steps["model"].feature_importances_  # a, d, then city's three one-hot columns
+    expected = {"a": native[0], "d": native[1], "city": native[2] + native[3] + native[4]}
+    assert (method, rows) == ("native", None)
+    assert dict(zip(table["feature"], table["importance"], strict=True)) == expected
+
+
 def _mixed_frame(rows: int = 1500) -> pd.DataFrame:
     rng = np.random.default_rng(0)
     frame = pd.DataFrame({
@@ -271,3 +297,45 @@ def test_plotting_leaves_no_figures_and_no_memory_growth(data_dir):
     tracemalloc.stop()
     assert plt.get_fignums() == []
     assert growth < 1_000_000, f"{growth / 1e6:.1f} MB retained over 10 runs"
+
+
+def test_figures_made_ahead_draw_the_same_pngs_as_fresh_ones():
+    """The tracking agent makes blank figures ahead for its forked compute helpers: every standard plot drawn
+    on one must be the same PNG, byte for byte, as on a figure built at the time."""
+    from tabtrack.evaluate import plots
+
+    rng = np.random.default_rng(3)
+    y_bin = rng.integers(0, 2, 400)
+    p_bin = np.clip(y_bin * 0.4 + rng.random(400) * 0.6, 0, 1)
+    y_multi = rng.integers(0, 3, 400)
+    p_multi = rng.dirichlet([1, 1, 1], 400)
+    y_reg = rng.normal(50, 10, 400)
+    importance = pd.DataFrame({"feature": [f"column_{i}" for i in range(12)], "importance": np.linspace(0.3, 0.01, 12)})
+    history = [{"train_loss": 1 / (e + 1), "val_loss": 1.2 / (e + 1)} for e in range(12)]
+
+    def draw_all() -> dict[str, bytes]:
+        figures = {
+            **{f"binary/{k}": v for k, v in plots.classification_plots(
+                y_bin, (p_bin > 0.5).astype(int), np.column_stack([1 - p_bin, p_bin]), classes=[0, 1], model="m"
+            ).items()},
+            **{f"multi/{k}": v for k, v in plots.classification_plots(
+                y_multi, p_multi.argmax(axis=1), p_multi, classes=[0, 1, 2], model="m"
+            ).items()},
+            **plots.regression_plots(y_reg, y_reg + rng.normal(0, 3, 400), model="m"),
+            "loss_curve": plots.loss_curve_plot(history, best_epoch=7, model="m"),
+            "feature_importance": plots.feature_importance_plot(importance, model="m", method="native"),
+        }  # fmt: skip
+        return {name: plots.render_png(fig) for name, fig in figures.items()}
+
+    rng = np.random.default_rng(3)
+    fresh = draw_all()
+    assert len(fresh) == 15
+    rng = np.random.default_rng(3)
+    plots.make_figures_ahead(count=15)
+    try:
+        ahead = draw_all()
+        assert plots._made_ahead == []  # every plot above took a figure made ahead
+    finally:
+        plots._made_ahead.clear()
+    assert ahead.keys() == fresh.keys()
+    assert [name for name in fresh if ahead[name] != fresh[name]] == []

@@ -310,6 +310,7 @@ def test_figures_made_ahead_draw_the_same_pngs_as_fresh_ones():
     y_multi = rng.integers(0, 3, 400)
     p_multi = rng.dirichlet([1, 1, 1], 400)
     y_reg = rng.normal(50, 10, 400)
+    y_reg_pred = y_reg + rng.normal(0, 3, 400)
     importance = pd.DataFrame({"feature": [f"column_{i}" for i in range(12)], "importance": np.linspace(0.3, 0.01, 12)})
     history = [{"train_loss": 1 / (e + 1), "val_loss": 1.2 / (e + 1)} for e in range(12)]
 
@@ -321,16 +322,14 @@ def test_figures_made_ahead_draw_the_same_pngs_as_fresh_ones():
             **{f"multi/{k}": v for k, v in plots.classification_plots(
                 y_multi, p_multi.argmax(axis=1), p_multi, classes=[0, 1, 2], model="m"
             ).items()},
-            **plots.regression_plots(y_reg, y_reg + rng.normal(0, 3, 400), model="m"),
+            **plots.regression_plots(y_reg, y_reg_pred, model="m"),
             "loss_curve": plots.loss_curve_plot(history, best_epoch=7, model="m"),
             "feature_importance": plots.feature_importance_plot(importance, model="m", method="native"),
         }  # fmt: skip
         return {name: plots.render_png(fig) for name, fig in figures.items()}
 
-    rng = np.random.default_rng(3)
     fresh = draw_all()
     assert len(fresh) == 15
-    rng = np.random.default_rng(3)
     plots.make_figures_ahead(count=15)
     try:
         ahead = draw_all()

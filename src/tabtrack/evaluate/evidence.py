@@ -79,15 +79,11 @@ def build_evidence(
     model_name: str,
     thresholds: Sequence[float],
     random_state: int,
-    with_plots: bool = True,
 ) -> Evidence:
-    """Both halves below. `with_plots=False` computes only what is printed (threshold metrics), for runs
-    that store nothing. The model's plots are drawn from `evidence.model_plots` by `draw_model_plots`."""
-    evidence = prediction_evidence(
-        y_test, y_pred, proba, task=task, classes=classes, thresholds=thresholds, with_reports=with_plots
-    )
-    if with_plots:
-        evidence.add(model_evidence(pipeline, X_test, y_test, model_name=model_name, random_state=random_state))
+    """Both halves below at once (the train workflow computes them apart, to start drawing sooner). The
+    model's plots are drawn from `evidence.model_plots` by `draw_model_plots`."""
+    evidence = prediction_evidence(y_test, y_pred, proba, task=task, classes=classes, thresholds=thresholds)
+    evidence.add(model_evidence(pipeline, X_test, y_test, model_name=model_name, random_state=random_state))
     return evidence
 
 

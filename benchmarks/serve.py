@@ -2,6 +2,7 @@
 `mlflow models serve` on the same model as the reference, measured in the same run.
 
     python -m benchmarks.serve [--requests 10000] [--concurrency 8] [--client wrk|python] [--seconds 20]
+                               [--model hist_gradient_boosting|random_forest|...]
 
 The client is `wrk` (Debian's `wrk` package: C, one thread, so it leaves the server the cores) when it is
 installed, else a Python thread pool, which on a 2-core box competes with the server for CPU.
@@ -125,6 +126,7 @@ def main() -> None:
         "--seconds", type=int, default=35, help="wrk: duration of each measurement (>= 10,000 requests)"
     )
     parser.add_argument("--workers", type=int, default=1, help="server processes for both servers")
+    parser.add_argument("--model", default="hist_gradient_boosting", help="the family trained and served")
     args = parser.parse_args()
     import shutil
 
@@ -138,7 +140,7 @@ def main() -> None:
         work = Path(tmp)
         csv = bundled_csv("breast_cancer", work)
         uri = f"sqlite:///{work / 'mlflow.db'}"
-        result = tabtrack.train(csv, target="target", model="hist_gradient_boosting", tracking_uri=uri)
+        result = tabtrack.train(csv, target="target", model=args.model, tracking_uri=uri)
         rows = pd.read_csv(csv).drop(columns=["target"]).to_dict("records")
         ours = [json.dumps({"records": [rows[i % len(rows)]]}).encode() for i in range(args.requests)]
         theirs = [
@@ -206,7 +208,7 @@ def main() -> None:
             table.append((label, p50, p99, len(latencies) / seconds, errors))
 
     amount = f"{args.seconds} s per server (wrk)" if client == "wrk" else f"{args.requests:,} requests (Python client)"
-    print(f"single-row requests, {amount}, concurrency {args.concurrency}, HistGradientBoosting on breast_cancer")
+    print(f"single-row requests, {amount}, concurrency {args.concurrency}, {args.model} on breast_cancer")
     for label, p50, p99, rps, errors in table:
         print(f"{label:>20}: p50 {p50:.1f} ms, p99 {p99:.1f} ms, {rps:.0f} req/s, {errors} errors")
     ours_row, ref_row = table

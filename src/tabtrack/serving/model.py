@@ -24,17 +24,26 @@ class LoadedModel:
     columns: dict[str, str]  # input column -> MLflow type, from the signature
     metadata: dict[str, Any] = field(default_factory=dict)
     compiled: Any = None  # CompiledPreprocessor when it matches scikit-learn exactly (serving fast path)
+    compiled_forest: Any = None  # CompiledForest, the same for a random forest's few-row predictions
 
     def compile(self) -> LoadedModel:
-        """Use numpy preprocessing for scoring when it reproduces the pipeline's exactly on probe rows."""
-        from tabtrack.serving.compiled import compile_preprocessor, verified
+        """Use numpy preprocessing, and a numpy walk of a random forest's trees, for scoring where they
+        reproduce the pipeline's output exactly on probe rows."""
+        from tabtrack.serving.compiled import compile_forest, compile_preprocessor, verified, verified_forest
 
         steps = getattr(self.model, "steps", None)
         if not steps or len(steps) < 2:
             return self
         preprocess = self.model[:-1]
         inner = preprocess.steps[0][1] if len(preprocess.steps) == 1 else None
-        self.compiled = verified(compile_preprocessor(inner), preprocess, self._probe_rows())
+        probe = self._probe_rows()
+        self.compiled = verified(compile_preprocessor(inner), preprocess, probe)
+        forest = compile_forest(steps[-1][1])
+        if forest is not None:
+            features = np.asarray(preprocess.transform(probe), dtype="float64")
+            # and rows spread over the scaled features' range, reaching leaves the probe rows do not
+            spread = np.random.default_rng(0).normal(scale=2.0, size=(256, features.shape[1]))
+            self.compiled_forest = verified_forest(forest, steps[-1][1], np.vstack([features, spread]))
         return self
 
     def _probe_rows(self) -> pd.DataFrame:
@@ -118,12 +127,22 @@ class LoadedModel:
         return self._predict(features)
 
     def _predict(self, features: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]:
-        estimator = self.model.steps[-1][1]
+        from tabtrack.serving.compiled import FOREST_MAX_ROWS
+
+        estimator = scorer = self.model.steps[-1][1]
+        forest = self.compiled_forest
+        if (
+            forest is not None
+            and isinstance(features, np.ndarray)
+            and len(features) <= FOREST_MAX_ROWS
+            and not np.isnan(features).any()  # where the forest's own rules for missing values apply
+        ):
+            scorer = forest
         if not hasattr(estimator, "predict_proba"):
-            return estimator.predict(features), None
+            return scorer.predict(features), None
         # One pass through the model: the label is the most probable class, so an answer's label and
         # probabilities always agree (what predict() does for trees, boosting and the MLP).
-        proba = estimator.predict_proba(features)
+        proba = scorer.predict_proba(features)
         return np.asarray(estimator.classes_)[np.argmax(proba, axis=1)], proba
 
 

@@ -101,29 +101,22 @@ def throughput(work: Path, repeats: int, epochs: int = 1000, metrics: int = 4) -
         names = [f"m{i}" for i in range(metrics)]
         mlflow.set_tracking_uri(uri)
         mlflow.set_experiment("throughput")
-        tracker = MlflowTracker(uri)
-
-        def one_call_per_value() -> None:
+        tracker, reader = MlflowTracker(uri), MlflowClient(uri)
+        for _ in range(repeats):
             with mlflow.start_run(run_name="per_value"):
                 start = time.perf_counter()
                 for epoch in range(epochs):
                     for name in names:
                         mlflow.log_metric(name, epoch * 0.001, step=epoch)
                 per_call.append(time.perf_counter() - start)
-
-        def tabtrack_buffered() -> None:
             with tracker.run(experiment="throughput", run_name="buffered", tags={}) as run:
                 start = time.perf_counter()
                 for epoch in range(epochs):
                     run.log_metrics({name: epoch * 0.001 for name in names}, step=epoch)
                 run.flush()
                 buffered.append(time.perf_counter() - start)
-            history = MlflowClient(uri).get_metric_history(run.run_id, "m0")
+            history = reader.get_metric_history(run.run_id, "m0")
             assert len(history) == epochs, len(history)  # every value arrived
-
-        for _ in range(repeats):
-            one_call_per_value()
-            tabtrack_buffered()
     finally:
         os.killpg(server.pid, 15)
         server.wait(timeout=30)

@@ -13,6 +13,7 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
+from tabtrack.data.load import release_arrow_memory
 from tabtrack.errors import DataError
 
 log = logging.getLogger(__name__)
@@ -103,8 +104,11 @@ def prepare_dataset(frame: pd.DataFrame, *, target: str, task: str = "auto", sou
     )
 
 
-def split_dataset(data: Dataset, *, test_size: float, random_state: int) -> Split:
-    """Hold out a test split, stratified on the labels for classification."""
+def split_dataset(data: Dataset, *, test_size: float, random_state: int, release_rows: bool = False) -> Split:
+    """Hold out a test split, stratified on the labels for classification: the rows sklearn's
+    `train_test_split(X, y, ...)` would pick. With `release_rows` the dataset gives its feature rows up as
+    they are split (`data.X` keeps its columns, no rows), so the rows are never held twice: pass it only
+    when nothing else holds the frame the features came from."""
     from sklearn.model_selection import train_test_split
 
     n_test = int(np.ceil(test_size * len(data.y)))
@@ -126,10 +130,34 @@ def split_dataset(data: Dataset, *, test_size: float, random_state: int) -> Spli
                 f"test_size={test_size} gives {n_test} test rows for {len(counts)} classes; raise test_size."
             )
         stratify = data.y
-    X_train, X_test, y_train, y_test = train_test_split(
-        data.X, data.y, test_size=test_size, random_state=random_state, stratify=stratify
+    # The same positions train_test_split(data.X, data.y, ...) takes: it draws them from the row count
+    # and the labels alone, then takes them from each array.
+    train, test = train_test_split(
+        np.arange(len(data.y)), test_size=test_size, random_state=random_state, stratify=stratify
     )
+    y_train, y_test = data.y.take(train), data.y.take(test)
+    if not release_rows or data.X.columns.has_duplicates:
+        return Split(data.X.take(train), data.X.take(test), y_train, y_test)
+    X = data.X
+    data.X = X.iloc[:0].copy()
+    X_train, X_test = _take_releasing(X, train, test)
     return Split(X_train, X_test, y_train, y_test)
+
+
+def _take_releasing(X: pd.DataFrame, *positions: np.ndarray) -> list[pd.DataFrame]:
+    """`[X.take(p) for p in positions]`, a column at a time, each column dropped from X once taken: the
+    source's memory goes as the parts' comes (1M x 30 floats: the split's peak 2.0x the rows -> 1.1x).
+    One block per column, as X.take gives from the normalised features, so models see the same arrays;
+    each part's index is taken once and shared by its columns (a column's own take copies the index)."""
+    indexes = [X.index.take(rows) for rows in positions]
+    parts: list[list[pd.Series]] = [[] for _ in positions]
+    for name in list(X.columns):
+        column = X.pop(name)
+        for part, rows, index in zip(parts, positions, indexes, strict=True):
+            part.append(pd.Series(column.array.take(rows), index=index, name=name, copy=False))
+        del column
+        release_arrow_memory()  # Arrow allocated the loaded columns, and its allocator keeps what is freed
+    return [pd.concat(part, axis=1) for part in parts]
 
 
 def presplit_dataset(data: Dataset, n_train: int) -> Split:

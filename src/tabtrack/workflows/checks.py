@@ -11,7 +11,7 @@ import pandas as pd
 
 from tabtrack.config import RunConfig
 from tabtrack.data import DataFingerprint, Dataset, fingerprint, load_table, prepare_dataset, split_dataset
-from tabtrack.data.load import release_arrow_memory
+from tabtrack.data.load import release_freed_memory
 from tabtrack.data.prepare import Split, presplit_dataset
 from tabtrack.data.validate import ValidationReport, ValidationSettings, load_schema, validate_frame
 from tabtrack.errors import ConfigError, DataError
@@ -109,8 +109,10 @@ def check_data(config: RunConfig) -> CheckedData:
         )
         split = presplit_dataset(dataset, n_train)
         test_fingerprint = fingerprint(test_path)
+        del frame, test_frame
     else:
-        split = split_dataset(dataset, test_size=config.test_size, random_state=config.random_state)
+        del frame  # the features share its memory: the split releases them as it goes
+        split = split_dataset(dataset, test_size=config.test_size, random_state=config.random_state, release_rows=True)
     if config.cv_folds >= 2:
         _check_folds(split.y_train, config.cv_folds, dataset.task)
     # The split holds the feature rows from here on: keeping a second copy of them through training
@@ -124,8 +126,8 @@ def check_data(config: RunConfig) -> CheckedData:
         validation=report,
         test_fingerprint=test_fingerprint,
     )
-    del frame, dataset
-    release_arrow_memory()
+    del dataset
+    release_freed_memory()
     return checked
 
 

@@ -24,9 +24,7 @@ import tempfile
 import time
 from pathlib import Path
 
-import pandas as pd
-
-from benchmarks.common import generated_classification, median, print_table, tabtrack_cmd, time_command
+from benchmarks.common import big_parquet, generated_classification, median, print_table, tabtrack_cmd, time_command
 
 Row = tuple[str, str, str, str]
 
@@ -130,14 +128,8 @@ def throughput(work: Path, repeats: int, epochs: int = 1000, metrics: int = 4) -
 
 
 def scale(work: Path, rows: int, repeats: int) -> list[Row]:
-    from sklearn.datasets import make_classification
-
-    X, y = make_classification(n_samples=rows, n_features=30, n_informative=15, random_state=0)
-    frame = pd.DataFrame(X, columns=[f"x{i}" for i in range(30)]).assign(y=y)
-    dataset_mb = frame.memory_usage(deep=True).sum() / 2**20
     data = work / "big.parquet"
-    frame.to_parquet(data, index=False)
-    del frame, X, y
+    dataset_mb = big_parquet(data, rows=rows)  # in another process: see big_parquet
     train = tabtrack_cmd("train", str(data), "--target", "y", "--model", "hist_gradient_boosting")
     bare = [sys.executable, "-m", "benchmarks.workloads", "bare", str(data), "hist_gradient_boosting"]
     env = {"PYTHONPATH": str(Path(__file__).resolve().parent.parent)}

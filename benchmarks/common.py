@@ -27,6 +27,27 @@ def generated_classification(path: Path, *, rows: int, features: int, seed: int 
     return path
 
 
+def big_parquet(path: Path, *, rows: int, features: int = 30) -> float:
+    """A generated classification Parquet file; returns its in-memory size (MiB) as a frame.
+
+    Generated in a child process: Linux carries the peak RSS of a process that starts another into the
+    started one's (`ru_maxrss` after exec), so a suite that generated 1M x 30 rows itself (931 MiB peak)
+    would read every child it times afterwards as at least that big."""
+    code = (
+        "import sys, pandas as pd\n"
+        "from sklearn.datasets import make_classification\n"
+        "path, rows, width = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])\n"
+        "X, y = make_classification(n_samples=rows, n_features=width, n_informative=width // 2, random_state=0)\n"
+        "frame = pd.DataFrame(X, columns=[f'x{i}' for i in range(width)]).assign(y=y)\n"
+        "frame.to_parquet(path, index=False)\n"
+        "print(frame.memory_usage(deep=True).sum() / 2**20)\n"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", code, str(path), str(rows), str(features)], check=True, capture_output=True, text=True
+    )
+    return float(result.stdout.split()[-1])
+
+
 def time_command(args: Sequence[str], *, cwd: Path, repeats: int, env: dict | None = None) -> list[float]:
     """Wall seconds of `args` run `repeats` times as fresh processes."""
     times = []

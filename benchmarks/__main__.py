@@ -24,7 +24,15 @@ import tempfile
 import time
 from pathlib import Path
 
-from benchmarks.common import big_parquet, generated_classification, median, print_table, tabtrack_cmd, time_command
+from benchmarks.common import (
+    big_parquet,
+    generated_classification,
+    median,
+    print_table,
+    tabtrack_cmd,
+    time_command,
+    vm_hwm_mib,
+)
 
 Row = tuple[str, str, str, str]
 
@@ -204,7 +212,7 @@ def _timed_peak(
         while record and not done.is_set():
             for child in _children(record[0]):
                 peak = peaks.setdefault(child, [0.0, 0.0])
-                peak[0] = max(peak[0], _vm_hwm_mib(child))
+                peak[0] = max(peak[0], vm_hwm_mib(child))
                 if ticks % 20 == 0:  # smaps_rollup walks the page tables: ~18 ms a read, so once a second
                     peak[1] = max(peak[1], _private_mib(child))
             ticks += 1
@@ -232,16 +240,6 @@ def _children(pid: int) -> list[int]:
         with contextlib.suppress(OSError):
             found += [int(c) for c in (task / "children").read_text().split()]
     return found
-
-
-def _vm_hwm_mib(pid: int) -> float:
-    try:
-        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-            if line.startswith("VmHWM:"):
-                return int(line.split()[1]) / 1024
-    except OSError:
-        pass
-    return 0.0
 
 
 def _private_mib(pid: int) -> float:

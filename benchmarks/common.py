@@ -48,6 +48,18 @@ def big_parquet(path: Path, *, rows: int, features: int = 30) -> float:
     return float(result.stdout.split()[-1])
 
 
+def vm_hwm_mib(pid: int) -> float:
+    """The process's own peak RSS (VmHWM), 0 once it is gone. Unlike `ru_maxrss`, it is not carried over
+    from the process that started it (see big_parquet)."""
+    try:
+        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) / 1024
+    except OSError:
+        pass
+    return 0.0
+
+
 def time_command(args: Sequence[str], *, cwd: Path, repeats: int, env: dict | None = None) -> list[float]:
     """Wall seconds of `args` run `repeats` times as fresh processes."""
     times = []

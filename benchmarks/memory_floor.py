@@ -16,7 +16,7 @@ what-ifs for a product decision, not what tabtrack does.
 from __future__ import annotations
 
 import argparse
-import resource
+import os
 import subprocess
 import sys
 import tempfile
@@ -33,6 +33,7 @@ def fit_variant(data: str, variant: str) -> None:
     from sklearn.utils import check_random_state
 
     import tabtrack.cli  # noqa: F401  (the imports a real run has)
+    from benchmarks.common import vm_hwm_mib
     from tabtrack.config import resolve_config
     from tabtrack.data.load import release_freed_memory
     from tabtrack.workflows.checks import check_training
@@ -62,7 +63,7 @@ def fit_variant(data: str, variant: str) -> None:
         del X
         model = HistGradientBoostingClassifier(random_state=checked.config.random_state)
         model.fit(X_fit, y[fit_rows], X_val=X_val, y_val=y[val_rows])
-    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # KiB on Linux: VmHWM
+    peak = vm_hwm_mib(os.getpid())  # this process's own peak, whatever started it
     X_test = split.X_test.to_numpy() if variant == "raw-own-val" else split.X_test  # as it was fitted
     accuracy = float(np.mean(model.predict(X_test) == split.y_test.to_numpy()))
     print(f"{peak:.0f} {accuracy:.5f}")

@@ -48,16 +48,18 @@ def big_parquet(path: Path, *, rows: int, features: int = 30) -> float:
     return float(result.stdout.split()[-1])
 
 
-def vm_hwm_mib(pid: int) -> float:
-    """The process's own peak RSS (VmHWM), 0 once it is gone. Unlike `ru_maxrss`, it is not carried over
-    from the process that started it (see big_parquet)."""
-    try:
-        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-            if line.startswith("VmHWM:"):
-                return int(line.split()[1]) / 1024
-    except OSError:
-        pass
-    return 0.0
+def timed_peak(args: Sequence[str], *, cwd: Path, env: dict | None = None) -> tuple[float, float]:
+    """Wall seconds and peak RSS (MiB) of one fresh process, from wait4 (the child's own maximum, though at
+    least what this process had when it started the child: keep the measuring process small)."""
+    start = time.perf_counter()
+    proc = subprocess.Popen(
+        list(args), cwd=cwd, env={**os.environ, **(env or {})}, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE
+    )
+    _, status, usage = os.wait4(proc.pid, 0)
+    seconds = time.perf_counter() - start
+    if status != 0:
+        raise RuntimeError(f"{' '.join(args)} failed: {proc.stderr.read().decode()[-2000:]}")
+    return seconds, usage.ru_maxrss / 1024
 
 
 def time_command(args: Sequence[str], *, cwd: Path, repeats: int, env: dict | None = None) -> list[float]:

@@ -15,22 +15,11 @@ import pytest
 from sklearn import datasets
 
 EXAMPLES = Path(__file__).resolve().parents[1] / "examples"
+# The installed console script, as users run it (pip puts it next to the interpreter).
+TABTRACK = str(Path(sys.executable).with_name("tabtrack"))
 # Every `mlflow server` the tests start (inherited): without this, each also starts seven job-runner
 # processes (GenAI jobs) that import MLflow, tens of CPU-seconds per server that tabtrack never uses.
 os.environ.setdefault("MLFLOW_SERVER_ENABLE_JOB_EXECUTION", "false")
-# One tracking agent for this pytest invocation, never a developer's own: the controller sets the
-# directory before it starts the xdist workers, which inherit it; it stops the agent at the end.
-if "TABTRACK_AGENT_DIR" not in os.environ:
-    import tempfile
-
-    os.environ["TABTRACK_AGENT_DIR"] = os.path.join(tempfile.gettempdir(), f"tabtrack-test-agent-{os.getpid()}")
-
-
-def pytest_sessionfinish(session, exitstatus):
-    from tabtrack.tracking.agent import agent_enabled, stop_agent
-
-    if agent_enabled() and not hasattr(session.config, "workerinput"):  # the controller, once all are done
-        stop_agent()
 
 
 def pytest_collection_modifyitems(config, items):
@@ -152,6 +141,16 @@ def parent_run(client, experiment: str):
     return parents[0]
 
 
+def run_tabtrack(*args, cwd: Path, env: dict | None = None, timeout: float = 600) -> subprocess.CompletedProcess:
+    """The installed `tabtrack` console script in a subprocess, as a user runs it; MLFLOW_TRACKING_URI unset
+    unless `env` sets it, so the embedded store in `cwd` is used."""
+    environment = {k: v for k, v in os.environ.items() if k != "MLFLOW_TRACKING_URI"}
+    return subprocess.run(
+        [TABTRACK, *map(str, args)], cwd=cwd, env={**environment, **(env or {})},
+        capture_output=True, text=True, timeout=timeout,
+    )  # fmt: skip
+
+
 def require(module: str):
     """Import an optional dependency, skipping the test where it is absent, except in CI, which installs all."""
     import importlib
@@ -207,7 +206,7 @@ def start_long_training(workdir: Path, data_dir: Path, client, experiment: str, 
         **(env or {}),
     }
     proc = subprocess.Popen(
-        [sys.executable, "-m", "tabtrack", "train", str(big), "--target", "target", "--model", "random_forest",
+        [TABTRACK, "train", str(big), "--target", "target", "--model", "random_forest",
          "--set", "model.params.n_estimators=400", "--cv", "10", "--experiment", experiment],
         cwd=workdir, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
     )  # fmt: skip

@@ -6,13 +6,12 @@ from __future__ import annotations
 import os
 import shutil
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 
 import tabtrack
-from conftest import free_port, wait_for_http
+from conftest import TABTRACK, free_port, wait_for_http
 
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
 OUTPUTS = Path(__file__).resolve().parents[1] / "test-outputs"
@@ -45,7 +44,7 @@ def ui_server(workdir):
     port = free_port()
     env = {k: v for k, v in os.environ.items() if k != "MLFLOW_TRACKING_URI"}
     proc = subprocess.Popen(
-        [sys.executable, "-m", "tabtrack", "ui", "--port", str(port)],
+        [TABTRACK, "ui", "--port", str(port)],
         cwd=workdir, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
     )  # fmt: skip
     base = f"http://127.0.0.1:{port}"

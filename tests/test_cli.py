@@ -5,15 +5,15 @@ from __future__ import annotations
 import json
 import os
 import subprocess
-import sys
 import urllib.request
 from pathlib import Path
 
 import pytest
 
 from conftest import EXAMPLES, free_port, parent_run, wait_for_http
+from conftest import TABTRACK as TABTRACK_EXE
 
-TABTRACK = [sys.executable, "-m", "tabtrack"]
+TABTRACK = [TABTRACK_EXE]
 
 
 def _run(*args, cwd, timeout=180):

@@ -36,11 +36,15 @@ def test_leaderboard_order_matches_the_children(workdir, data_dir, store_uri, cl
         assert len(folds) == 3
         assert "plots/roc_curve.png" in {a.path for a in client.list_artifacts(child.info.run_id, "plots")}
 
-    expected = sorted(MODELS, key=lambda m: -by_model[m].data.metrics["test_roc_auc"])
+    # ranked by the cross-validated mean on the training split, never by the test split
+    expected = sorted(MODELS, key=lambda m: -by_model[m].data.metrics["cv_roc_auc_mean"])
     assert list(result.leaderboard["model"]) == expected
     board = pd.read_csv(io.StringIO(mlflow.artifacts.load_text(f"runs:/{result.run_id}/leaderboard.csv")))
     assert list(board["model"]) == expected and list(board["rank"]) == [1, 2, 3]
+    assert list(board.columns[:6]) == ["rank", "model", "status", "run_id", "cv_roc_auc_mean", "cv_roc_auc_std"]
+    assert board.columns.get_loc("test_roc_auc") > board.columns.get_loc("cv_roc_auc_std")
     for _, row in board.iterrows():
+        assert row["cv_roc_auc_mean"] == pytest.approx(by_model[row["model"]].data.metrics["cv_roc_auc_mean"])
         assert row["test_roc_auc"] == pytest.approx(by_model[row["model"]].data.metrics["test_roc_auc"])
         assert row["run_id"] == by_model[row["model"]].info.run_id
     markdown = mlflow.artifacts.load_text(f"runs:/{result.run_id}/leaderboard.md")
@@ -48,13 +52,49 @@ def test_leaderboard_order_matches_the_children(workdir, data_dir, store_uri, cl
     assert parent.data.tags["best.model"] == expected[0]
     assert parent.data.tags["best.run_id"] == by_model[expected[0]].info.run_id
     assert parent.data.metrics["best_test_roc_auc"] == pytest.approx(by_model[expected[0]].data.metrics["test_roc_auc"])
+    assert parent.data.metrics["best_cv_roc_auc_mean"] == pytest.approx(
+        by_model[expected[0]].data.metrics["cv_roc_auc_mean"]
+    )
+
+
+def _result(cv_mean: float, cv_std: float, test: float, metric: str = "roc_auc"):
+    from tabtrack.workflows.train import TrainResult
+
+    return TrainResult(
+        run_id=f"run-{cv_mean}", experiment="e", run_name="r", task="classification", model="m",
+        metrics={"cv": {f"{metric}_mean": cv_mean, f"{metric}_std": cv_std}, "test": {metric: test}},
+        pipeline=None, config=None,
+    )  # fmt: skip
+
+
+def test_the_cv_ranking_wins_where_the_test_split_disagrees():
+    """The model that looks best on the test split is not the winner when cross-validation says otherwise."""
+    from tabtrack.workflows.compare import leaderboard
+
+    results = {
+        "steady": _result(0.95, 0.01, 0.93),
+        "lucky": _result(0.90, 0.02, 0.97),
+        "tied": _result(0.95, 0.03, 0.99),
+    }
+    board = leaderboard(results, {}, {}, metric="roc_auc")
+    assert list(board["model"]) == ["steady", "tied", "lucky"]  # equal CV means: the smaller spread first
+    errors = {"small": _result(40.0, 1.0, 45.0, "rmse"), "big": _result(42.0, 1.0, 39.0, "rmse")}
+    assert list(leaderboard(errors, {}, {}, metric="rmse")["model"]) == ["small", "big"]
+
+
+def test_compare_defaults_to_five_folds_and_refuses_fewer_than_two(workdir, data_dir):
+    config = build_config(data_dir / "wine.csv", target="target")
+    result = compare(config, models=["logistic_regression"], track=False)
+    assert result.results["logistic_regression"].config.cv_folds == 5
+    with pytest.raises(ConfigError, match="needs --cv 2 or more"):
+        compare(build_config(data_dir / "wine.csv", target="target", overrides=["cv_folds=0"]), track=False)
 
 
 def test_lower_is_better_metrics_rank_ascending(workdir, data_dir, store_uri):
-    config = build_config(data_dir / "diabetes.csv", target="target")
+    config = build_config(data_dir / "diabetes.csv", target="target", cv=3)
     result = compare(config, models=["ridge", "random_forest"], tracking_uri=store_uri)
     assert result.metric == "rmse"
-    values = list(result.leaderboard["test_rmse"])
+    values = list(result.leaderboard["cv_rmse_mean"])
     assert values == sorted(values)
 
 
@@ -85,7 +125,7 @@ def test_a_failing_model_leaves_the_others_complete(workdir, data_dir, store_uri
 def test_default_models_are_every_installed_family_for_the_task(workdir, data_dir):
     from tabtrack.models import available_models
 
-    config = build_config(data_dir / "diabetes.csv", target="target", overrides=["model.params={}"])
+    config = build_config(data_dir / "diabetes.csv", target="target", cv=2, overrides=["model.params={}"])
     result = compare(config, track=False, params={"mlp": {"epochs": 20}, "xgboost": {"n_estimators": 30}})
     assert set(result.leaderboard["model"]) == set(available_models("regression"))
     assert "logistic_regression" not in set(result.leaderboard["model"])

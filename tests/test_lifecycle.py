@@ -6,13 +6,12 @@ from __future__ import annotations
 import os
 import signal
 import subprocess
-import sys
 
 import mlflow
 import pytest
 
 import tabtrack
-from conftest import runs_of, start_long_training
+from conftest import TABTRACK, runs_of, start_long_training
 
 
 def _statuses(client, experiment):
@@ -62,24 +61,33 @@ def test_keyboard_interrupt_marks_run_killed(workdir, data_dir, client, store_ur
 def _spawn_train(args, cwd):
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
     return subprocess.Popen(
-        [sys.executable, "-m", "tabtrack", "train", *map(str, args)],
+        [TABTRACK, "train", *map(str, args)],
         cwd=cwd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
     )  # fmt: skip
 
 
-def test_cli_failure_inside_fit_keeps_traceback_and_run_failed(workdir, data_dir, client):
-    # A parameter combination scikit-learn only rejects inside fit(): not a checked user error,
-    # so it keeps its traceback, and the run is FAILED rather than left RUNNING.
-    proc = _spawn_train(
-        [data_dir / "wine.csv", "--target", "target", "--model", "logistic_regression",
-         "--set", "model.params.solver=liblinear", "--set", "model.params.l1_ratio=0.5", "--experiment", "boom"],
-        workdir,
-    )  # fmt: skip
+def test_cli_failure_inside_fit_is_one_line_and_the_run_keeps_its_traceback(workdir, data_dir, client, store_uri):
+    # A value scikit-learn only rejects inside fit() (a column index the data does not have): not a checked
+    # user error, so it is reported as an internal error in one line, and the run is FAILED with its traceback.
+    args = [data_dir / "wine.csv", "--target", "target", "--model", "hist_gradient_boosting",
+            "--set", "model.params.categorical_features=[100]", "--experiment", "boom"]  # fmt: skip
+    proc = _spawn_train(args, workdir)
     _, err = proc.communicate(timeout=120)
-    if proc.returncode == 0:
-        pytest.skip("this scikit-learn accepts liblinear with l1_ratio; no fit-time failure to observe")
-    assert proc.returncode == 1 and "Traceback" in err
-    assert [s for _, s in _statuses(client, "boom")] == ["FAILED"]
+    assert proc.returncode == 1, err
+    assert "Traceback" not in err
+    assert err.startswith("error: internal error: ValueError:") and "categorical_features" in err
+    (run,) = runs_of(client, "boom")
+    assert run.info.status == "FAILED" and run.data.tags["error"].startswith("ValueError:")
+    assert f"run {run.info.run_id}'s error/traceback.txt" in err
+    mlflow.set_tracking_uri(store_uri)
+    saved = mlflow.artifacts.load_text(f"runs:/{run.info.run_id}/error/traceback.txt")
+    assert "Traceback" in saved and "categorical_features" in saved
+
+    proc = subprocess.run(
+        [TABTRACK, "--verbose", "train", *map(str, args)], cwd=workdir, capture_output=True, text=True, timeout=120
+    )
+    assert proc.returncode == 1 and "Traceback (most recent call last)" in proc.stderr
+    assert [r.info.status for r in runs_of(client, "boom")] == ["FAILED", "FAILED"]
 
 
 @pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT], ids=["SIGTERM", "SIGINT"])

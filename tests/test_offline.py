@@ -8,18 +8,18 @@ import json
 import os
 import shutil
 import subprocess
-import sys
 import time
 from pathlib import Path
 
 import pandas as pd
 import pytest
 
+from conftest import TABTRACK as TABTRACK_EXE
 from conftest import free_port, runs_of, start_mlflow_server, stop_server
 
 pytestmark = pytest.mark.multiprocess  # servers and CLI subprocesses
 
-TABTRACK = [sys.executable, "-m", "tabtrack"]
+TABTRACK = [TABTRACK_EXE]
 
 
 def _tabtrack(workdir: Path, *args: str, uri: str, timeout: float = 600) -> subprocess.CompletedProcess:

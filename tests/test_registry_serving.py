@@ -6,7 +6,6 @@ from __future__ import annotations
 import json
 import os
 import subprocess
-import sys
 import urllib.error
 import urllib.request
 
@@ -18,7 +17,7 @@ import pytest
 from mlflow import MlflowClient
 
 import tabtrack
-from conftest import free_port, wait_for_http
+from conftest import TABTRACK, free_port, wait_for_http
 from tabtrack.errors import TabtrackError
 from tabtrack.workflows import registry
 
@@ -176,7 +175,7 @@ def service(trained):
     port = free_port()
     env = {**os.environ, "MLFLOW_TRACKING_URI": uri}
     proc = subprocess.Popen(
-        [sys.executable, "-m", "tabtrack", "serve", "models:/svc@champion", "--port", str(port)],
+        [TABTRACK, "serve", "models:/svc@champion", "--port", str(port)],
         env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
     )  # fmt: skip
     base = f"http://127.0.0.1:{port}"
@@ -253,7 +252,7 @@ def test_wrong_type_and_oversized_bodies(service, data_dir):
 def test_bad_model_uri_fails_at_startup(trained):
     env = {**os.environ, "MLFLOW_TRACKING_URI": trained["uri"]}
     done = subprocess.run(
-        [sys.executable, "-m", "tabtrack", "serve", "models:/does_not_exist@champion", "--port", str(free_port())],
+        [TABTRACK, "serve", "models:/does_not_exist@champion", "--port", str(free_port())],
         env=env, capture_output=True, text=True, timeout=120,
     )  # fmt: skip
     assert done.returncode == 2 and "cannot load model 'models:/does_not_exist@champion'" in done.stderr

@@ -11,11 +11,12 @@ from pathlib import Path
 
 import pytest
 
+from conftest import TABTRACK as TABTRACK_EXE
 from conftest import free_port, runs_of, wait_for_http
 
 pytestmark = pytest.mark.multiprocess  # servers and CLI subprocesses
 
-TABTRACK = [sys.executable, "-m", "tabtrack"]
+TABTRACK = [TABTRACK_EXE]
 
 
 def _concurrent_trains(workdir: Path, data: Path, n: int, env: dict) -> list[subprocess.CompletedProcess]:

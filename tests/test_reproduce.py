@@ -187,6 +187,10 @@ def test_dvc_pipeline_end_to_end(tmp_path, data_dir):
 
     _run(["git", "add", "-A"], project, env)
     _run(["git", "commit", "-qm", "repro"], project, env)
+    # The README's `git add -A` after `dvc repro` commits no store and no model files into git.
+    committed = _run(["git", "ls-files"], project, env).split()
+    assert (project / "mlruns").is_dir()
+    assert not [p for p in committed if p.startswith(("mlruns/", "mlartifacts/", "mlflow.db", ".tabtrack/"))]
     again = _run([*dvc, "repro"], project, env)
     assert "Data and pipelines are up to date" in again
     assert len(runs_of(client, "churn")) == 1

@@ -116,8 +116,8 @@ def test_clean_failed_respects_age_and_dry_run(workdir, data_dir, store_uri, cli
 
 
 def test_sigkill_leaves_running_and_clean_stale_marks_failed(workdir, data_dir, client, cli):
-    # Tracked in the killed process itself (no agent worker outlives it to end the run: test_agent has that).
-    proc = start_long_training(workdir, data_dir, client, "killed", env={"TABTRACK_AGENT": "0"})
+    # A killed process cannot end its run: `runs clean --stale` is the documented way to close it.
+    proc = start_long_training(workdir, data_dir, client, "killed")
     proc.send_signal(signal.SIGKILL)
     proc.wait(timeout=30)
     exp_id = client.get_experiment_by_name("killed").experiment_id

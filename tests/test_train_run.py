@@ -188,42 +188,6 @@ def test_logged_model_serves_raw_rows_with_categoricals_and_gaps(model, workdir,
     assert result.metrics["test"]["accuracy"] > 0.6
 
 
-def test_logged_model_is_the_one_mlflow_sklearn_log_model_writes(workdir, data_dir, store_uri):
-    """tabtrack logs the sklearn model through `Model.log` to skip MLflow's serving-input validation (a
-    second load and a predict, which only ever warns): what is stored must stay what
-    `mlflow.sklearn.log_model` stores, file for file."""
-    from pathlib import Path
-
-    from mlflow.models import Model
-
-    result = tabtrack.train(data_dir / "mixed.csv", target="churn", model="random_forest", tracking_uri=store_uri)
-    ours = Path(mlflow.artifacts.download_artifacts(result.model_uri))
-    ours_model = Model.load(ours)
-    with mlflow.start_run(run_id=result.run_id):
-        reference_uri = mlflow.sklearn.log_model(
-            result.pipeline, name="reference",
-            signature=ours_model.signature,
-            input_example=ours_model.load_input_example(str(ours)),
-            pip_requirements=str(ours / "requirements.txt"),
-            skops_trusted_types=ours_model.flavors["sklearn"]["skops_trusted_types"],
-        ).model_uri  # fmt: skip
-    reference = Path(mlflow.artifacts.download_artifacts(reference_uri))
-
-    assert sorted(p.name for p in ours.iterdir()) == sorted(p.name for p in reference.iterdir())
-    for name in ("requirements.txt", "conda.yaml", "python_env.yaml", "input_example.json",
-                 "serving_input_example.json"):  # fmt: skip
-        assert (ours / name).read_text() == (reference / name).read_text(), name
-    ours_mlmodel, reference_mlmodel = (yaml.safe_load((d / "MLmodel").read_text()) for d in (ours, reference))
-    for varying in ("artifact_path", "model_id", "model_uuid", "utc_time_created", "model_size_bytes"):
-        ours_mlmodel.pop(varying), reference_mlmodel.pop(varying)
-    assert ours_mlmodel == reference_mlmodel
-    assert ours_mlmodel["flavors"]["sklearn"]["serialization_format"] == "skops"
-    raw = pd.read_csv(data_dir / "mixed.csv").drop(columns=["churn"])
-    np.testing.assert_array_equal(
-        mlflow.pyfunc.load_model(result.model_uri).predict(raw), mlflow.pyfunc.load_model(reference_uri).predict(raw)
-    )
-
-
 def test_same_seed_gives_identical_metrics(workdir, data_dir):
     first = tabtrack.train(data_dir / "mixed.csv", target="churn", model="hist_gradient_boosting", track=False, cv=3)
     second = tabtrack.train(data_dir / "mixed.csv", target="churn", model="hist_gradient_boosting", track=False, cv=3)

@@ -9,10 +9,12 @@ from contextlib import contextmanager
 from rich import box
 from rich.console import Console
 from rich.table import Table
+from rich.text import Text
 
-# Off a terminal, lines are not wrapped at 80 columns: URLs and ids stay copyable.
-console = Console(soft_wrap=not sys.stdout.isatty(), width=None if sys.stdout.isatty() else 160)
-err_console = Console(stderr=True)
+# Off a terminal, lines are not wrapped at 80 columns: URLs and ids stay copyable. No markup: what is printed
+# is data, and rich would read `[...]` in it (a fix such as `drop_columns=[id]`, a list param) as a style tag.
+console = Console(soft_wrap=not sys.stdout.isatty(), width=None if sys.stdout.isatty() else 160, markup=False)
+err_console = Console(stderr=True, markup=False)
 
 
 @contextmanager
@@ -81,18 +83,11 @@ def simple_table(headers: list[str], rows: list[list[str]], title: str | None = 
 
 
 def leaderboard_table(board, *, metric: str, title: str | None = None) -> Table:
-    """Rank, model, the ranking metric (and its CV mean ± std), a few other test metrics, status."""
+    """Rank, model, the ranking metric's CV mean ± std (what ranks), its test value, a few other test
+    metrics, seconds, status."""
     table = Table(title=title, box=box.SIMPLE_HEAD if console.is_terminal else box.ASCII2)
     others = [c for c in board.columns if c.startswith("test_") and c != f"test_{metric}"][:3]
-    columns = [
-        "rank",
-        "model",
-        f"test_{metric}",
-        *([f"cv_{metric}"] if f"cv_{metric}_mean" in board.columns else []),
-        *others,
-        "seconds",
-        "status",
-    ]
+    columns = ["rank", "model", f"cv_{metric}", f"test_{metric}", *others, "seconds", "status"]
     for column in columns:
         table.add_column(column, justify="right" if column not in ("model", "status") else "left")
     for _, row in board.iterrows():
@@ -120,7 +115,7 @@ def validation_table(report) -> Table:
         table.add_column(column, overflow="fold")
     for finding in report.findings:
         style = "red" if finding.severity == "error" else "yellow"
-        table.add_row(f"[{style}]{finding.severity}[/{style}]", finding.check, finding.message)
+        table.add_row(Text(finding.severity, style=style), finding.check, finding.message)
     if not report.findings:
         table.add_row("ok", "all checks", "nothing found")
     return table

@@ -42,6 +42,17 @@ def fingerprint(path: str | Path) -> DataFingerprint:
     )
 
 
+def frame_digest(frame) -> str:
+    """An 8-hex-digit digest of every row, column name and dtype (one vectorised hashing pass): how an
+    MLflow dataset made from a frame is identified."""
+    import pandas as pd
+
+    digest = hashlib.md5(usedforsecurity=False)
+    digest.update(pd.util.hash_pandas_object(frame, index=False).to_numpy().tobytes())
+    digest.update(repr([(str(c), str(t)) for c, t in frame.dtypes.items()]).encode())
+    return digest.hexdigest()[:8]
+
+
 def sha256_of(path: str | Path) -> str:
     digest = hashlib.sha256()
     with Path(path).open("rb") as handle:

@@ -15,6 +15,7 @@ import pandas as pd
 
 from tabtrack.data.load import release_arrow_memory
 from tabtrack.errors import DataError
+from tabtrack.models.raw_input import as_number_column, as_text_column
 
 log = logging.getLogger(__name__)
 
@@ -154,7 +155,7 @@ def _take_releasing(X: pd.DataFrame, *positions: np.ndarray) -> list[pd.DataFram
     for name in list(X.columns):
         column = X.pop(name)
         for part, rows, index in zip(parts, positions, indexes, strict=True):
-            part.append(pd.Series(column.array.take(rows), index=index, name=name, copy=False))
+            part.append(pd.Series(column.array.take(rows), index=index, name=name, dtype=column.dtype, copy=False))
         del column
         release_arrow_memory()  # Arrow allocated the loaded columns, and its allocator keeps what is freed
     return [pd.concat(part, axis=1) for part in parts]
@@ -204,7 +205,7 @@ def _normalise_features(X: pd.DataFrame, source: str) -> tuple[pd.DataFrame, lis
     for column in X.columns:
         values = X[column]
         if pd.api.types.is_bool_dtype(values) or pd.api.types.is_numeric_dtype(values):
-            as_float = values.astype("float64")
+            as_float = as_number_column(values, column)
             if np.isinf(as_float).any():
                 raise DataError(
                     f"feature column {column!r} in {source} holds infinite values; replace them with empty cells or drop the rows."
@@ -213,7 +214,9 @@ def _normalise_features(X: pd.DataFrame, source: str) -> tuple[pd.DataFrame, lis
             numeric.append(column)
         elif pd.api.types.is_datetime64_any_dtype(values):
             raise DataError(
-                f"feature column {column!r} in {source} holds dates; derive numeric features from it or drop it."
+                f"feature column {column!r} in {source} holds dates, which a model cannot take as they are; "
+                f"derive numeric features from it (year, month, days since a reference date) or drop it with "
+                f"--set 'drop_columns=[{column}]'."
             )
         else:
             X[column] = as_text_column(values)
@@ -224,9 +227,3 @@ def _normalise_features(X: pd.DataFrame, source: str) -> tuple[pd.DataFrame, lis
             f"feature column(s) {', '.join(map(repr, empty))} in {source} have no values at all; drop them."
         )
     return X, numeric, categorical
-
-
-def as_text_column(values: pd.Series) -> pd.Series:
-    """A categorical column as the pipeline expects it at fit and at serve time: object dtype, text
-    values, NaN for missing (consistent across pandas versions and their string dtypes)."""
-    return values.astype(object).where(values.notna(), np.nan).map(lambda v: v if isinstance(v, float) else str(v))

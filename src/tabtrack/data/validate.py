@@ -7,6 +7,7 @@ warnings are logged on the run as `data_validation.json` so a reviewer sees them
 from __future__ import annotations
 
 import json
+import re
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Literal
@@ -26,6 +27,7 @@ CHECKS = (
     "constant_column",
     "high_cardinality",
     "identifier_column",
+    "date_column",
     "class_imbalance",
     "leakage",
     "schema",
@@ -152,7 +154,31 @@ def _check_columns(frame: pd.DataFrame, target: str, settings: ValidationSetting
                     column,
                 )
             )
+        if pd.api.types.is_datetime64_any_dtype(values):
+            findings.append(
+                Finding(
+                    "date_column",
+                    "error",
+                    f"column {column!r} holds dates, which a model cannot take as they are; derive numeric "
+                    f"features from it (year, month, days since a reference date) or drop it with "
+                    f"--set 'drop_columns=[{column}]'.",
+                    column,
+                )
+            )
+            continue
         if not _is_text(values):
+            if _numbers_the_rows(values):
+                findings.append(
+                    Finding(
+                        "identifier_column",
+                        "warning",
+                        f"integer column {column!r} numbers the rows ({int(values.min())} to {int(values.max())}, "
+                        f"each once), like a row index: as a feature it fits the row order, not the data; "
+                        f"drop it with --set 'drop_columns=[{column}]'.",
+                        column,
+                    )
+                )
+                continue
             # min == max is the constant test for numbers; no need to count distinct values (slow on 1M rows)
             if values.min() == values.max():
                 findings.append(
@@ -163,6 +189,19 @@ def _check_columns(frame: pd.DataFrame, target: str, settings: ValidationSetting
                         column,
                     )
                 )
+            continue
+        example = _date_example(values)
+        if example is not None:
+            findings.append(
+                Finding(
+                    "date_column",
+                    "warning",
+                    f"text column {column!r} holds dates (e.g. {example!r}), so each date is its own category; "
+                    f"derive numeric features from it (year, month, days since a reference date) or drop it "
+                    f"with --set 'drop_columns=[{column}]'.",
+                    column,
+                )
+            )
             continue
         distinct = values.nunique(dropna=True)
         if distinct <= 1:
@@ -308,6 +347,32 @@ def _class_ranges(x: pd.Series, y_codes: pd.Series) -> pd.DataFrame:
 
 def _disjoint(ranges: pd.DataFrame) -> bool:
     return len(ranges) >= 2 and bool((ranges["min"].to_numpy()[1:] > ranges["max"].to_numpy()[:-1]).all())
+
+
+def _numbers_the_rows(values: pd.Series) -> bool:
+    """An integer column holding each of a run of consecutive numbers once (1..N, 0..N-1, or any offset):
+    a row index or row number saved with the data."""
+    if len(values) < MIN_ROWS_FOR_IDENTIFIER or pd.api.types.is_bool_dtype(values):
+        return False
+    if not pd.api.types.is_integer_dtype(values) or values.isna().any():
+        return False
+    return int(values.max()) - int(values.min()) == len(values) - 1 and values.is_unique
+
+
+# Dates and times as text: 2021-03-04, 2021/03/04, 04/03/2021, 4.3.21, each optionally with a time.
+_DATE = re.compile(
+    r"^\s*(\d{4}[-/.]\d{1,2}[-/.]\d{1,2}|\d{1,2}[-/.]\d{1,2}[-/.]\d{2,4})([ T]\d{1,2}:\d{2}(:\d{2}(\.\d+)?)?(Z|[+-]\d{2}:?\d{2})?)?\s*$"
+)
+DATE_SHARE = 0.9  # of the sampled non-empty values
+
+
+def _date_example(values: pd.Series) -> str | None:
+    """The first value when (nearly) every sampled non-empty value of a text column is a date."""
+    sample = values.dropna().astype(str).iloc[:200]
+    if sample.empty:
+        return None
+    dates = sample.map(lambda v: bool(_DATE.match(v)))
+    return str(sample[dates].iloc[0]) if dates.mean() >= DATE_SHARE else None
 
 
 def _is_text(values: pd.Series) -> bool:

@@ -2,10 +2,8 @@
 plots, classification report, feature importance and threshold metrics. Pure: returns bytes and
 text keyed by artifact path; the workflow decides where they are logged.
 
-Drawing is the costly half (~0.4 s for a classifier), so a tracker may run it in another process
-(`Tracker.compute_later`) from small, picklable inputs: `PredictionPlotData`, the test predictions,
-drawn by `draw_prediction_plots` as soon as they exist, and `ModelPlotData`, which `model_evidence`
-returns with the importance texts once it has the importance table, drawn by `draw_model_plots`.
+Plots are drawn from plain inputs: `PredictionPlotData`, the test predictions, by `draw_prediction_plots`,
+and `ModelPlotData`, which `model_evidence` returns with the importance texts, by `draw_model_plots`.
 `build_evidence` computes both halves of the evidence at once."""
 
 from __future__ import annotations
@@ -17,7 +15,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from tabtrack.evaluate.importance import feature_importance
+from tabtrack.evaluate.importance import feature_importance, final_estimator
 from tabtrack.evaluate.metrics import threshold_metrics
 from tabtrack.evaluate.plots import (
     classification_plots,
@@ -80,8 +78,7 @@ def build_evidence(
     thresholds: Sequence[float],
     random_state: int,
 ) -> Evidence:
-    """Both halves below at once (the train workflow computes them apart, to start drawing sooner). The
-    model's plots are drawn from `evidence.model_plots` by `draw_model_plots`."""
+    """Both halves below at once. The model's plots are drawn from `evidence.model_plots` by `draw_model_plots`."""
     evidence = prediction_evidence(y_test, y_pred, proba, task=task, classes=classes, thresholds=thresholds)
     evidence.add(model_evidence(pipeline, X_test, y_test, model_name=model_name, random_state=random_state))
     return evidence
@@ -97,7 +94,7 @@ def model_evidence(pipeline, X_test: pd.DataFrame, y_test: pd.Series, *, model_n
     if rows is not None:
         evidence.params["permutation_importance_rows"] = rows
 
-    estimator = pipeline.named_steps["model"]
+    estimator = final_estimator(pipeline)
     history = getattr(estimator, "history_", None)
     if history:
         evidence.run_metrics.update({"best_epoch": estimator.best_epoch_, "n_epochs": estimator.n_epochs_})

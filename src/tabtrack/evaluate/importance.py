@@ -16,10 +16,9 @@ def feature_importance(
 ) -> tuple[pd.DataFrame, str, int | None]:
     """`(table, method, sample_rows)`: a frame of `feature, importance` sorted descending, the method
     ("native" or "permutation") and, for permutation, how many test rows were used."""
-    estimator = pipeline.named_steps["model"]
-    native = _native(estimator)
-    if native is not None:
-        per_column = _to_input_columns(pipeline.named_steps["preprocess"], native, list(X_test.columns))
+    native = _native(final_estimator(pipeline))
+    per_column = _native_per_column(pipeline, native, list(X_test.columns)) if native is not None else None
+    if per_column is not None:
         return _table(per_column), "native", None
     sample = X_test
     y_sample = y_test
@@ -36,7 +35,7 @@ def permutation_importance_means(pipeline, X: pd.DataFrame, y: pd.Series, *, n_r
     """scikit-learn's `permutation_importance(...).importances_mean` (same shuffles, same default score),
     with every shuffled copy of X scored in one predict call instead of one call per column and repeat:
     on HistGradientBoosting the 60 small calls cost ~1 s, nearly all of it per-call overhead."""
-    metric = _default_metric(pipeline.steps[-1][1])
+    metric = _default_metric(final_estimator(pipeline))
     if metric is None:  # an estimator with its own score(): let scikit-learn call it
         from sklearn.inspection import permutation_importance
 
@@ -87,6 +86,26 @@ def _stacked(X: pd.DataFrame, blocks: list[tuple[int | None, np.ndarray | None]]
     return pd.DataFrame(columns)
 
 
+def final_estimator(model):
+    """The estimator at the end of a Pipeline, or the model itself."""
+    steps = getattr(model, "steps", None)
+    return steps[-1][1] if steps else model
+
+
+def _native_per_column(model, native: np.ndarray, columns: list[str]) -> dict[str, float] | None:
+    """Native importances per input column, where it is known which column each feature came from: tabtrack's
+    preprocessing (one-hot outputs summed back), or an estimator fed the input columns as they are. None for
+    any other preprocessing (a user's Pipeline): its importance is then permutation importance."""
+    steps = getattr(model, "steps", None)
+    if not steps:
+        return dict(zip(columns, map(float, native), strict=True)) if len(native) == len(columns) else None
+    preprocess = dict(steps).get("preprocess")
+    names = [name for name, _, _ in getattr(preprocess, "transformers_", [])]
+    if not names or not set(names) <= {"num", "cat", "remainder"}:  # not tabtrack's preprocessing
+        return None
+    return _to_input_columns(preprocess, native, columns)
+
+
 def _native(estimator) -> np.ndarray | None:
     from joblib import parallel_config
 
@@ -102,8 +121,9 @@ def _native(estimator) -> np.ndarray | None:
     return None
 
 
-def _to_input_columns(preprocess, values: np.ndarray, columns: list[str]) -> dict[str, float]:
-    """Sum transformed-feature importances back onto the raw column each came from."""
+def _to_input_columns(preprocess, values: np.ndarray, columns: list[str]) -> dict[str, float] | None:
+    """Sum transformed-feature importances back onto the raw column each came from (numeric columns one
+    feature each, categorical ones their one-hot features); None where the widths do not add up."""
     totals = dict.fromkeys(columns, 0.0)
     position = 0
     for name, transformer, selected in preprocess.transformers_:
@@ -111,17 +131,23 @@ def _to_input_columns(preprocess, values: np.ndarray, columns: list[str]) -> dic
             continue
         selected = list(selected)
         if name == "cat":
-            encoder = transformer.named_steps["onehot"]
+            encoder = getattr(transformer, "named_steps", {}).get("onehot")
+            if encoder is None:
+                return None
             placeholders = [f"c{i}" for i in range(len(selected))]
             owners = [int(out.split("_", 1)[0][1:]) for out in encoder.get_feature_names_out(placeholders)]
             for owner in owners:
+                if position >= len(values):
+                    return None
                 totals[selected[owner]] += float(values[position])
                 position += 1
         else:
             for column in selected:
+                if position >= len(values):
+                    return None
                 totals[column] += float(values[position])
                 position += 1
-    return totals
+    return totals if position == len(values) else None
 
 
 def _table(per_column: dict[str, float]) -> pd.DataFrame:

@@ -18,45 +18,17 @@ DPI = 100
 # A title at a fixed height: matplotlib otherwise measures every tick label to place it (~15% of drawing),
 # and these axes have no decorations above the plot, so the fixed height is where it lands anyway.
 TITLE_Y = 1.0
-# Blank figures made ahead by a process that forks others to draw (the tracking agent, `make_figures_ahead`):
-# a forked compute helper takes one instead of building a figure, its axes and their ticks (~15% of its
-# drawing time). The PNGs are the same bytes (tests/test_evaluation.py).
-_made_ahead: list[tuple[object, object]] = []
-TICKS_AHEAD = 8  # per axis: what a 0..1 axis uses, with the ticks just outside the limits
 
 
 def _figure(title: str, model: str, figsize: tuple[float, float] = FIGSIZE, left: float = LEFT):
-    if _made_ahead:
-        fig, ax = _made_ahead.pop()
-        if figsize != FIGSIZE:
-            fig.set_size_inches(figsize)
-        if left != LEFT:
-            fig.subplots_adjust(left=left)
-    else:
-        fig, ax = _blank_figure(figsize, left)
-    ax.set_title(f"{title}\n{model}", fontsize=11, y=TITLE_Y)
-    return fig, ax
-
-
-def _blank_figure(figsize: tuple[float, float], left: float):
     from matplotlib.figure import Figure
 
     # Fixed margins instead of a layout engine: constrained layout measured ~40% of render time.
     fig = Figure(figsize=figsize, dpi=DPI)
     fig.subplots_adjust(left=left, right=0.96, bottom=0.11, top=0.86)
-    return fig, fig.add_subplot()
-
-
-def make_figures_ahead(count: int = 7) -> None:
-    """Keep `count` blank figures, their ticks made, for the next plots drawn here or in processes forked
-    from here: 7 covers one run (five classification plots, feature importance, the loss curve)."""
-    figures = []
-    for _ in range(count):
-        fig, ax = _blank_figure(FIGSIZE, LEFT)
-        ax.xaxis.get_major_ticks(TICKS_AHEAD)
-        ax.yaxis.get_major_ticks(TICKS_AHEAD)
-        figures.append((fig, ax))
-    _made_ahead[:] = figures
+    ax = fig.add_subplot()
+    ax.set_title(f"{title}\n{model}", fontsize=11, y=TITLE_Y)
+    return fig, ax
 
 
 def render_png(fig) -> bytes:
@@ -64,27 +36,6 @@ def render_png(fig) -> bytes:
     # Light compression: a few percent larger files, several times faster to write.
     fig.savefig(buffer, format="png", pil_kwargs={"compress_level": 1})
     return buffer.getvalue()
-
-
-def warm_up_drawing() -> None:
-    """Draw every standard plot once, on a tiny made-up problem: done once by a process that forks others
-    to draw (the tracking agent). A forked helper then inherits what the first drawing loads lazily (the
-    Display classes, fonts, `matplotlib.pyplot` that scikit-learn's confusion matrix imports, narwhals'
-    plugin scan behind scikit-learn's input checks): ~1 s for the first figure of a fresh process, still
-    ~0.1 s of a helper's 0.45 s when only one figure had been drawn before the fork. Then makes the
-    blank figures the helpers will draw on."""
-    rng = np.random.default_rng(0)
-    y_true = np.array([0, 1] * 10)
-    proba = np.clip(y_true * 0.6 + rng.random(20) * 0.4, 0, 1)
-    figures = classification_plots(
-        y_true, (proba > 0.5).astype(int), np.column_stack([1 - proba, proba]), classes=[0, 1], model="warm-up"
-    )
-    figures.update(regression_plots(y_true + rng.random(20), y_true + rng.random(20), model="warm-up"))
-    importance = pd.DataFrame({"feature": ["a", "b"], "importance": [0.6, 0.4]})
-    figures["importance"] = feature_importance_plot(importance, model="warm-up", method="native")
-    for figure in figures.values():
-        render_png(figure)
-    make_figures_ahead()
 
 
 def classification_plots(

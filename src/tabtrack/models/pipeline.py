@@ -1,4 +1,4 @@
-"""Preprocessing and estimator as one sklearn Pipeline, so the logged model takes raw rows."""
+"""Input coercion, preprocessing and estimator as one sklearn Pipeline, so the logged model takes raw rows."""
 
 from __future__ import annotations
 
@@ -6,8 +6,8 @@ from collections.abc import Sequence
 from typing import Any
 
 # Types skops must trust to load the preprocessing (the fitted imputers keep their input dtype; the
-# numeric imputer's strategy is numpy's median function).
-PREPROCESSING_TRUSTED_TYPES = ("numpy.dtype", "numpy.median")
+# numeric imputer's strategy is numpy's median function; tabtrack's own first step).
+PREPROCESSING_TRUSTED_TYPES = ("numpy.dtype", "numpy.median", "tabtrack.models.raw_input.RawInput")
 # One-hot encodes at most this many categories per column; rarer ones share one column.
 MAX_CATEGORIES = 50
 
@@ -46,8 +46,20 @@ def build_preprocessor(numeric: Sequence[str], categorical: Sequence[str]):
     return ColumnTransformer(transformers, remainder="drop", verbose_feature_names_out=True)
 
 
-def build_pipeline(estimator: Any, *, numeric: Sequence[str], categorical: Sequence[str]):
-    """`Pipeline([("preprocess", ...), ("model", estimator)])`."""
+def build_pipeline(
+    estimator: Any, *, numeric: Sequence[str], categorical: Sequence[str], columns: Sequence[str] | None = None
+):
+    """`Pipeline([("input", RawInput), ("preprocess", ...), ("model", estimator)])`; `columns` is the
+    training order of the input columns (default: numeric, then categorical)."""
     from sklearn.pipeline import Pipeline
 
-    return Pipeline([("preprocess", build_preprocessor(numeric, categorical)), ("model", estimator)])
+    from tabtrack.models.raw_input import RawInput
+
+    columns = list(columns) if columns is not None else [*numeric, *categorical]
+    return Pipeline(
+        [
+            ("input", RawInput(columns=columns, numeric=list(numeric))),
+            ("preprocess", build_preprocessor(numeric, categorical)),
+            ("model", estimator),
+        ]
+    )

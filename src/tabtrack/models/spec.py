@@ -43,8 +43,6 @@ class ModelSpec:
     iterative: bool = False  # has a notion of iterations, so Optuna pruning applies
     # Classifiers that only accept labels 0..K-1 get wrapped so the model still speaks the user's labels.
     encode_labels: bool = False
-    # The fitted model imports tabtrack code, so the package ships with it (`code_paths`).
-    needs_tabtrack_code: bool = False
     device_param: str | None = None  # estimator parameter that takes "cpu" / "cuda"
     # How far a re-run's test metrics may drift and still count as reproduced (0: bit-identical).
     reproduce_tolerance: float = 0.0
@@ -121,9 +119,6 @@ class ModelSpec:
     @property
     def all_trusted_types(self) -> tuple[str, ...]:
         return (*self.trusted_types, *((LABEL_WRAPPER_TYPE,) if self.encode_labels else ()))
-
-    def ships_tabtrack_code(self, task: str) -> bool:
-        return self.needs_tabtrack_code or (self.encode_labels and task == "classification")
 
     def _modules(self) -> set[str]:
         return {path.partition(":")[0].split(".")[0] for path in self.estimators.values()}

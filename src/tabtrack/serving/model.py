@@ -9,8 +9,8 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from tabtrack.data.prepare import as_text_column
 from tabtrack.errors import TabtrackError
+from tabtrack.models.raw_input import RawInput, as_number_column, as_text_column
 from tabtrack.tracking.store import resolve_tracking_uri
 
 log = logging.getLogger(__name__)
@@ -21,7 +21,7 @@ NUMERIC_TYPES = {"double", "float", "long", "integer", "boolean"}
 class LoadedModel:
     uri: str
     model: Any  # the scikit-learn pipeline (predict and predict_proba on raw rows)
-    columns: dict[str, str]  # input column -> MLflow type, from the signature
+    columns: dict[str, str]  # input column -> "number", "text" or "any" (passed as given), in the model's order
     metadata: dict[str, Any] = field(default_factory=dict)
     compiled: Any = None  # CompiledPreprocessor when it matches scikit-learn exactly (serving fast path)
     compiled_forest: Any = None  # CompiledForest, the same for a random forest's few-row predictions
@@ -32,10 +32,12 @@ class LoadedModel:
         from tabtrack.serving.compiled import compile_forest, compile_preprocessor, verified, verified_forest
 
         steps = getattr(self.model, "steps", None)
-        if not steps or len(steps) < 2:
+        if not steps or len(steps) < 2 or "any" in self.columns.values():
             return self
         preprocess = self.model[:-1]
-        inner = preprocess.steps[0][1] if len(preprocess.steps) == 1 else None
+        # What follows the input step (rows are prepared the same way before they reach it)
+        transforms = [step for _, step in preprocess.steps if not isinstance(step, RawInput)]
+        inner = transforms[0] if len(transforms) == 1 else None
         probe = self._probe_rows()
         self.compiled = verified(compile_preprocessor(inner), preprocess, probe)
         forest = compile_forest(steps[-1][1])
@@ -55,7 +57,7 @@ class LoadedModel:
             for column, kind in self.columns.items():
                 if i == 0:
                     row[column] = None
-                elif kind in NUMERIC_TYPES:
+                elif kind == "number":
                     row[column] = float(rng.normal(scale=10.0 ** (i % 4)))
                 else:
                     row[column] = None if i % 3 == 0 else f"probe{i}"
@@ -68,33 +70,26 @@ class LoadedModel:
         return None if classes is None else [c.item() if hasattr(c, "item") else c for c in classes]
 
     def prepare(self, frame: pd.DataFrame) -> pd.DataFrame:
-        """Check rows against the signature: missing columns are an error naming them, extra columns are
-        dropped with a warning, values are coerced to the signature's types (a value that cannot be is an error)."""
+        """Rows as the model's input step gives them to the preprocessing: missing columns are an error
+        naming them, extra columns are dropped with a warning, numeric columns become float64 (a value
+        that is not a number, or is infinite, is an error naming the column), text columns text."""
         missing = [c for c in self.columns if c not in frame.columns]
         if missing:
             raise TabtrackError(f"input lacks column(s) the model needs: {', '.join(map(repr, missing))}.")
         extra = [c for c in frame.columns if c not in self.columns]
         if extra:
             log.warning("ignoring column(s) the model does not use: %s", ", ".join(map(str, extra)))
-        numeric = [c for c, kind in self.columns.items() if kind in NUMERIC_TYPES]
         prepared = {}
-        if numeric:
-            try:  # one vectorised conversion; per-column only to name the culprit
-                block = np.asarray(frame[numeric].to_numpy(), dtype="float64")
-            except (ValueError, TypeError):
-                for column in numeric:
-                    bad = next((v for v in frame[column] if not _is_number(v)), None)
-                    if bad is not None:
-                        raise TabtrackError(f"column {column!r} must be numeric; got {bad!r}.") from None
-                raise
-            if np.isinf(block).any():
-                column = numeric[int(np.argwhere(np.isinf(block))[0][1])]
-                raise TabtrackError(f"column {column!r} holds an infinite value; send a finite number or null.")
-            prepared.update({column: block[:, i] for i, column in enumerate(numeric)})
         for column, kind in self.columns.items():
-            if kind not in NUMERIC_TYPES:
-                values = frame[column]
-                prepared[column] = as_text_column(values)
+            if kind != "number":
+                prepared[column] = frame[column] if kind == "any" else as_text_column(frame[column])
+                continue
+            try:
+                prepared[column] = as_number_column(frame[column], column)
+            except ValueError as exc:
+                raise TabtrackError(str(exc)) from None
+            if np.isinf(prepared[column].to_numpy()).any():
+                raise TabtrackError(f"column {column!r} holds an infinite value; send a finite number or null.")
         return pd.DataFrame(prepared, index=frame.index, columns=list(self.columns))
 
     def score_records(self, records: list[dict[str, Any]]) -> tuple[np.ndarray, np.ndarray | None]:
@@ -146,16 +141,6 @@ class LoadedModel:
         return np.asarray(estimator.classes_)[np.argmax(proba, axis=1)], proba
 
 
-def _is_number(value: Any) -> bool:
-    if value is None:
-        return True
-    try:
-        float(value)
-    except (TypeError, ValueError):
-        return False
-    return True
-
-
 def load(uri: str, *, tracking_uri: str | None = None) -> LoadedModel:
     """Load once; any failure is one clear TabtrackError naming the URI."""
     import mlflow
@@ -170,8 +155,21 @@ def load(uri: str, *, tracking_uri: str | None = None) -> LoadedModel:
         raise TabtrackError(f"cannot load model {uri!r}: {message}") from exc
     if info.signature is None or info.signature.inputs is None:
         raise TabtrackError(f"model {uri!r} has no input signature; log it with tabtrack train.")
-    columns = {spec["name"]: spec["type"] for spec in info.signature.inputs.to_dict()}
+    columns = _column_kinds(model, info.signature.inputs.to_dict())
     return LoadedModel(uri=uri, model=model, columns=columns, metadata=_lineage(uri, info))
+
+
+def _column_kinds(model: Any, specs: list[dict[str, Any]]) -> dict[str, str]:
+    """Each input column's kind, from the pipeline where tabtrack built it: its input step. Models logged
+    before that step existed declared typed signatures; for any other model (the user's own) the values
+    go to it as given."""
+    names = [spec["name"] for spec in specs]
+    steps = dict(getattr(model, "steps", []))
+    if isinstance(steps.get("input"), RawInput):
+        numeric = set(steps["input"].numeric)
+        return {name: "number" if name in numeric else "text" for name in names}
+    kinds = {"string": "text", **dict.fromkeys(NUMERIC_TYPES, "number")}
+    return {spec["name"]: kinds.get(spec.get("type"), "any") for spec in specs}
 
 
 def _lineage(uri: str, info) -> dict[str, Any]:

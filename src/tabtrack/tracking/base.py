@@ -6,20 +6,22 @@ SIGTERM) is implemented once here; adapters implement the primitives.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import traceback
 from abc import ABC, abstractmethod
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from typing import Any, TypeVar
+from typing import Any
 
 log = logging.getLogger(__name__)
-T = TypeVar("T")
 
 FINISHED, FAILED, KILLED = "FINISHED", "FAILED", "KILLED"
 ERROR_TAG = "error"
 TRACEBACK_FILE = "error/traceback.txt"
+# Set on an exception that failed a run: the outermost run it failed (the CLI names it).
+FAILED_RUN_ATTR = "tabtrack_failed_run"
 
 
 @dataclass
@@ -31,75 +33,11 @@ class ModelArtifact:
     input_example: Any
     output_example: Any
     pip_requirements: list[str]
+    # Set for models that take a frame of named columns: each column is declared AnyType (see mlflow_io).
+    input_columns: list[str] | None = None
     trusted_types: list[str] = field(default_factory=list)
     code_paths: list[str] = field(default_factory=list)
     name: str = "model"
-
-
-SCHEMA_SAMPLE_ROWS = 1000
-
-
-@dataclass
-class FrameSummary:
-    """What an MLflow dataset records of a frame (digest, schema from a sample, size), without the frame:
-    cheap to hand to another process however big the data."""
-
-    sample: Any  # the first SCHEMA_SAMPLE_ROWS rows, for the schema
-    digest: str
-    num_rows: int
-    num_elements: int
-
-    @classmethod
-    def of(cls, frame: Any) -> FrameSummary:
-        """The summary of a frame; a summary is its own."""
-        if isinstance(frame, FrameSummary):
-            return frame
-        return cls(frame.head(SCHEMA_SAMPLE_ROWS), frame_digest(frame), len(frame), int(frame.size))
-
-
-def frame_digest(frame: Any) -> str:
-    """An 8-hex-digit digest of every row, column name and dtype (one vectorised hashing pass)."""
-    import hashlib
-
-    import pandas as pd
-
-    digest = hashlib.md5(usedforsecurity=False)
-    digest.update(pd.util.hash_pandas_object(frame, index=False).to_numpy().tobytes())
-    digest.update(repr([(str(c), str(t)) for c, t in frame.dtypes.items()]).encode())
-    return digest.hexdigest()[:8]
-
-
-# What drawing the standard plots imports (~1 s): worth importing while the model trains.
-PLOT_MODULES = ("matplotlib.figure", "matplotlib.backends.backend_agg")
-_PRELOADED: set[tuple] = set()  # requests already started in this process
-
-
-def preload_in_background(modules: tuple[str, ...], *, then: Callable[[], None] | None = None) -> None:
-    """Import `modules` (then call `then`) in a background thread, once per process for each request
-    (a worker-tracked run preloads only the plots; a later in-process run still prepares model logging).
-    Estimators train in native code that releases the GIL, so the imports overlap with training."""
-    request = (modules, then)
-    if request in _PRELOADED:
-        return
-    _PRELOADED.add(request)
-    import importlib
-    import threading
-
-    # What the main thread imports next (metrics, inspection) is imported here first, so the two
-    # threads never wait on each other's half-imported modules.
-    importlib.import_module("sklearn.metrics")
-    importlib.import_module("sklearn.inspection")
-
-    def load() -> None:
-        for name in modules:
-            try:
-                importlib.import_module(name)
-            except Exception:  # the real import later reports a real problem
-                log.debug("warm-up import of %s failed", name, exc_info=True)
-        if then is not None:
-            then()
-
-    threading.Thread(target=load, name="tabtrack-warm-up", daemon=True).start()
 
 
 class Tracker(ABC):
@@ -147,6 +85,9 @@ class Tracker(ABC):
             self.flush()
             if status == FAILED:
                 self.log_text("".join(traceback.format_exception(exc)), TRACEBACK_FILE)
+                if self.run_id and self.stores_artifacts:
+                    with contextlib.suppress(AttributeError, TypeError):  # a foreign exception may refuse it
+                        setattr(exc, FAILED_RUN_ATTR, self.run_id)
         except Exception:
             log.warning("could not record the error on run %s", self.run_id, exc_info=True)
         finally:
@@ -187,24 +128,8 @@ class Tracker(ABC):
     def log_model(self, artifact: ModelArtifact) -> str | None:
         """Log the model; return its URI (None where nothing is stored)."""
 
-    def log_model_later(self, artifact: ModelArtifact) -> Callable[[], str | None]:
-        """Start logging the model and return a function that waits for its URI: adapters that work
-        in the background serialise the model while the caller evaluates and draws plots."""
-        uri = self.log_model(artifact)
-        return lambda: uri
-
-    def compute_later(self, fn: Callable[..., T], *args: Any) -> Callable[[], T]:
-        """Start `fn(*args)` and return a function that waits for its value. `fn` is pure, CPU-bound
-        and picklable (a module-level function, as drawing the plots is): an adapter may run it in
-        another process while the caller goes on. Here it runs now."""
-        value = fn(*args)
-        return lambda: value
-
     def flush(self) -> None:  # noqa: B027 - optional hook: only buffering adapters need it
         """Send anything buffered."""
-
-    def warm_up(self) -> None:  # noqa: B027 - optional hook
-        """Start slow, one-off preparations for logging the model while training runs."""
 
     @property
     def ui_url(self) -> str | None:

@@ -9,13 +9,10 @@ When a tracking server stops answering mid-run, the run tree carries on into an 
 from __future__ import annotations
 
 import functools
-import importlib
-import json
 import logging
 import os
 import tempfile
 import time
-import warnings
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -27,13 +24,19 @@ from mlflow.exceptions import MlflowException
 
 from tabtrack.errors import TrackingError
 from tabtrack.redact import redact_uri
-from tabtrack.tracking.base import PLOT_MODULES, FrameSummary, ModelArtifact, Tracker, preload_in_background
+from tabtrack.tracking.base import ModelArtifact, Tracker
+from tabtrack.tracking.mlflow_io import (
+    MAX_METRICS,
+    MAX_PARAM_LENGTH,
+    MAX_PARAMS,
+    MAX_TAGS,
+    PARENT_TAG,
+    dataset_entity,
+    log_model,
+)
+from tabtrack.tracking.offline import OfflineTracker
 from tabtrack.tracking.store import is_local_store, resolve_tracking_uri, run_url
 
-# MLflow's per-request limits for log_batch.
-MAX_METRICS, MAX_PARAMS, MAX_TAGS = 1000, 100, 100
-MAX_PARAM_LENGTH = 6000
-PARENT_TAG = "mlflow.parentRunId"
 # SQLite lets one writer in at a time; concurrent `tabtrack train` processes wait their turn.
 LOCKED_RETRIES, LOCKED_BACKOFF_S = 8, 0.25
 # MLflow's own HTTP retry (backoff 2, 7 retries) waits minutes on a dead server before reporting it;
@@ -138,8 +141,6 @@ class MlflowTracker(Tracker):
             self._start_offline(experiment, run_name, tags, exc)
 
     def _start_offline(self, experiment: str, run_name: str, tags: dict[str, str], exc: BaseException) -> None:
-        from tabtrack.tracking.offline import OfflineTracker
-
         self._offline = OfflineTracker(tracking_uri=self.tracking_uri)
         self._offline._start(experiment=experiment, run_name=run_name, tags=tags)
         self.run_id = self._offline.run_id
@@ -216,8 +217,6 @@ class MlflowTracker(Tracker):
 
     def _go_offline(self, exc: BaseException) -> None:
         """Continue this run in an offline bundle that names the server's run, so sync completes it."""
-        from tabtrack.tracking.offline import OfflineTracker
-
         if self._offline is not None:
             return
         parent = self._parent
@@ -250,9 +249,6 @@ class MlflowTracker(Tracker):
     @property
     def offline_bundle(self) -> str | None:
         return self._offline.offline_bundle if self._offline is not None else None
-
-    def warm_up(self) -> None:
-        warm_up_imports()
 
     def _experiment_id(self, name: str) -> str:
         try:
@@ -348,7 +344,7 @@ class MlflowTracker(Tracker):
         self.flush()
         if self._offline is not None:  # the flush just found the server gone
             return self._offline.log_model(artifact)
-        info = _log_model(artifact)
+        info = log_model(artifact)
         if artifact.name == "model":
             self._model_id = info.model_id
         return info.model_uri
@@ -358,143 +354,6 @@ class MlflowTracker(Tracker):
         if self._offline is not None or self.run_id is None or self.experiment_id is None:
             return None
         return run_url(self.tracking_uri, self.experiment_id, self.run_id)
-
-
-def dataset_entity(frame: Any, *, source: str, name: str, target: str | None):
-    """The MLflow dataset entity (digest, schema, profile) for a frame or a FrameSummary of one."""
-    from mlflow.entities import Dataset
-    from mlflow.models import infer_signature
-
-    summary = FrameSummary.of(frame)
-    with warnings.catch_warnings():
-        # MLflow registers two identical local-file source types and warns that it picked one.
-        warnings.filterwarnings("ignore", message="The specified dataset source can be interpreted")
-        # Our digest: MLflow's default maps type() over every cell of the whole frame (4.9 s for 1M x 31).
-        # The schema MLflow records is inferred from every row (0.3 s for 16k rows); the column types
-        # are settled by the sample, so seed the cached property with the sample's schema.
-        dataset = mlflow.data.from_pandas(
-            summary.sample, source=source, name=name, targets=target, digest=summary.digest
-        )
-        dataset.__dict__["schema"] = infer_signature(summary.sample).inputs
-        sample_entity = dataset._to_mlflow_entity()
-    profile = {"num_rows": summary.num_rows, "num_elements": summary.num_elements}  # of the whole frame
-    return Dataset(
-        name=sample_entity.name,
-        digest=sample_entity.digest,
-        source_type=sample_entity.source_type,
-        source=sample_entity.source,
-        schema=sample_entity.schema,
-        profile=json.dumps(profile),
-    )
-
-
-def warm_up_imports() -> None:
-    """Import what logging a model and drawing plots need in a background thread, while the model trains.
-
-    `import skops.io` alone takes ~3.8 s (it imports every scikit-learn estimator to build its trusted
-    list), and it is pure start-up cost; estimators train in native code that releases the GIL, so the
-    import overlaps with training instead of following it."""
-    preload_in_background(PLOT_MODULES, then=prepare_model_logging)
-
-
-def prepare_model_logging() -> None:
-    """The one-off costs of a first log_model: importing skops and the flavor, and the installed-package
-    map MLflow builds to check requirements (~1.2 s: it reads every installed package's file list)."""
-    for name in ("skops.io", "mlflow.sklearn", "mlflow.pyfunc"):  # pyfunc: imported lazily by the first log_model
-        try:
-            importlib.import_module(name)
-        except Exception:  # the real import later reports a real problem
-            log.debug("warm-up import of %s failed", name, exc_info=True)
-    try:
-        from mlflow.utils import requirements_utils
-
-        requirements_utils._init_modules_to_packages_map()  # private, cached; only a speed-up if present
-    except Exception:
-        log.debug("could not pre-build MLflow's package map", exc_info=True)
-
-
-def prepare_forked_runs() -> None:
-    """For a process that forks a tracking worker per run (the agent): what each worker's first run would
-    otherwise load again, measured in a worker's profile at ~0.3 CPU-s of its start. The modules MLflow
-    imports lazily while it opens a SQLite store, starts a run (GitPython, for the git tags) and logs a
-    model (its tracing processors); and the newest revision of MLflow's database schema, which MLflow
-    finds by reading its ~70 migration scripts each time it opens a store to check the schema is current.
-    That revision is fixed for an installation (an agent is replaced when the installation changes), so
-    the agent asks once and keeps the answer: a private function, replaced only where it exists. And
-    scikit-learn models are written by `tabtrack.tracking.skops_save` (same file format, ~60% of the cost)."""
-    for name in ("git", "sqlalchemy.dialects.sqlite", "mlflow.tracing.processor.base_mlflow",
-                 "mlflow.tracing.processor.otel", "mlflow.tracing.export.utils"):  # fmt: skip
-        try:
-            importlib.import_module(name)
-        except Exception:  # e.g. no git executable: the run records no git tags, as it would anyway
-            log.debug("warm-up import of %s failed", name, exc_info=True)
-    try:
-        from mlflow.store.db import utils as db_utils
-
-        head = db_utils._get_latest_schema_revision()
-        db_utils._get_latest_schema_revision = lambda: head
-    except Exception:
-        log.debug("could not keep MLflow's schema revision", exc_info=True)
-    from tabtrack.tracking.skops_save import use_compact_skops_save
-
-    use_compact_skops_save()
-
-
-def model_kwargs(artifact: ModelArtifact) -> dict[str, Any]:
-    """What log_model and save_model both take for this artifact, by flavor."""
-    from mlflow.models import infer_signature
-
-    # Known requirements: skips MLflow's slow requirement inference (~6.7 s per call).
-    kwargs: dict[str, Any] = {"pip_requirements": artifact.pip_requirements}
-    if artifact.input_example is not None:
-        kwargs["signature"] = infer_signature(artifact.input_example, artifact.output_example)
-        kwargs["input_example"] = artifact.input_example
-    if artifact.flavor == "sklearn":
-        kwargs["code_paths"] = artifact.code_paths or None
-        kwargs["skops_trusted_types"] = artifact.trusted_types or None
-    return kwargs
-
-
-def _log_model(artifact: ModelArtifact):
-    """`mlflow.<flavor>.log_model`, except that a scikit-learn model skips MLflow's serving-input validation:
-    a second skops load of the model plus a predict on the input example, ~0.2 CPU-s for a 100-tree forest
-    (40% of its log_model), which only ever logs a warning. The model was just scored in the caller on
-    rows like the example, and saving it already loaded it back once (skops' trusted-type check).
-    `mlflow.sklearn.log_model` takes no switch for it; `Model.log` does. Same files, same MLmodel (test)."""
-    if artifact.flavor != "sklearn":
-        return flavor_module(artifact.flavor).log_model(artifact.model, name=artifact.name, **model_kwargs(artifact))
-    import mlflow.sklearn
-    from mlflow.models import Model
-
-    return Model.log(
-        artifact_path=None, name=artifact.name, flavor=_SklearnWithoutServingCheck, flavor_name="mlflow.sklearn",
-        sk_model=artifact.model, serialization_format=mlflow.sklearn.SERIALIZATION_FORMAT_SKOPS,
-        validate_serving_input=False, **model_kwargs(artifact),
-    )  # fmt: skip
-
-
-class _SklearnWithoutServingCheck:
-    """mlflow.sklearn as `Model.log` sees a flavor; its save_model does not take Model.log's switch."""
-
-    __name__ = "mlflow.sklearn"
-
-    @staticmethod
-    def save_model(*, validate_serving_input: bool = True, **kwargs):
-        import mlflow.sklearn
-
-        return mlflow.sklearn.save_model(**kwargs)
-
-
-def save_model(artifact: ModelArtifact, path: str | Path) -> None:
-    """The same model log_model would store, written to a local folder (offline bundles)."""
-    flavor_module(artifact.flavor).save_model(artifact.model, path=str(path), **model_kwargs(artifact))
-
-
-def flavor_module(name: str):
-    """The mlflow.<flavor> module for the flavors tabtrack logs."""
-    if name not in ("sklearn", "xgboost", "lightgbm", "pytorch"):
-        raise ValueError(f"no MLflow flavor {name!r}")
-    return importlib.import_module(f"mlflow.{name}")
 
 
 def _reason(exc: MlflowException) -> str:
@@ -508,7 +367,12 @@ def _reason(exc: MlflowException) -> str:
 
 
 def _forget_fluent_run(run_id: str | None) -> None:
-    """Drop a run from MLflow's fluent stack without contacting the (unreachable) server."""
+    """Drop a run from MLflow's fluent stack without contacting the (unreachable) server.
+
+    Private: `mlflow.end_run()` is the only public way off the stack, and it pops the run only after the
+    server took its end status, which an unreachable server never does. Without this, every later
+    `mlflow.start_run` in the process would nest under a dead run. tests/test_offline.py checks the stack
+    is still where this looks for it."""
     from mlflow.tracking import fluent
 
     stack = fluent._active_run_stack.get()

@@ -166,7 +166,7 @@ class OfflineTracker(Tracker):
         path.write_bytes(data)
 
     def log_dataset(self, frame: Any, *, context: str, source: str, name: str, target: str | None) -> None:
-        from tabtrack.tracking.mlflow_tracker import dataset_entity
+        from tabtrack.tracking.mlflow_io import dataset_entity
 
         entity = dataset_entity(frame, source=source, name=name, target=target)
         record = {
@@ -184,7 +184,7 @@ class OfflineTracker(Tracker):
             handle.write(json.dumps(record) + "\n")
 
     def log_model(self, artifact: ModelArtifact) -> str | None:
-        from tabtrack.tracking.mlflow_tracker import save_model
+        from tabtrack.tracking.mlflow_io import save_model
 
         models = self._dir / "models"
         models.mkdir(exist_ok=True)

@@ -22,7 +22,7 @@ from typing import Any
 from tabtrack.errors import TrackingError
 from tabtrack.lineage import process_alive
 from tabtrack.redact import redact_uri
-from tabtrack.tracking.mlflow_tracker import MAX_METRICS, MAX_PARAMS, MAX_TAGS, PARENT_TAG, flavor_module
+from tabtrack.tracking.mlflow_io import MAX_METRICS, MAX_PARAMS, MAX_TAGS, PARENT_TAG, flavor_module
 from tabtrack.tracking.offline import offline_root, read_json, write_json
 from tabtrack.tracking.store import resolve_tracking_uri, server_reachable
 

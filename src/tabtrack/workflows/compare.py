@@ -1,5 +1,9 @@
 """`tabtrack compare`: several model families on the same split, one parent run, one child run per
-model (each a full standard run), and a leaderboard that answers "which was better?"."""
+model (each a full standard run), and a leaderboard that answers "which was better?".
+
+The winner is chosen by K-fold cross-validation on the training split, never by the test split: a
+model picked for its test score has a test score that overstates it, and the test split is then no
+longer an estimate of anything. The test metrics are shown beside, for the record."""
 
 from __future__ import annotations
 
@@ -22,6 +26,8 @@ from tabtrack.workflows.recording import resolved_yaml, run_tags
 from tabtrack.workflows.train import Progress, TrainResult, run_training
 
 log = logging.getLogger(__name__)
+
+DEFAULT_COMPARE_FOLDS = 5
 
 
 @dataclass
@@ -50,8 +56,10 @@ def compare(
     track: bool = True,
     progress: Progress | None = None,
 ) -> CompareResult:
-    """Train each model on the same data and split (one seed) and rank them on the test split by
-    `metric` (default: the task's primary metric; direction read from the metric's definition)."""
+    """Train each model on the same data and split (one seed) and rank them by the cross-validated mean
+    of `metric` on the training split (default: the task's primary metric; direction read from the
+    metric's definition). K folds from the config (`--cv K`), 5 when it sets none; fewer than 2 is an error."""
+    config = _with_folds(config)
     data = check_data(config)
     task = data.dataset.task
     n_classes = len(data.dataset.classes) if data.dataset.classes is not None else None
@@ -106,7 +114,12 @@ def compare(
         if not best.empty:
             top = best.iloc[0]
             parent.set_tags({"best.model": str(top["model"]), "best.run_id": str(top["run_id"])})
-            parent.log_metrics({f"best_test_{metric}": float(top[f"test_{metric}"])})
+            parent.log_metrics(
+                {
+                    f"best_cv_{metric}_mean": float(top[f"cv_{metric}_mean"]),
+                    f"best_test_{metric}": float(top[f"test_{metric}"]),
+                }
+            )
         if failures:
             parent.set_tags({"failed_models": ",".join(sorted(failures))})
         result = CompareResult(parent.run_id, first.experiment, metric, board, results, failures)
@@ -118,23 +131,26 @@ def compare(
 def leaderboard(
     results: Mapping[str, TrainResult], failures: Mapping[str, str], seconds: Mapping[str, float], *, metric: str
 ) -> pd.DataFrame:
-    """Rows best first by test `metric` (its direction from GREATER_IS_BETTER); failed models last."""
+    """Rows best first by the CV mean of `metric` (its direction from GREATER_IS_BETTER), then by the
+    smaller spread; failed models last. Columns: the CV mean and std of every metric the direction of
+    which is known, then the test metrics."""
     rows = []
     for name, result in results.items():
-        row = {"model": name, "status": "FINISHED", "run_id": result.run_id or ""}
-        row[f"test_{metric}"] = result.metrics["test"].get(metric)
-        if "cv" in result.metrics:
-            row[f"cv_{metric}_mean"] = result.metrics["cv"].get(f"{metric}_mean")
-            row[f"cv_{metric}_std"] = result.metrics["cv"].get(f"{metric}_std")
-        for other, value in result.metrics["test"].items():
-            if other != metric and other in GREATER_IS_BETTER:
-                row[f"test_{other}"] = value
+        row: dict[str, Any] = {"model": name, "status": "FINISHED", "run_id": result.run_id or ""}
+        cv = result.metrics.get("cv", {})
+        for other in _ranked_first(metric, cv, suffix="_mean"):
+            row[f"cv_{other}_mean"], row[f"cv_{other}_std"] = cv.get(f"{other}_mean"), cv.get(f"{other}_std")
+        for other in _ranked_first(metric, result.metrics["test"]):
+            row[f"test_{other}"] = result.metrics["test"][other]
         row["seconds"] = round(seconds.get(name, 0.0), 2)
         rows.append(row)
     board = pd.DataFrame(rows)
     if not board.empty:
         board = board.sort_values(
-            f"test_{metric}", ascending=not GREATER_IS_BETTER[metric], kind="stable", na_position="last"
+            [f"cv_{metric}_mean", f"cv_{metric}_std"],
+            ascending=[not GREATER_IS_BETTER[metric], True],
+            kind="stable",
+            na_position="last",
         )
     failed = pd.DataFrame(
         [
@@ -151,6 +167,24 @@ def leaderboard(
     board = pd.concat([board, failed], ignore_index=True) if not failed.empty else board.reset_index(drop=True)
     board.insert(0, "rank", range(1, len(board) + 1))
     return board
+
+
+def _ranked_first(metric: str, values: Mapping[str, float], suffix: str = "") -> list[str]:
+    """The metric names in `values` whose direction is known, the ranking metric first."""
+    names = [key.removesuffix(suffix) for key in values if key.endswith(suffix)]
+    known = [name for name in names if name in GREATER_IS_BETTER and name != metric]
+    return [metric, *known]
+
+
+def _with_folds(config: RunConfig) -> RunConfig:
+    if "cv_folds" not in config.model_fields_set:  # neither the config file, --cv nor --set chose
+        return config.model_copy(update={"cv_folds": DEFAULT_COMPARE_FOLDS})
+    if config.cv_folds < 2:
+        raise ConfigError(
+            f"compare ranks models by cross-validation on the training split, so it needs --cv 2 or more "
+            f"(got {config.cv_folds}); leave --cv out for {DEFAULT_COMPARE_FOLDS} folds."
+        )
+    return config
 
 
 def _check_models(models: Iterable[str] | None, task: str) -> list[str]:

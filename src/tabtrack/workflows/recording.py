@@ -117,7 +117,7 @@ def native_artifact(pipeline, checked: CheckedInputs) -> ModelArtifact:
     native = unwrap(pipeline.named_steps["model"])
     if checked.spec.native_flavor == "pytorch":
         native = native.torch_module()
-    features = pipeline.named_steps["preprocess"].transform(checked.split.X_train.head(INPUT_EXAMPLE_ROWS))
+    features = pipeline[:-1].transform(checked.split.X_train.head(INPUT_EXAMPLE_ROWS))
     return ModelArtifact(
         model=native,
         flavor=checked.spec.native_flavor,
@@ -132,8 +132,7 @@ def model_artifact(pipeline, checked: CheckedInputs) -> ModelArtifact:
     from joblib import parallel_config
 
     example = checked.split.X_train.head(INPUT_EXAMPLE_ROWS)
-    # In this thread: a forest (n_jobs=-1) would start a joblib thread pool to predict five rows,
-    # ~40 ms against ~13 ms, before the model can go to the tracking worker.
+    # A forest (n_jobs=-1) would start a joblib thread pool to predict five rows: ~40 ms against ~13 ms.
     with parallel_config(backend="sequential"):
         output_example = pipeline.predict(example)
     requirements = ("scikit-learn", "numpy", "pandas", "scipy", "skops", *checked.spec.requires)
@@ -142,9 +141,9 @@ def model_artifact(pipeline, checked: CheckedInputs) -> ModelArtifact:
         flavor=checked.spec.flavor,
         input_example=example,
         output_example=output_example,
+        input_columns=[str(c) for c in example.columns],
         pip_requirements=pinned(tuple(dict.fromkeys(requirements))),
         trusted_types=[*PREPROCESSING_TRUSTED_TYPES, *checked.spec.all_trusted_types],
-        code_paths=[str(Path(tabtrack_package.__file__).parent)]
-        if checked.spec.ships_tabtrack_code(checked.dataset.task)
-        else [],
+        # The pipeline's first step (RawInput), and for some families the estimator, is tabtrack code.
+        code_paths=[str(Path(tabtrack_package.__file__).parent)],
     )

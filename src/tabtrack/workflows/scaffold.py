@@ -12,7 +12,8 @@ from tabtrack.config import RunConfig
 from tabtrack.errors import ConfigError
 from tabtrack.models import get_spec
 
-GITIGNORE_LINES = ("/mlflow.db", "/mlartifacts/", "/.tabtrack/")
+# The embedded store (mlflow.db, its artifacts in mlruns/), a local server's artifacts, offline bundles.
+GITIGNORE_LINES = ("/mlflow.db", "/mlruns/", "/mlartifacts/", "/.tabtrack/")
 PREPARED_DIR = "data/prepared"
 
 

@@ -14,21 +14,12 @@ import numpy as np
 import pandas as pd
 
 from tabtrack.config import RunConfig, deep_merge, drop_none, resolve_config
-from tabtrack.evaluate.evidence import (
-    Evidence,
-    draw_model_plots,
-    draw_prediction_plots,
-    model_evidence,
-    prediction_evidence,
-    prediction_plot_data,
-)
-from tabtrack.evaluate.html_report import ReportData, render_report
-from tabtrack.evaluate.metrics import aggregate_folds, compute_metrics, prefixed
+from tabtrack.evaluate.metrics import prefixed
 from tabtrack.lineage import requirements_txt
 from tabtrack.models import build_pipeline
 from tabtrack.tracking import Tracker, make_tracker
-from tabtrack.tracking.worker import WorkerTracker
 from tabtrack.workflows.checks import CheckedInputs, check_training
+from tabtrack.workflows.evaluation import NamedMetric, cross_validate, evaluate_fitted, log_evaluation, log_report
 from tabtrack.workflows.recording import (
     log_datasets,
     model_artifact,
@@ -157,21 +148,11 @@ def run_training(
 ) -> TrainResult:
     """Check every input first (no run, not even a store, exists if one is bad), then train and record.
     `checked` passes inputs a caller (compare) already checked."""
-    started = None
-    if tracker is None and track:
-        # A worker forked by the warm tracking agent records the run while this process trains;
-        # None where there is no agent, and the run is tracked in this process.
-        tracker = started = WorkerTracker.start(tracking_uri=tracking_uri, offline=offline)
-    try:
-        checked = checked or check_training(config)
-        tracker = tracker or make_tracker(track=track, tracking_uri=tracking_uri, offline=offline)
-        run_name = f"{checked.spec.name}_{datetime.now():%Y%m%d_%H%M%S}"
-        _seed_everything(checked.config.random_state)
-        params, tags = run_params(checked), run_tags(checked)
-    except BaseException:
-        if started is not None:
-            started.close()  # no run was started: the worker just goes
-        raise
+    checked = checked or check_training(config)
+    tracker = tracker or make_tracker(track=track, tracking_uri=tracking_uri, offline=offline)
+    run_name = f"{checked.spec.name}_{datetime.now():%Y%m%d_%H%M%S}"
+    _seed_everything(checked.config.random_state)
+    params, tags = run_params(checked), run_tags(checked)
     with tracker.run(experiment=checked.experiment, run_name=run_name, tags=tags) as run:
         result = record_training(run, checked, run_name=run_name, params=params, tags=tags, progress=progress)
     result.offline_bundle = run.offline_bundle  # known only once the run has ended (it may fail over late)
@@ -198,62 +179,34 @@ def record_training(
         run.log_text(checked.validation.to_json(), "data_validation.json")
     log_datasets(run, checked)
 
+    task, classes = checked.dataset.task, checked.dataset.classes
     metrics: dict[str, dict[str, float]] = {}
     fold_run_ids: list[str] = []
     if cfg.cv_folds >= 2:
-        metrics["cv"], fold_run_ids = _cross_validate(run, checked, progress)
+        metrics["cv"], fold_run_ids = cross_validate(
+            run, lambda: new_pipeline(checked), split.X_train, split.y_train, task=task, classes=classes,
+            folds=cfg.cv_folds, random_state=cfg.random_state, custom_metrics=named_metrics(checked),
+            progress=progress,
+        )  # fmt: skip
         run.log_metrics(prefixed("cv", metrics["cv"]))
 
     pipeline = new_pipeline(checked)
     _report_epochs(pipeline.named_steps["model"], run, progress)
-    run.warm_up()
     pipeline.fit(split.X_train, split.y_train)
-    # What follows the fit is ordered for trackers that work in other processes (the agent's worker and
-    # compute helper): drawing the plots and storing the model are its longest pieces of work, so each
-    # starts as soon as its inputs exist, and this process evaluates meanwhile. The model is awaited at the end.
-    # Measured on a 2-core box (RF 20k): the test predictions' plots, most of the drawing, were the last
-    # to finish, so they go first (~0.1 s sooner than after the model's pickling and the importance);
-    # storing the model then still ends about when the drawing does.
-    test_scores, y_pred, proba = evaluate_split(pipeline, split.X_test, split.y_test, checked)
-    task, classes = checked.dataset.task, checked.dataset.classes
-    evidence, drawn = Evidence(), []
-    if run.stores_artifacts:
-        predictions = prediction_plot_data(
-            split.y_test, y_pred, proba, task=task, classes=classes, model_name=spec.name
-        )
-        prediction_plots = run.compute_later(draw_prediction_plots, predictions)
-    model_uri = run.log_model_later(model_artifact(pipeline, checked))
-    if spec.native_flavor:
-        run.log_model_later(native_artifact(pipeline, checked))
-    if run.stores_artifacts:
-        evidence.add(model_evidence(
-            pipeline, split.X_test, split.y_test, model_name=spec.name, random_state=cfg.random_state
-        ))  # fmt: skip
-        drawn = [run.compute_later(draw_model_plots, evidence.model_plots), prediction_plots]  # the report's order
-    evidence.add(prediction_evidence(
-        split.y_test, y_pred, proba, task=task, classes=classes, thresholds=cfg.thresholds,
-        with_reports=run.stores_artifacts,
-    ))  # fmt: skip
-    metrics["train"], _, _ = evaluate_split(pipeline, *train_scoring_rows(checked), checked)
-    metrics["test"] = {**test_scores, **evidence.metrics}
-    for split_name in ("train", "test"):
-        run.log_metrics(prefixed(split_name, metrics[split_name]))
-    run.log_metrics(evidence.run_metrics)
-    run.log_params(evidence.params)
-    for path, text in evidence.texts.items():
-        run.log_text(text, path)
-    run.flush()  # the values go to the store now, while the plots are still being drawn, not after them
-    images = {path: png for plots in drawn for path, png in plots().items()}
-    for path, png in images.items():
-        run.log_bytes(png, path)
-
-    flat_metrics = {f"{split_name}_{k}": v for split_name, values in metrics.items() for k, v in values.items()}
-    report = ReportData(
-        run_id=run.run_id, run_name=run_name, experiment=checked.experiment, status="FINISHED",
-        params={k: str(v) for k, v in {**params, **evidence.params}.items()},
-        metrics=flat_metrics, tags=tags, images=images,
+    evaluation = evaluate_fitted(
+        pipeline, split.X_test, split.y_test, task=task, classes=classes, model_name=spec.name,
+        thresholds=cfg.thresholds, random_state=cfg.random_state, train_rows=train_scoring_rows(checked),
+        custom_metrics=named_metrics(checked), with_artifacts=run.stores_artifacts,
     )  # fmt: skip
-    run.log_text(render_report(report), "report.html")
+    metrics.update(evaluation.metrics)
+    log_evaluation(run, evaluation)
+    model_uri = run.log_model(model_artifact(pipeline, checked))
+    if spec.native_flavor:
+        run.log_model(native_artifact(pipeline, checked))
+    log_report(
+        run, run_name=run_name, experiment=checked.experiment, params={**params, **evaluation.evidence.params},
+        metrics=metrics, tags=tags, images=evaluation.images,
+    )  # fmt: skip
     return TrainResult(
         run_id=run.run_id,
         experiment=checked.experiment,
@@ -264,7 +217,7 @@ def record_training(
         pipeline=pipeline,
         config=cfg,
         classes=checked.dataset.classes,
-        model_uri=model_uri(),
+        model_uri=model_uri,
         ui_url=run.ui_url,
         fold_run_ids=fold_run_ids,
         X_test=split.X_test,
@@ -293,7 +246,13 @@ def new_pipeline(checked: CheckedInputs):
         clone(checked.estimator),
         numeric=checked.dataset.numeric_columns,
         categorical=checked.dataset.categorical_columns,
+        columns=checked.split.X_train.columns,
     )
+
+
+def named_metrics(checked: CheckedInputs) -> list[NamedMetric]:
+    """The config's custom metrics, each logged under its function's name."""
+    return [(metric.name, metric) for metric in checked.custom_metrics]
 
 
 def train_scoring_rows(checked: CheckedInputs) -> tuple[pd.DataFrame, pd.Series]:
@@ -306,54 +265,6 @@ def train_scoring_rows(checked: CheckedInputs) -> tuple[pd.DataFrame, pd.Series]
         return X, y
     positions = np.sort(np.random.default_rng(checked.config.random_state).choice(len(X), rows, replace=False))
     return X.iloc[positions], y.iloc[positions]
-
-
-def evaluate_split(pipeline, X: pd.DataFrame, y: pd.Series, checked: CheckedInputs):
-    """`(metrics, y_pred, proba)` on one split, custom metrics included."""
-    task = checked.dataset.task
-    y_pred, proba = predict_with_proba(pipeline, X, task)
-    scores = compute_metrics(task, y, y_pred, proba, classes=checked.dataset.classes)
-    for metric in checked.custom_metrics:
-        scores[metric.name] = metric(np.asarray(y), y_pred, proba)
-    return scores, y_pred, proba
-
-
-def predict_with_proba(pipeline, X: pd.DataFrame, task: str):
-    """Labels and probabilities from one pass through the pipeline: the label is the most probable
-    class, which is what predict() returns for every family (half the time on big splits)."""
-    if task != "classification" or not hasattr(pipeline, "predict_proba"):
-        return pipeline.predict(X), None
-    proba = pipeline.predict_proba(X)
-    classes = np.asarray(pipeline.classes_)
-    return classes[np.argmax(proba, axis=1)], proba
-
-
-def _cross_validate(
-    run: Tracker, checked: CheckedInputs, progress: Progress | None
-) -> tuple[dict[str, float], list[str]]:
-    """K folds on the training split, one child run `fold_{k}` each; returns mean/std and child ids."""
-    from sklearn.model_selection import KFold, StratifiedKFold
-
-    cfg, split = checked.config, checked.split
-    splitter_cls = StratifiedKFold if checked.dataset.task == "classification" else KFold
-    splitter = splitter_cls(n_splits=cfg.cv_folds, shuffle=True, random_state=cfg.random_state)
-    fold_metrics: list[dict[str, float]] = []
-    children: list[Tracker] = []
-    for k, (fit_idx, val_idx) in enumerate(splitter.split(split.X_train, split.y_train), start=1):
-        with run.child_run(f"fold_{k}") as child:
-            child.log_params(
-                {"fold": k, "cv_folds": cfg.cv_folds, "n_train_samples": len(fit_idx), "n_val_samples": len(val_idx)}
-            )
-            pipeline = new_pipeline(checked).fit(split.X_train.iloc[fit_idx], split.y_train.iloc[fit_idx])
-            scores, _, _ = evaluate_split(pipeline, split.X_train.iloc[val_idx], split.y_train.iloc[val_idx], checked)
-            child.log_metrics(prefixed("cv", scores))
-            fold_metrics.append(scores)
-            children.append(child)
-        if progress:
-            progress("fold", k, cfg.cv_folds)
-    # Asked once the folds are done: a background tracker creates the runs while folds train.
-    run_ids = [child.run_id for child in children if child.run_id]
-    return aggregate_folds(fold_metrics), run_ids
 
 
 def _report_epochs(estimator, run: Tracker, progress: Progress | None) -> None:

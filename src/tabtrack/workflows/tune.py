@@ -26,8 +26,9 @@ from tabtrack.models.spec import hyperparameters
 from tabtrack.redact import redact_uri
 from tabtrack.tracking import Tracker, make_tracker
 from tabtrack.workflows.checks import CheckedData, check_data, check_training
+from tabtrack.workflows.evaluation import score_split
 from tabtrack.workflows.recording import run_params, run_tags
-from tabtrack.workflows.train import Progress, TrainResult, evaluate_split, new_pipeline, record_training
+from tabtrack.workflows.train import Progress, TrainResult, named_metrics, new_pipeline, record_training
 
 log = logging.getLogger(__name__)
 
@@ -173,9 +174,10 @@ def make_objective(
             )
             for step, (fit_idx, val_idx) in enumerate(fold_indices):
                 pipeline = new_pipeline(checked).fit(split.X_train.iloc[fit_idx], split.y_train.iloc[fit_idx])
-                values, _, _ = evaluate_split(
-                    pipeline, split.X_train.iloc[val_idx], split.y_train.iloc[val_idx], checked
-                )
+                values, _, _ = score_split(
+                    pipeline, split.X_train.iloc[val_idx], split.y_train.iloc[val_idx], task=task,
+                    classes=data.dataset.classes, custom_metrics=named_metrics(checked),
+                )  # fmt: skip
                 if metric not in values:
                     raise TabtrackError(f"metric {metric!r} is undefined on fold {step + 1}; choose another --metric.")
                 scores.append(values[metric])

@@ -29,7 +29,6 @@ SPECS = (
         trusted_types=("tabtrack.models.torch_mlp.TorchMLPClassifier", "tabtrack.models.torch_mlp.TorchMLPRegressor"),
         requires=("torch",),
         iterative=True,
-        needs_tabtrack_code=True,
         device_param="device",
         # Deterministic on CPU; CUDA kernels may reorder float sums, so allow a hair of drift.
         reproduce_tolerance=1e-6,

@@ -1,0 +1,168 @@
+"""What a standard run records about a fitted model, whichever door trained it: `tabtrack train` (its own
+pipeline) and `Run.evaluate` (the user's model) both end here, so their runs hold the same names.
+
+`evaluate_fitted` computes (pure: metrics by split, the evidence and its plots); `log_evaluation` records
+it through the Tracker; `log_report` writes the run's `report.html`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from tabtrack.evaluate.evidence import (
+    Evidence,
+    draw_model_plots,
+    draw_prediction_plots,
+    model_evidence,
+    prediction_evidence,
+    prediction_plot_data,
+)
+from tabtrack.evaluate.html_report import ReportData, render_report
+from tabtrack.evaluate.metrics import aggregate_folds, compute_metrics, prefixed
+from tabtrack.tracking import Tracker
+
+# A custom metric: fn(y_true, y_pred, y_proba) -> float, with the name it is logged under.
+NamedMetric = tuple[str, Callable[[Any, Any, Any], float]]
+
+
+@dataclass
+class Evaluation:
+    """A fitted model's record: `metrics[split][name]` for train and test, and what goes beside them."""
+
+    metrics: dict[str, dict[str, float]]
+    evidence: Evidence = field(default_factory=Evidence)
+    images: dict[str, bytes] = field(default_factory=dict)  # "plots/<name>.png" -> PNG
+
+
+def predict_with_proba(model, X, task: str):
+    """Labels and probabilities from one pass through the model: the label is the most probable class,
+    which is what predict() returns for every family (half the time on big splits)."""
+    if task != "classification" or not hasattr(model, "predict_proba"):
+        return np.asarray(model.predict(X)), None
+    proba = np.asarray(model.predict_proba(X))
+    classes = np.asarray(model.classes_)
+    return classes[np.argmax(proba, axis=1)], proba
+
+
+def score_split(model, X, y, *, task: str, classes: Sequence | None, custom_metrics: Sequence[NamedMetric] = ()):
+    """`(metrics, y_pred, proba)` on one split, custom metrics included."""
+    y_pred, proba = predict_with_proba(model, X, task)
+    scores = compute_metrics(task, y, y_pred, proba, classes=classes)
+    for name, metric in custom_metrics:
+        scores[name] = metric(np.asarray(y), y_pred, proba)
+    return scores, y_pred, proba
+
+
+def evaluate_fitted(
+    model,
+    X_test: pd.DataFrame,
+    y_test: pd.Series,
+    *,
+    task: str,
+    classes: Sequence | None,
+    model_name: str,
+    thresholds: Sequence[float],
+    random_state: int,
+    train_rows: tuple[pd.DataFrame, pd.Series] | None = None,
+    custom_metrics: Sequence[NamedMetric] = (),
+    with_artifacts: bool = True,
+) -> Evaluation:
+    """Test metrics (threshold metrics for binary classifiers), train metrics on `train_rows`, and, with
+    artifacts, the classification report, feature importance and the standard plots."""
+    test_scores, y_pred, proba = score_split(
+        model, X_test, y_test, task=task, classes=classes, custom_metrics=custom_metrics
+    )
+    evidence = prediction_evidence(
+        y_test, y_pred, proba, task=task, classes=classes, thresholds=thresholds, with_reports=with_artifacts
+    )
+    images: dict[str, bytes] = {}
+    if with_artifacts:
+        evidence.add(model_evidence(model, X_test, y_test, model_name=model_name, random_state=random_state))
+        predictions = prediction_plot_data(y_test, y_pred, proba, task=task, classes=classes, model_name=model_name)
+        images = {**draw_model_plots(evidence.model_plots), **draw_prediction_plots(predictions)}
+    metrics = {"test": {**test_scores, **evidence.metrics}}
+    if train_rows is not None:
+        metrics["train"], _, _ = score_split(
+            model, *train_rows, task=task, classes=classes, custom_metrics=custom_metrics
+        )
+    return Evaluation(metrics=metrics, evidence=evidence, images=images)
+
+
+def cross_validate(
+    run: Tracker,
+    new_model: Callable[[], Any],
+    X: pd.DataFrame,
+    y: pd.Series,
+    *,
+    task: str,
+    classes: Sequence | None,
+    folds: int,
+    random_state: int,
+    custom_metrics: Sequence[NamedMetric] = (),
+    progress: Callable[[str, int, int], None] | None = None,
+) -> tuple[dict[str, float], list[str]]:
+    """K folds (stratified for classification, shuffled with `random_state`), one child run `fold_{k}` each
+    with its `cv_*` metrics; returns `{name}_mean`/`{name}_std` over the folds and the child run ids.
+    `new_model()` gives a fresh unfitted model for each fold."""
+    from sklearn.model_selection import KFold, StratifiedKFold
+
+    splitter = (StratifiedKFold if task == "classification" else KFold)(
+        n_splits=folds, shuffle=True, random_state=random_state
+    )
+    fold_metrics: list[dict[str, float]] = []
+    run_ids: list[str] = []
+    for k, (fit_idx, val_idx) in enumerate(splitter.split(X, y), start=1):
+        with run.child_run(f"fold_{k}") as child:
+            child.log_params(
+                {"fold": k, "cv_folds": folds, "n_train_samples": len(fit_idx), "n_val_samples": len(val_idx)}
+            )
+            model = new_model().fit(X.iloc[fit_idx], y.iloc[fit_idx])
+            scores, _, _ = score_split(
+                model, X.iloc[val_idx], y.iloc[val_idx], task=task, classes=classes, custom_metrics=custom_metrics
+            )
+            child.log_metrics(prefixed("cv", scores))
+            fold_metrics.append(scores)
+        if child.run_id:
+            run_ids.append(child.run_id)
+        if progress:
+            progress("fold", k, folds)
+    return aggregate_folds(fold_metrics), run_ids
+
+
+def log_evaluation(run: Tracker, evaluation: Evaluation) -> None:
+    for split in ("train", "test"):
+        if split in evaluation.metrics:
+            run.log_metrics(prefixed(split, evaluation.metrics[split]))
+    run.log_metrics(evaluation.evidence.run_metrics)
+    run.log_params(evaluation.evidence.params)
+    for path, text in evaluation.evidence.texts.items():
+        run.log_text(text, path)
+    for path, png in evaluation.images.items():
+        run.log_bytes(png, path)
+
+
+def log_report(
+    run: Tracker,
+    *,
+    run_name: str,
+    experiment: str,
+    params: Mapping[str, Any],
+    metrics: Mapping[str, Mapping[str, float]],
+    tags: Mapping[str, str],
+    images: Mapping[str, bytes],
+) -> None:
+    """`report.html`: the run's params, metrics by split, lineage and plots in one standalone page."""
+    if not run.stores_artifacts:
+        return
+    report = ReportData(
+        run_id=run.run_id, run_name=run_name, experiment=experiment, status="FINISHED",
+        params={k: str(v) for k, v in params.items()},
+        metrics={f"{split}_{k}": v for split, values in metrics.items() for k, v in values.items()},
+        tags=dict(tags), images=dict(images),
+    )  # fmt: skip
+    run.log_text(render_report(report), "report.html")

@@ -31,6 +31,14 @@ app = typer.Typer(
 
 _verbose = False  # --verbose: bugs keep their traceback on the terminal
 
+RunName = Annotated[str | None, typer.Option("--run-name", help="MLflow run name (default: {model}_{timestamp})")]
+LogParam = Annotated[
+    list[str] | None, typer.Option("--log-param", help="an extra param recorded as given: KEY=VALUE (repeatable)")
+]
+Code = Annotated[
+    list[str] | None, typer.Option("--code", help="your code the model needs; it ships with it (repeatable)")
+]
+
 TrackingUri = Annotated[
     str | None,
     typer.Option("--tracking-uri", help="MLflow tracking URI; default: $MLFLOW_TRACKING_URI, else ./mlflow.db"),
@@ -62,7 +70,10 @@ def train(
     data: Annotated[Path | None, typer.Argument(help="CSV or Parquet file (or `data:` in --config)")] = None,
     target: Annotated[str | None, typer.Option("--target", "-t", help="target column")] = None,
     model: Annotated[
-        str | None, typer.Option("--model", "-m", help="model family (tabtrack families lists them)")
+        str | None,
+        typer.Option(
+            "--model", "-m", help="model family (tabtrack families lists them), or your own: path/to/file.py:function"
+        ),
     ] = None,
     config: Annotated[Path | None, typer.Option("--config", "-c", help="YAML config file")] = None,
     test_data: Annotated[
@@ -78,6 +89,9 @@ def train(
     experiment: Annotated[str | None, typer.Option("--experiment", "-e", help="MLflow experiment name")] = None,
     device: Annotated[str | None, typer.Option("--device", help="auto, cpu or cuda (mlp and xgboost)")] = None,
     tag: Annotated[list[str] | None, typer.Option("--tag", help="run tag key=value (repeatable)")] = None,
+    run_name: RunName = None,
+    log_param: LogParam = None,
+    code: Code = None,
     tracking_uri: TrackingUri = None,
     no_track: Annotated[bool, typer.Option("--no-track", help="train and print metrics without MLflow")] = False,
     offline: Annotated[
@@ -125,6 +139,9 @@ def train(
             device=device,
             tags=_pairs(tag, "--tag"),
             overrides=set_ or (),
+            run_name=run_name,
+            log_params=_pairs(log_param, "--log-param"),
+            code_paths=code or (),
             tracking_uri=tracking_uri,
             track=not no_track,
             progress=progress,
@@ -171,6 +188,8 @@ def _register_result(result, name: str, *, gate: bool, metric: str | None, track
     from tabtrack.workflows import registry
 
     version = registry.register(result.run_id, name=name, tracking_uri=tracking_uri)
+    if version is None:  # under `tabtrack reproduce`
+        return
     typer.echo(f"registered: {name} version {version.version}  (models:/{name}/{version.version})")
     if gate:
         decision = registry.gate(
@@ -293,7 +312,7 @@ def reproduce(
             tolerance=tolerance, tracking_uri=tracking_uri, progress=progress,
         )  # fmt: skip
     console.print(reproduce_table(outcome))
-    typer.echo(f"new run: {outcome.result.run_id}  (tagged tabtrack.reproduces={run_id})")
+    typer.echo(f"new run: {outcome.new_run_id}  (tagged tabtrack.reproduces={run_id})")
     if outcome.matched:
         typer.echo(f"reproduced: all {len(outcome.deltas)} test metrics match")
     else:
@@ -330,6 +349,9 @@ def compare(
     seed: Annotated[int | None, typer.Option("--seed", "--random-state")] = None,
     experiment: Annotated[str | None, typer.Option("--experiment", "-e")] = None,
     tag: Annotated[list[str] | None, typer.Option("--tag", help="tag key=value on every run (repeatable)")] = None,
+    run_name: RunName = None,
+    log_param: LogParam = None,
+    code: Code = None,
     tracking_uri: TrackingUri = None,
     no_track: Annotated[bool, typer.Option("--no-track")] = False,
     register: Annotated[str | None, typer.Option("--register", help="register the best model under this name")] = None,
@@ -347,7 +369,8 @@ def compare(
 
     resolved = build_config(
         data, target=target, config=config, task=task, cv=cv, test_size=test_size, random_state=seed,
-        experiment=experiment, tags=_pairs(tag, "--tag"), overrides=set_ or (),
+        experiment=experiment, tags=_pairs(tag, "--tag"), overrides=set_ or (), run_name=run_name,
+        log_params=_pairs(log_param, "--log-param"), code_paths=code or (),
     )  # fmt: skip
     with fold_progress() as progress:
         result = compare_workflow(

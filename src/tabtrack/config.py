@@ -63,7 +63,14 @@ class RunConfig(_Strict):
         "auto", description="for mlp and xgboost: auto picks CUDA when present"
     )
     experiment: str | None = Field(None, description="MLflow experiment; default: the data file's stem")
+    run_name: str | None = Field(None, description="MLflow run name; default: {model}_{YYYYmmdd_HHMMSS}")
     tags: dict[str, str] = Field(default_factory=dict)
+    extra_params: dict[str, str] = Field(
+        default_factory=dict, description="params recorded as given (--log-param KEY=VALUE), e.g. a feature version"
+    )
+    code_paths: list[str] = Field(
+        default_factory=list, description="your code a model needs (--code PATH): it ships with the model"
+    )
     train_metrics_rows: int | None = Field(
         200_000, ge=1, description="train_* metrics on a random sample of at most this many training rows; null: all"
     )
@@ -88,7 +95,7 @@ class RunConfig(_Strict):
             raise ValueError("cv_folds must be 0 (off) or at least 2")
         return value
 
-    @field_validator("tags", mode="before")
+    @field_validator("tags", "extra_params", mode="before")
     @classmethod
     def _tags_as_text(cls, value: Any) -> Any:
         if isinstance(value, Mapping):
@@ -189,7 +196,9 @@ def drop_none(options: Mapping[str, Any]) -> dict[str, Any]:
 
 
 def _under_dict_field(key: str) -> bool:
-    return key.startswith(("model.params.", "tags.")) and len(key.split(".")) >= (3 if key.startswith("model") else 2)
+    return key.startswith(("model.params.", "tags.", "extra_params.")) and len(key.split(".")) >= (
+        3 if key.startswith("model") else 2
+    )
 
 
 def _assign(target: dict[str, Any], path: list[str], value: Any) -> None:

@@ -48,6 +48,21 @@ def git_info(cwd: str | Path | None = None) -> dict[str, str]:
     }
 
 
+def git_root(cwd: str | Path | None = None) -> Path | None:
+    """The top of the git work tree holding `cwd`, or None outside one."""
+    try:
+        done = subprocess.run(
+            ["git", "rev-parse", "--show-toplevel"],
+            cwd=str(cwd or Path.cwd()),
+            capture_output=True,
+            text=True,
+            timeout=10,
+        )
+    except (OSError, subprocess.TimeoutExpired):
+        return None
+    return Path(done.stdout.strip()).resolve() if done.returncode == 0 and done.stdout.strip() else None
+
+
 def env_info() -> dict[str, str]:
     return {
         "env.python": platform.python_version(),

@@ -42,6 +42,21 @@ def fingerprint(path: str | Path) -> DataFingerprint:
     )
 
 
+FRAME_SOURCE = "dataframe"  # the data "path" of a frame passed to tabtrack.train
+
+
+def frame_fingerprint(frame) -> DataFingerprint:
+    """A DataFrame's lineage: the sha256 of every row's hash, column name and dtype."""
+    import pandas as pd
+
+    digest = hashlib.sha256()
+    digest.update(pd.util.hash_pandas_object(frame, index=False).to_numpy().tobytes())
+    digest.update(repr([(str(c), str(t)) for c, t in frame.dtypes.items()]).encode())
+    return DataFingerprint(
+        path=FRAME_SOURCE, sha256=digest.hexdigest(), size_bytes=int(frame.memory_usage(deep=True).sum())
+    )
+
+
 def frame_digest(frame) -> str:
     """An 8-hex-digit digest of every row, column name and dtype (one vectorised hashing pass): how an
     MLflow dataset made from a frame is identified."""

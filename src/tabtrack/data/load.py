@@ -37,6 +37,17 @@ def load_table(path: str | Path) -> pd.DataFrame:
     return frame
 
 
+def read_head(path: str | Path, rows: int = 1000) -> pd.DataFrame:
+    """The first `rows` rows of a CSV or Parquet file (a dataset's schema, without reading it all)."""
+    path = Path(path)
+    if path.suffix.lower() in PARQUET_SUFFIXES:
+        import pyarrow.parquet as pq
+
+        with pq.ParquetFile(path) as parquet:
+            return next(parquet.iter_batches(batch_size=rows)).to_pandas()
+    return pd.read_csv(path, sep="\t" if path.suffix.lower() == ".tsv" else ",", nrows=rows)
+
+
 def _read_csv(path: Path) -> pd.DataFrame:
     sep = "\t" if path.suffix.lower() == ".tsv" else ","
     _check_csv_header(path, sep)

@@ -59,8 +59,11 @@ def detect_task(y: pd.Series) -> str:
     return "regression"
 
 
-def prepare_dataset(frame: pd.DataFrame, *, target: str, task: str = "auto", source: str = "data") -> Dataset:
-    """Validate the target, drop unlabeled rows, normalise feature dtypes and settle the task."""
+def prepare_dataset(
+    frame: pd.DataFrame, *, target: str, task: str = "auto", source: str = "data", convert: bool = True
+) -> Dataset:
+    """Validate the target, drop unlabeled rows, normalise feature dtypes and settle the task. `convert=False`
+    keeps the features' own dtypes (a user's Pipeline is fed the rows as they are)."""
     if target not in frame.columns:
         raise DataError(_missing_target_message(target, list(frame.columns), source))
     y = frame[target]
@@ -93,7 +96,7 @@ def prepare_dataset(frame: pd.DataFrame, *, target: str, task: str = "auto", sou
         if not np.isfinite(y).all():
             raise DataError(f"target {target!r} in {source} holds infinite values; remove those rows.")
 
-    X, numeric, categorical = _normalise_features(X, source)
+    X, numeric, categorical = _normalise_features(X, source, convert=convert)
     return Dataset(
         X=X.reset_index(drop=True),
         y=y.reset_index(drop=True),
@@ -194,10 +197,11 @@ def _normalise_labels(y: pd.Series) -> pd.Series:
     return y
 
 
-def _normalise_features(X: pd.DataFrame, source: str) -> tuple[pd.DataFrame, list[str], list[str]]:
-    """Numeric columns become float64 (so the model signature admits missing values);
-    everything else becomes object-dtype text with NaN for missing, which sklearn's
-    imputers and encoders handle consistently across pandas versions."""
+def _normalise_features(
+    X: pd.DataFrame, source: str, *, convert: bool = True
+) -> tuple[pd.DataFrame, list[str], list[str]]:
+    """Numeric columns become float64, everything else object-dtype text with NaN for missing (what tabtrack's
+    preprocessing is fitted on); with `convert=False` the columns keep their dtypes and are only checked."""
     X = X.copy(deep=False)  # columns are replaced, never written into: no need to copy a 1M-row frame
     X.columns = [str(c) for c in X.columns]
     numeric: list[str] = []
@@ -210,16 +214,18 @@ def _normalise_features(X: pd.DataFrame, source: str) -> tuple[pd.DataFrame, lis
                 raise DataError(
                     f"feature column {column!r} in {source} holds infinite values; replace them with empty cells or drop the rows."
                 )
-            X[column] = as_float
+            if convert:
+                X[column] = as_float
             numeric.append(column)
-        elif pd.api.types.is_datetime64_any_dtype(values):
+        elif pd.api.types.is_datetime64_any_dtype(values) and convert:
             raise DataError(
                 f"feature column {column!r} in {source} holds dates, which a model cannot take as they are; "
                 f"derive numeric features from it (year, month, days since a reference date) or drop it with "
                 f"--set 'drop_columns=[{column}]'."
             )
         else:
-            X[column] = as_text_column(values)
+            if convert:
+                X[column] = as_text_column(values)
             categorical.append(column)
     empty = [c for c in X.columns if X[c].isna().all()]
     if empty:

@@ -9,6 +9,7 @@ import importlib
 import importlib.util
 import math
 import numbers
+import sys
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -37,29 +38,40 @@ class CustomMetric:
 
 def load_metric(reference: str) -> CustomMetric:
     """Import the function now, so a bad reference is a config error before any run exists."""
+    fn, source = load_function(reference, what="custom metric")
+    return CustomMetric(reference=reference, name=reference.rpartition(":")[2], fn=fn, source_file=source)
+
+
+def load_function(reference: str, *, what: str, module_name: str | None = None) -> tuple[Callable, str | None]:
+    """`package.module:function` or `path/to/file.py:function`, imported now (a bad reference is a ConfigError
+    naming it); returns the function and the file defining it. A file is imported as `module_name` (default:
+    a private name), with its folder on sys.path so that it can import its neighbours."""
     target, sep, function = reference.rpartition(":")
     if not sep or not target or not function:
-        raise ConfigError(
-            f"custom metric {reference!r} must look like 'package.module:function' or 'file.py:function'."
-        )
+        raise ConfigError(f"{what} {reference!r} must look like 'package.module:function' or 'file.py:function'.")
     if target.endswith(".py"):
-        path = Path(target)
+        path = Path(target).resolve()
         if not path.is_file():
-            raise ConfigError(f"custom metric file '{path}' not found (from {reference!r}).")
-        spec = importlib.util.spec_from_file_location(f"tabtrack_user_metrics_{path.stem}", path)
+            raise ConfigError(f"{what} file '{target}' not found (from {reference!r}).")
+        if str(path.parent) not in sys.path:
+            sys.path.insert(0, str(path.parent))
+        name = module_name or f"tabtrack_user_{path.stem}"
+        spec = importlib.util.spec_from_file_location(name, path)
         module = importlib.util.module_from_spec(spec)
+        sys.modules[name] = module  # classes it defines are found again by their module's name
         try:
             spec.loader.exec_module(module)
         except Exception as exc:
-            raise ConfigError(f"custom metric file '{path}' failed to import: {type(exc).__name__}: {exc}") from exc
+            sys.modules.pop(name, None)
+            raise ConfigError(f"{what} file '{target}' failed to import: {type(exc).__name__}: {exc}") from exc
     else:
         try:
             module = importlib.import_module(target)
         except ImportError as exc:
             raise ConfigError(
-                f"custom metric module {target!r} cannot be imported ({exc}); is it installed or on PYTHONPATH?"
+                f"{what} module {target!r} cannot be imported ({exc}); is it installed or on PYTHONPATH?"
             ) from exc
     fn = getattr(module, function, None)
     if not callable(fn):
-        raise ConfigError(f"custom metric {reference!r}: module {target!r} has no function {function!r}.")
-    return CustomMetric(reference=reference, name=function, fn=fn, source_file=getattr(module, "__file__", None))
+        raise ConfigError(f"{what} {reference!r}: module {target!r} has no function {function!r}.")
+    return fn, getattr(module, "__file__", None)

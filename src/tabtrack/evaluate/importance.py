@@ -64,11 +64,14 @@ def permutation_importance_means(pipeline, X: pd.DataFrame, y: pd.Series, *, n_r
 
 
 def _default_metric(estimator):
-    """What `estimator.score` computes, when it is scikit-learn's default for its kind; else None."""
+    """What `estimator.score` computes, when it is scikit-learn's default for its kind (or it has no score());
+    else None."""
     from sklearn.base import ClassifierMixin, RegressorMixin
     from sklearn.metrics import accuracy_score, r2_score
 
     score = getattr(type(estimator), "score", None)
+    if score is None:  # a model with no score() of its own (an adapter): the default for its kind
+        return accuracy_score if hasattr(estimator, "classes_") else r2_score
     if score is ClassifierMixin.score:
         return accuracy_score
     if score is RegressorMixin.score:

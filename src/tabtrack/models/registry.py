@@ -25,15 +25,26 @@ def _registry() -> dict[str, ModelSpec]:
     return specs
 
 
+def all_specs() -> list[ModelSpec]:
+    return list(_registry().values())
+
+
 def model_names() -> list[str]:
     return sorted(_registry())
 
 
 def get_spec(name: str) -> ModelSpec:
+    """A family by name, or the user's own model factory for a `file.py:function` / `module:function` reference."""
+    if ":" in name:
+        from tabtrack.models.own import own_spec
+
+        return own_spec(name)
     try:
         return _registry()[name]
     except KeyError:
-        raise ConfigError(choices_hint(name, _registry(), what="model")) from None
+        raise ConfigError(
+            choices_hint(name, _registry(), what="model") + " Or your own: path/to/file.py:function."
+        ) from None
 
 
 def available_models(task: str | None = None) -> list[str]:

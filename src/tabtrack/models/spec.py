@@ -154,10 +154,14 @@ def _check_no_bools_for_numbers(cls: type, params: Mapping[str, Any], family: st
 
 
 def hyperparameters(estimator: Any) -> dict[str, Any]:
-    """The estimator's own parameters, looking through tabtrack's label-encoding wrapper."""
+    """The estimator's own parameters, looking through tabtrack's label-encoding wrapper; for a Pipeline, its
+    steps' parameters as scikit-learn names them (`model__max_depth`), the plain values only."""
     inner = getattr(estimator, "estimator", None)
     if inner is not None and type(estimator).__name__ == "LabelEncodedClassifier":
         estimator = inner
+    if hasattr(estimator, "steps"):
+        plain = (str, int, float, bool, type(None), list, tuple)
+        return {k: v for k, v in estimator.get_params(deep=True).items() if isinstance(v, plain) and k != "steps"}
     return estimator.get_params(deep=False)
 
 

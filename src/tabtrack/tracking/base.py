@@ -122,7 +122,10 @@ class Tracker(ABC):
     def log_bytes(self, data: bytes, artifact_file: str) -> None: ...
 
     @abstractmethod
-    def log_dataset(self, frame: Any, *, context: str, source: str, name: str, target: str | None) -> None: ...
+    def log_dataset(
+        self, frame: Any, *, context: str, source: str, name: str, target: str | None, digest: str | None = None
+    ) -> None:
+        """An MLflow dataset input for `frame` (with `digest`: a file's first rows, the file's digest)."""
 
     @abstractmethod
     def log_model(self, artifact: ModelArtifact) -> str | None:

@@ -22,11 +22,12 @@ SCHEMA_SAMPLE_ROWS = 1000
 FLAVORS = ("sklearn", "xgboost", "lightgbm", "pytorch")
 
 
-def dataset_entity(frame: Any, *, source: str, name: str, target: str | None):
+def dataset_entity(frame: Any, *, source: str, name: str, target: str | None, digest: str | None = None):
     """The MLflow dataset entity (digest, schema, profile) for a frame.
 
     The digest is tabtrack's (one vectorised hashing pass): MLflow's default maps type() over every cell
-    of the whole frame (4.9 s for 1M x 31). The schema comes from the first rows; the profile counts all."""
+    of the whole frame (4.9 s for 1M x 31). The schema comes from the first rows; the profile counts all.
+    With `digest` (a file's, from its sha256) the frame is the file's first rows, read for the schema."""
     import mlflow
     from mlflow.entities import Dataset
 
@@ -35,16 +36,22 @@ def dataset_entity(frame: Any, *, source: str, name: str, target: str | None):
     with warnings.catch_warnings():
         # MLflow registers two identical local-file source types and warns that it picked one.
         warnings.filterwarnings("ignore", message="The specified dataset source can be interpreted")
+        warnings.filterwarnings("ignore", message="Hint: Inferred schema contains integer")  # schema: information only
         sample = mlflow.data.from_pandas(
-            frame.head(SCHEMA_SAMPLE_ROWS), source=source, name=name, targets=target, digest=frame_digest(frame)
+            frame.head(SCHEMA_SAMPLE_ROWS),
+            source=source,
+            name=name,
+            targets=target,
+            digest=digest or frame_digest(frame),
         ).to_dict()
+    profile = {"num_rows": len(frame), "num_elements": int(frame.size)} if digest is None else {"digest": "sha256"}
     return Dataset(
         name=sample["name"],
         digest=sample["digest"],
         source_type=sample["source_type"],
         source=sample["source"],
         schema=sample["schema"],
-        profile=json.dumps({"num_rows": len(frame), "num_elements": int(frame.size)}),
+        profile=json.dumps(profile),
     )
 
 
@@ -71,7 +78,10 @@ def signature(artifact: ModelArtifact):
     from mlflow.models import ModelSignature, infer_signature
     from mlflow.types.schema import AnyType, ColSpec, Schema
 
-    inferred = infer_signature(artifact.input_example, artifact.output_example)
+    with warnings.catch_warnings():
+        # Its advice (declare integer columns as doubles) is what the AnyType inputs below already settle.
+        warnings.filterwarnings("ignore", message="Hint: Inferred schema contains integer")
+        inferred = infer_signature(artifact.input_example, artifact.output_example)
     if artifact.input_columns is None:
         return inferred
     inputs = Schema([ColSpec(AnyType(), name) for name in artifact.input_columns])

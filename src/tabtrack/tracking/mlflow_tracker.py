@@ -132,7 +132,13 @@ class MlflowTracker(Tracker):
             self._begin(run_name, {**tags, PARENT_TAG: self._parent.run_id}, nested=True)
             return
         self._experiment_name = experiment
+        outer = mlflow.active_run()  # the user's own run, or an enclosing one: this run becomes its child
         try:
+            if outer is not None:
+                self.experiment_id = outer.info.experiment_id
+                self._experiment_name = self._client.get_experiment(self.experiment_id).name
+                self._begin(run_name, {**tags, PARENT_TAG: outer.info.run_id}, nested=True)
+                return
             self.experiment_id = self._experiment_id(experiment)
             self._begin(run_name, tags, nested=False)
         except TrackingError as exc:
@@ -330,11 +336,13 @@ class MlflowTracker(Tracker):
             self._client.log_artifact(self.run_id, str(local), artifact_path=folder or None)
 
     @_failover
-    def log_dataset(self, frame: Any, *, context: str, source: str, name: str, target: str | None) -> None:
+    def log_dataset(
+        self, frame: Any, *, context: str, source: str, name: str, target: str | None, digest: str | None = None
+    ) -> None:
         from mlflow.entities import DatasetInput, InputTag
 
         entity = DatasetInput(
-            dataset_entity(frame, source=source, name=name, target=target),
+            dataset_entity(frame, source=source, name=name, target=target, digest=digest),
             tags=[InputTag("mlflow.data.context", context)],
         )
         self._client.log_inputs(self.run_id, datasets=[entity])

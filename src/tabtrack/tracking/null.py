@@ -52,7 +52,9 @@ class NullTracker(Tracker):
     def log_bytes(self, data: bytes, artifact_file: str) -> None:
         pass
 
-    def log_dataset(self, frame: Any, *, context: str, source: str, name: str, target: str | None) -> None:
+    def log_dataset(
+        self, frame: Any, *, context: str, source: str, name: str, target: str | None, digest: str | None = None
+    ) -> None:
         pass
 
     def log_model(self, artifact: ModelArtifact) -> str | None:

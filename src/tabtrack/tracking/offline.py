@@ -165,10 +165,12 @@ class OfflineTracker(Tracker):
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_bytes(data)
 
-    def log_dataset(self, frame: Any, *, context: str, source: str, name: str, target: str | None) -> None:
+    def log_dataset(
+        self, frame: Any, *, context: str, source: str, name: str, target: str | None, digest: str | None = None
+    ) -> None:
         from tabtrack.tracking.mlflow_io import dataset_entity
 
-        entity = dataset_entity(frame, source=source, name=name, target=target)
+        entity = dataset_entity(frame, source=source, name=name, target=target, digest=digest)
         record = {
             "context": context,
             "dataset": {

@@ -11,12 +11,14 @@ import pandas as pd
 
 from tabtrack.config import RunConfig
 from tabtrack.data import DataFingerprint, Dataset, fingerprint, load_table, prepare_dataset, split_dataset
+from tabtrack.data.fingerprint import FRAME_SOURCE, frame_fingerprint
 from tabtrack.data.load import release_freed_memory
 from tabtrack.data.prepare import Split, presplit_dataset
 from tabtrack.data.validate import ValidationReport, ValidationSettings, load_schema, validate_frame
 from tabtrack.errors import ConfigError, DataError
 from tabtrack.evaluate.custom import CustomMetric, load_metric
 from tabtrack.models import ModelSpec, get_spec
+from tabtrack.models.own import OwnModelSpec, is_pipeline, own_spec, trusted_types
 
 log = logging.getLogger(__name__)
 
@@ -51,11 +53,19 @@ class CheckedData:
     test_fingerprint: DataFingerprint | None = None  # with a pre-split test file (--test-data)
 
 
-def check_training(config: RunConfig, data: CheckedData | None = None) -> CheckedInputs:
+def check_training(
+    config: RunConfig, data: CheckedData | None = None, *, frame: pd.DataFrame | None = None, model: Any = None
+) -> CheckedInputs:
     """Every user mistake surfaces here as a TabtrackError, before a run is created.
-    `data` skips re-reading a file already checked with the same data settings."""
-    spec = get_spec(config.model.type)
-    data = data or check_data(config)
+    `data` skips re-reading a file already checked with the same data settings; `frame` is the data itself
+    (`tabtrack.train(frame, ...)`); `model` an estimator or Pipeline object instead of `config.model.type`."""
+    spec = own_spec(model) if model is not None else get_spec(config.model.type)
+    # The user's own model is built first: a Pipeline of theirs is fed the rows with their own dtypes.
+    own = None
+    if isinstance(spec, OwnModelSpec):
+        own = spec.build(None, config.model.params, random_state=config.random_state)
+        trusted_types(own, code_paths=[*config.code_paths, *spec.code])  # a class that cannot ship: refused now
+    data = data or check_data(config, frame=frame, convert=not is_pipeline(own))
     dataset, split = data.dataset, data.split
     if dataset.task not in spec.tasks:
         raise ConfigError(
@@ -64,12 +74,16 @@ def check_training(config: RunConfig, data: CheckedData | None = None) -> Checke
         )
     # Built now so unknown parameter names and invalid values are reported before any run exists.
     device = _check_device(config.device, spec)
-    estimator = spec.build(
-        dataset.task,
-        config.model.params,
-        random_state=config.random_state,
-        y_train=split.y_train,
-        device=device or "cpu",
+    estimator = (
+        own
+        if own is not None
+        else spec.build(
+            dataset.task,
+            config.model.params,
+            random_state=config.random_state,
+            y_train=split.y_train,
+            device=device or "cpu",
+        )
     )
     return CheckedInputs(
         config=config,
@@ -87,15 +101,23 @@ def check_training(config: RunConfig, data: CheckedData | None = None) -> Checke
     )
 
 
-def check_data(config: RunConfig) -> CheckedData:
-    """Load, validate, fingerprint and split the data named by the config (and its test file, if pre-split)."""
-    data_path = data_file(config)
-    frame = _without_dropped(load_table(data_path), config, data_path)
+def check_data(config: RunConfig, *, frame: pd.DataFrame | None = None, convert: bool = True) -> CheckedData:
+    """Load, validate, fingerprint and split the data named by the config (and its test file, if pre-split),
+    or `frame`, the data itself. `convert=False` keeps the features' dtypes (see prepare_dataset)."""
+    if frame is not None:
+        if config.test_data:
+            raise ConfigError("test_data needs a data file; with a DataFrame, split it yourself or pass one frame.")
+        _target_given(config)
+        data_path, lineage = Path(FRAME_SOURCE), frame_fingerprint(frame)
+    else:
+        data_path = data_file(config)
+        frame, lineage = load_table(data_path), None
+    frame = _without_dropped(frame, config, data_path)
     source = f"'{data_path}'"
     # prepare_dataset first: its messages for a missing target or unusable column are the most specific.
     # With a pre-split test file it runs on the training file alone too, so a training split that cannot
     # train (one class, say) is refused even when the test file would make up for it.
-    dataset = prepare_dataset(frame, target=config.target, task=config.task, source=source)
+    dataset = prepare_dataset(frame, target=config.target, task=config.task, source=source, convert=convert)
     report = _validated(frame, config, source)
     test_fingerprint = None
     if config.test_data:
@@ -105,8 +127,9 @@ def check_data(config: RunConfig) -> CheckedData:
         _validated(test_frame, config, f"'{test_path}'")
         n_train = int(frame[config.target].notna().sum())
         dataset = prepare_dataset(
-            pd.concat([frame, test_frame], ignore_index=True), target=config.target, task=config.task, source=source
-        )
+            pd.concat([frame, test_frame], ignore_index=True), target=config.target, task=config.task, source=source,
+            convert=convert,
+        )  # fmt: skip
         split = presplit_dataset(dataset, n_train)
         test_fingerprint = fingerprint(test_path)
         del frame, test_frame
@@ -120,7 +143,7 @@ def check_data(config: RunConfig) -> CheckedData:
     dataset = replace(dataset, X=dataset.X.iloc[:0].copy())
     checked = CheckedData(
         data_path=data_path,
-        fingerprint=fingerprint(data_path),
+        fingerprint=lineage or fingerprint(data_path),
         dataset=dataset,
         split=split,
         validation=report,
@@ -135,9 +158,13 @@ def data_file(config: RunConfig) -> Path:
     """The config's data file, once it names one and a target."""
     if not config.data:
         raise ConfigError("no data file given; pass DATA (a .csv or .parquet file) or set `data:` in the config.")
+    _target_given(config)
+    return Path(config.data)
+
+
+def _target_given(config: RunConfig) -> None:
     if not config.target:
         raise ConfigError("no target column given; pass --target NAME or set `target:` in the config.")
-    return Path(config.data)
 
 
 def validation_report(

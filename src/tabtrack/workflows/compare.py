@@ -74,13 +74,17 @@ def compare(
         raise ConfigError(f"--params names model(s) not being compared: {', '.join(unknown)}.")
     checked: dict[str, CheckedInputs] = {
         name: check_training(
-            config.model_copy(update={"model": ModelConfig(type=name, params=dict(params.get(name, {})))}), data
+            # each child is named after its model; --run-name names the parent
+            config.model_copy(
+                update={"model": ModelConfig(type=name, params=dict(params.get(name, {}))), "run_name": None}
+            ),
+            data,
         )
         for name in chosen
     }
     tracker = tracker or make_tracker(track=track, tracking_uri=tracking_uri)
     first = next(iter(checked.values()))
-    run_name = f"compare_{datetime.now():%Y%m%d_%H%M%S}"
+    run_name = config.run_name or f"compare_{datetime.now():%Y%m%d_%H%M%S}"
     tags = {**run_tags(first), "tabtrack.kind": "compare"}
 
     results: dict[str, TrainResult] = {}
@@ -92,6 +96,7 @@ def compare(
                 "models": ",".join(chosen), "metric": metric, "task": task, "target": config.target,
                 "test_size": config.test_size, "random_state": config.random_state, "cv_folds": config.cv_folds,
                 "n_train_samples": len(data.split.X_train), "n_test_samples": len(data.split.X_test),
+                **config.extra_params,
             }
         )  # fmt: skip
         parent.log_text(resolved_yaml(config), "config/resolved.yaml")

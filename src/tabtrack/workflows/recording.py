@@ -12,6 +12,7 @@ import tabtrack as tabtrack_package
 from tabtrack import __version__
 from tabtrack.config import RunConfig
 from tabtrack.lineage import env_info, git_info, pinned
+from tabtrack.models.own import OwnModelSpec, requirements, trusted_types
 from tabtrack.models.pipeline import PREPROCESSING_TRUSTED_TYPES
 from tabtrack.models.spec import hyperparameters, unwrap
 from tabtrack.redact import redact
@@ -50,7 +51,7 @@ def run_params(checked: CheckedInputs) -> dict[str, Any]:
         settings["test_data"] = cfg.test_data
     if cfg.drop_columns:
         settings["drop_columns"] = ",".join(cfg.drop_columns)
-    return redact({**hyperparameters(checked.estimator), **settings})
+    return redact({**hyperparameters(checked.estimator), **settings, **cfg.extra_params})
 
 
 def train_rows_scored(checked: CheckedInputs) -> int:
@@ -109,7 +110,8 @@ def log_datasets(run: Tracker, checked: CheckedInputs) -> None:
         name = (
             Path(fp.path).stem if checked.test_fingerprint else f"{stem}_{'train' if context == 'training' else 'test'}"
         )
-        run.log_dataset(frame, context=context, source=Path(fp.path).as_uri(), name=name, target=target)
+        source = Path(fp.path).as_uri() if Path(fp.path).is_absolute() else fp.path  # a DataFrame's: "dataframe"
+        run.log_dataset(frame, context=context, source=source, name=name, target=target)
 
 
 def native_artifact(pipeline, checked: CheckedInputs) -> ModelArtifact:
@@ -135,15 +137,24 @@ def model_artifact(pipeline, checked: CheckedInputs) -> ModelArtifact:
     # A forest (n_jobs=-1) would start a joblib thread pool to predict five rows: ~40 ms against ~13 ms.
     with parallel_config(backend="sequential"):
         output_example = pipeline.predict(example)
-    requirements = ("scikit-learn", "numpy", "pandas", "scipy", "skops", *checked.spec.requires)
+    tabtrack_code = str(Path(tabtrack_package.__file__).parent)
+    if isinstance(checked.spec, OwnModelSpec):
+        user_code = [*checked.config.code_paths, *checked.spec.code]
+        trusted = trusted_types(pipeline, code_paths=user_code)
+        return ModelArtifact(
+            model=pipeline, flavor="sklearn", input_example=example, output_example=output_example,
+            input_columns=[str(c) for c in example.columns], pip_requirements=requirements(trusted),
+            trusted_types=trusted, code_paths=[tabtrack_code, *user_code],
+        )  # fmt: skip
+    requirements_ = ("scikit-learn", "numpy", "pandas", "scipy", "skops", *checked.spec.requires)
     return ModelArtifact(
         model=pipeline,
         flavor=checked.spec.flavor,
         input_example=example,
         output_example=output_example,
         input_columns=[str(c) for c in example.columns],
-        pip_requirements=pinned(tuple(dict.fromkeys(requirements))),
+        pip_requirements=pinned(tuple(dict.fromkeys(requirements_))),
         trusted_types=[*PREPROCESSING_TRUSTED_TYPES, *checked.spec.all_trusted_types],
         # The pipeline's first step (RawInput), and for some families the estimator, is tabtrack code.
-        code_paths=[str(Path(tabtrack_package.__file__).parent)],
+        code_paths=[tabtrack_code],
     )

@@ -6,6 +6,7 @@ MLflow 3 deprecates stages; `--stage staging|production` maps to aliases of thos
 from __future__ import annotations
 
 import logging
+import os
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -61,9 +62,12 @@ def model_uri_of_run(client, run_id: str) -> str:
 
 
 def register(run_id: str, *, name: str, description: str | None = None, tracking_uri: str | None = None):
-    """A new version of `name` from the run's model, tagged with the run id, data hash, git commit and test metrics."""
+    """A new version of `name` from the run's model, tagged with the run id, data hash, git commit and test metrics.
+    Under `tabtrack reproduce` (a script re-run to check its numbers) nothing is registered: returns None."""
     import mlflow
 
+    if _reproducing("register", name):
+        return None
     client = _client(tracking_uri)
     source = model_uri_of_run(client, run_id)
     run = client.get_run(run_id)
@@ -82,9 +86,12 @@ def register(run_id: str, *, name: str, description: str | None = None, tracking
 def promote(
     name: str, *, version: str, alias: str | None = None, stage: str | None = None, tracking_uri: str | None = None
 ) -> str:
-    """Point `alias` (or the alias a deprecated stage maps to) at `version`; returns the alias."""
+    """Point `alias` (or the alias a deprecated stage maps to) at `version`; returns the alias (None under
+    `tabtrack reproduce`, which changes nothing in the registry)."""
     from mlflow.exceptions import MlflowException
 
+    if _reproducing("promote", name):
+        return None
     if (alias is None) == (stage is None):
         raise TabtrackError("give exactly one of --alias NAME or --stage staging|production.")
     if stage is not None:
@@ -99,6 +106,17 @@ def promote(
     except MlflowException as exc:
         raise TabtrackError(f"cannot set alias {alias!r} on {name} version {version}: {exc.message}") from exc
     return alias
+
+
+def _reproducing(action: str, name: str) -> bool:
+    from tabtrack.run import REPRODUCES_ENV
+
+    run_id = os.environ.get(REPRODUCES_ENV)
+    if run_id:
+        log.warning(
+            "reproducing run %s: %s of %r skipped (a reproduction writes nothing to the registry)", run_id, action, name
+        )
+    return bool(run_id)
 
 
 def list_models(tracking_uri: str | None = None) -> list[dict[str, Any]]:

@@ -6,8 +6,12 @@ code (git commit, dirty flag) or the key package versions differ from the run's.
 
 from __future__ import annotations
 
+import json
 import logging
 import math
+import os
+import subprocess
+import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -21,6 +25,7 @@ from tabtrack.workflows.train import Progress, TrainResult, run_training
 
 log = logging.getLogger(__name__)
 
+OWN_CODE = "own_code"  # the `tabtrack.kind` of runs `tabtrack.start_run` makes
 # Packages whose version change can move the numbers (tabtrack's own code is covered by the git check).
 COMPARED_PACKAGES = ("scikit-learn", "numpy", "pandas", "scipy", "xgboost", "lightgbm", "torch")
 
@@ -50,9 +55,10 @@ class MetricDelta:
 @dataclass
 class Reproduction:
     original_run_id: str
-    result: TrainResult
+    new_run_id: str | None
     deltas: list[MetricDelta]
     warnings: list[str] = field(default_factory=list)
+    result: TrainResult | None = None  # for runs `tabtrack train` made
 
     @property
     def matched(self) -> bool:
@@ -73,6 +79,11 @@ def reproduce(
     client = client_for(tracking_uri)
     original = _get_run(client, run_id)
     tags = original.data.tags
+    if tags.get("tabtrack.kind") == OWN_CODE:
+        return reproduce_script(
+            client, original, data=data, strict=strict, allow_data_change=allow_data_change, tolerance=tolerance,
+            tracking_uri=tracking_uri,
+        )  # fmt: skip
     config = _recorded_config(run_id)
     warnings: list[str] = []
 
@@ -84,12 +95,7 @@ def reproduce(
         _check_hash(test_path, tags.get("data.test_sha256"), run_id, allow_data_change, warnings)
         updates["test_data"] = str(test_path)
 
-    mismatches = _code_mismatches(tags) + _package_mismatches(run_id)
-    if mismatches and strict:
-        raise TabtrackError(f"--strict: {'; '.join(mismatches)}; check out the run's commit and packages.")
-    warnings += mismatches
-    for warning in mismatches:
-        log.warning("reproduce: %s", warning)
+    warnings += _checked_code_and_packages(run_id, tags, strict)
 
     experiment = client.get_experiment(original.info.experiment_id).name
     config = RunConfig.model_validate(
@@ -103,15 +109,107 @@ def reproduce(
     result = run_training(config, tracking_uri=tracking_uri, progress=progress)
 
     allowed = tolerance if tolerance is not None else get_spec(config.model.type).reproduce_tolerance
-    recorded = {k.removeprefix("test_"): v for k, v in original.data.metrics.items() if k.startswith("test_")}
-    deltas = [
-        MetricDelta(name, recorded.get(name), result.metrics["test"].get(name), allowed)
-        for name in sorted(set(recorded) | set(result.metrics["test"]))
-    ]
-    reproduction = Reproduction(run_id, result, deltas, warnings)
+    deltas = _test_deltas(original.data.metrics, result.metrics["test"], allowed)
+    reproduction = Reproduction(run_id, result.run_id, deltas, warnings, result=result)
     if result.run_id:
         client.set_tag(result.run_id, "tabtrack.reproduced", str(reproduction.matched).lower())
     return reproduction
+
+
+def reproduce_script(
+    client,
+    original,
+    *,
+    data: str | Path | None,
+    strict: bool,
+    allow_data_change: bool,
+    tolerance: float | None,
+    tracking_uri: str | None,
+) -> Reproduction:
+    """A run made by user code (`tabtrack.start_run`): re-run its script with the recorded arguments, in this
+    interpreter, after the same data, commit and package checks; the re-run is found by the run id it is
+    given (REPRODUCES_ENV, which `start_run` records as `tabtrack.reproduces`) and its run name."""
+    from tabtrack.run import REPRODUCES_ENV
+
+    run_id, tags = original.info.run_id, original.data.tags
+    if "tabtrack.entrypoint" not in tags:
+        raise TabtrackError(
+            f"run {run_id} was made from user code without a script (a notebook or an interactive session), "
+            "so there is nothing to re-run; re-run that code by hand."
+        )
+    if tags.get("tabtrack.argv_redacted") == "true":
+        raise TabtrackError(
+            f"run {run_id}'s script arguments had secrets masked when recorded, so it cannot be re-run as recorded; "
+            f"run it by hand with {REPRODUCES_ENV}={run_id} set."
+        )
+    warnings: list[str] = []
+    index = 0
+    while f"{_data_prefix(index)}.path" in tags:
+        prefix = _data_prefix(index)
+        path = _data_path(data if index == 0 else None, tags[f"{prefix}.path"], None, "data")
+        _check_hash(path, tags.get(f"{prefix}.sha256"), run_id, allow_data_change, warnings)
+        index += 1
+    warnings += _checked_code_and_packages(run_id, tags, strict)
+
+    from tabtrack.lineage import git_root
+
+    root = git_root(Path.cwd())
+    script = (root / tags["tabtrack.entrypoint"]) if root else Path(tags["tabtrack.entrypoint"])
+    workdir = (root / tags.get("tabtrack.workdir", ".")) if root else Path.cwd()
+    if not script.is_file():
+        raise TabtrackError(f"the run's script '{script}' is not here; check out the run's commit (git.commit).")
+    arguments = json.loads(tags.get("tabtrack.argv", "[]"))
+    environment = {**os.environ, REPRODUCES_ENV: run_id}
+    if tracking_uri:
+        environment["MLFLOW_TRACKING_URI"] = tracking_uri
+    log.info("reproduce: running %s %s in %s", script, " ".join(arguments), workdir)
+    done = subprocess.run([sys.executable, str(script), *arguments], cwd=workdir, env=environment)
+    if done.returncode != 0:
+        raise TabtrackError(f"the run's script {tags['tabtrack.entrypoint']} exited with code {done.returncode}.")
+    new = _reproduced_run(client, original)
+    deltas = _test_deltas(original.data.metrics, {k.removeprefix("test_"): v for k, v in new.data.metrics.items()
+                                                   if k.startswith("test_")}, tolerance or 0.0)  # fmt: skip
+    reproduction = Reproduction(run_id, new.info.run_id, deltas, warnings)
+    client.set_tag(new.info.run_id, "tabtrack.reproduced", str(reproduction.matched).lower())
+    return reproduction
+
+
+def _reproduced_run(client, original):
+    """The newest finished run tagged as reproducing `original`, with its run name."""
+    runs = client.search_runs(
+        [original.info.experiment_id],
+        filter_string=f"tags.`tabtrack.reproduces` = '{original.info.run_id}' and "
+        f"attributes.run_name = '{original.info.run_name}'",
+        order_by=["attributes.start_time DESC"],
+        max_results=1,
+    )
+    if not runs:
+        raise TabtrackError(
+            f"the script ran but logged no run named {original.info.run_name!r} reproducing {original.info.run_id}; "
+            "does it pass run_name to tabtrack.start_run, and log to the same tracking server?"
+        )
+    return runs[0]
+
+
+def _data_prefix(index: int) -> str:
+    return "data" if index == 0 else f"data.{index}"
+
+
+def _test_deltas(recorded_metrics, reproduced: dict, allowed: float) -> list[MetricDelta]:
+    recorded = {k.removeprefix("test_"): v for k, v in recorded_metrics.items() if k.startswith("test_")}
+    return [
+        MetricDelta(name, recorded.get(name), reproduced.get(name), allowed)
+        for name in sorted(set(recorded) | set(reproduced))
+    ]
+
+
+def _checked_code_and_packages(run_id: str, tags: dict[str, str], strict: bool) -> list[str]:
+    mismatches = _code_mismatches(tags) + _package_mismatches(run_id)
+    if mismatches and strict:
+        raise TabtrackError(f"--strict: {'; '.join(mismatches)}; check out the run's commit and packages.")
+    for warning in mismatches:
+        log.warning("reproduce: %s", warning)
+    return mismatches
 
 
 def _get_run(client, run_id: str):

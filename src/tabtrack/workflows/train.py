@@ -14,12 +14,21 @@ import numpy as np
 import pandas as pd
 
 from tabtrack.config import RunConfig, deep_merge, drop_none, resolve_config
+from tabtrack.evaluate.importance import final_estimator
 from tabtrack.evaluate.metrics import prefixed
 from tabtrack.lineage import requirements_txt
 from tabtrack.models import build_pipeline
+from tabtrack.models.own import is_pipeline, own_spec
 from tabtrack.tracking import Tracker, make_tracker
 from tabtrack.workflows.checks import CheckedInputs, check_training
-from tabtrack.workflows.evaluation import NamedMetric, cross_validate, evaluate_fitted, log_evaluation, log_report
+from tabtrack.workflows.evaluation import (
+    NamedMetric,
+    cross_validate,
+    evaluate_fitted,
+    log_evaluation,
+    log_report,
+    scoring_rows,
+)
 from tabtrack.workflows.recording import (
     log_datasets,
     model_artifact,
@@ -27,7 +36,6 @@ from tabtrack.workflows.recording import (
     resolved_yaml,
     run_params,
     run_tags,
-    train_rows_scored,
 )
 
 log = logging.getLogger(__name__)
@@ -59,10 +67,10 @@ class TrainResult:
 
 
 def train(
-    data: str | Path | None = None,
+    data: str | Path | pd.DataFrame | None = None,
     *,
     target: str | None = None,
-    model: str | None = None,
+    model: str | Any = None,
     params: Mapping[str, Any] | None = None,
     config: str | Path | RunConfig | None = None,
     task: str | None = None,
@@ -79,22 +87,35 @@ def train(
     progress: Progress | None = None,
     test_data: str | Path | None = None,
     offline: bool = False,
+    run_name: str | None = None,
+    log_params: Mapping[str, Any] | None = None,
+    code_paths: Iterable[str | Path] = (),
 ) -> TrainResult:
     """Train one model and record it as one standard MLflow run.
+
+    `data` is a CSV/Parquet file or a DataFrame (its lineage is then a digest of the frame). `model` is a
+    family name, your own factory `"path/to/file.py:function"`, or an estimator or Pipeline object (a
+    Pipeline of yours is trained as it is, with no tabtrack preprocessing added). `log_params` are recorded
+    as given; `code_paths` ship with the model.
 
     Example:
         >>> result = tabtrack.train("examples/breast_cancer.csv", target="target",
         ...                         model="hist_gradient_boosting", params={"max_depth": 4})
         >>> result.metrics["test"]["roc_auc"]
     """
+    frame = data if isinstance(data, pd.DataFrame) else None
+    obj = model if model is not None and not isinstance(model, str) else None
     resolved = build_config(
-        data, target=target, model=model, params=params, config=config, task=task, cv=cv, test_size=test_size,
-        random_state=random_state, experiment=experiment, device=device, tags=tags, overrides=overrides,
-        test_data=test_data,
+        None if frame is not None else data, target=target,
+        model=own_spec(obj).name if obj is not None else model, params=params, config=config, task=task,
+        cv=cv, test_size=test_size, random_state=random_state, experiment=experiment, device=device, tags=tags,
+        overrides=overrides, test_data=test_data, run_name=run_name, log_params=log_params, code_paths=code_paths,
     )  # fmt: skip
+    checked = check_training(resolved, frame=frame, model=obj)
     return run_training(
-        resolved, tracker=tracker, tracking_uri=tracking_uri, track=track, progress=progress, offline=offline
-    )
+        resolved, tracker=tracker, tracking_uri=tracking_uri, track=track, progress=progress, offline=offline,
+        checked=checked,
+    )  # fmt: skip
 
 
 def build_config(
@@ -113,6 +134,9 @@ def build_config(
     tags: Mapping[str, str] | None = None,
     overrides: Iterable[str] = (),
     test_data: str | Path | None = None,
+    run_name: str | None = None,
+    log_params: Mapping[str, Any] | None = None,
+    code_paths: Iterable[str | Path] = (),
 ) -> RunConfig:
     """Config file (or a RunConfig) < keyword options (None means "not given") < `--set` overrides."""
     if isinstance(config, RunConfig):
@@ -132,6 +156,9 @@ def build_config(
         "experiment": experiment,
         "device": device,
         "tags": dict(tags) if tags else None,
+        "run_name": run_name,
+        "extra_params": dict(log_params) if log_params else None,
+        "code_paths": [str(p) for p in code_paths] or None,
     }
     return resolve_config(file=config, options=_merge_base(base, options), overrides=overrides)
 
@@ -150,7 +177,7 @@ def run_training(
     `checked` passes inputs a caller (compare) already checked."""
     checked = checked or check_training(config)
     tracker = tracker or make_tracker(track=track, tracking_uri=tracking_uri, offline=offline)
-    run_name = f"{checked.spec.name}_{datetime.now():%Y%m%d_%H%M%S}"
+    run_name = checked.config.run_name or f"{run_name_stem(checked.spec.name)}_{datetime.now():%Y%m%d_%H%M%S}"
     _seed_everything(checked.config.random_state)
     params, tags = run_params(checked), run_tags(checked)
     with tracker.run(experiment=checked.experiment, run_name=run_name, tags=tags) as run:
@@ -191,7 +218,7 @@ def record_training(
         run.log_metrics(prefixed("cv", metrics["cv"]))
 
     pipeline = new_pipeline(checked)
-    _report_epochs(pipeline.named_steps["model"], run, progress)
+    _report_epochs(final_estimator(pipeline), run, progress)
     pipeline.fit(split.X_train, split.y_train)
     evaluation = evaluate_fitted(
         pipeline, split.X_test, split.y_test, task=task, classes=classes, model_name=spec.name,
@@ -239,9 +266,18 @@ def _seed_everything(seed: int) -> None:
     np.random.seed(seed % 2**32)
 
 
+def run_name_stem(model_type: str) -> str:
+    """A family's name, or a factory's function name (`src/models.py:make` -> `make`)."""
+    return model_type.rpartition(":")[2]
+
+
 def new_pipeline(checked: CheckedInputs):
+    """A fresh, unfitted model: a Pipeline of the user's as it is; any other estimator behind tabtrack's input
+    step and preprocessing."""
     from sklearn.base import clone
 
+    if is_pipeline(checked.estimator):
+        return clone(checked.estimator)
     return build_pipeline(
         clone(checked.estimator),
         numeric=checked.dataset.numeric_columns,
@@ -256,15 +292,11 @@ def named_metrics(checked: CheckedInputs) -> list[NamedMetric]:
 
 
 def train_scoring_rows(checked: CheckedInputs) -> tuple[pd.DataFrame, pd.Series]:
-    """The training rows train_* metrics are computed on: all of them, or on big splits a random sample
-    (seeded by random_state) of `train_metrics_rows`. Predicting 800k training rows again costs more than a
-    quarter of a 1M-row HistGradientBoosting run, and a 200k sample pins train accuracy to about 0.1%."""
-    X, y = checked.split.X_train, checked.split.y_train
-    rows = train_rows_scored(checked)
-    if rows == len(X):
-        return X, y
-    positions = np.sort(np.random.default_rng(checked.config.random_state).choice(len(X), rows, replace=False))
-    return X.iloc[positions], y.iloc[positions]
+    """The training rows train_* metrics are computed on (config `train_metrics_rows`)."""
+    split = checked.split
+    return scoring_rows(
+        split.X_train, split.y_train, limit=checked.config.train_metrics_rows, random_state=checked.config.random_state
+    )
 
 
 def _report_epochs(estimator, run: Tracker, progress: Progress | None) -> None:

@@ -1,0 +1,1 @@
+"""This project's own code: the features its models are built on."""

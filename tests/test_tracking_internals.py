@@ -52,7 +52,9 @@ def test_mlflows_fluent_run_stack_is_where_the_offline_failover_drops_a_run(tmp_
     from tabtrack.tracking.mlflow_tracker import _forget_fluent_run
 
     mlflow.set_tracking_uri(f"sqlite:///{tmp_path / 'mlflow.db'}")
-    run = mlflow.start_run()
+    # An explicit experiment: an earlier test in this worker may have left MLflow's active one set.
+    experiment_id = mlflow.MlflowClient().create_experiment("fluent-stack")
+    run = mlflow.start_run(experiment_id=experiment_id)
     try:
         stack = fluent._active_run_stack.get()
         assert [r.info.run_id for r in stack] == [run.info.run_id]

@@ -158,15 +158,19 @@ class Run:
         run = self._stack.enter_context(
             self._tracker.run(experiment=self.experiment, run_name=self.run_name, tags=self._tags)
         )
-        _active.append(self)
-        self._stack.callback(_active.remove, self)
-        self._stack.enter_context(_killed_on_sigterm())
-        if self.seed is not None:
-            apply_seed(self.seed)
-            self.log_params({"random_state": self.seed})
-        self.log_params(s["params"])
-        for fingerprint, path in zip(fingerprints, s["data"], strict=True):
-            _log_file_dataset(run, fingerprint, path)
+        try:
+            _active.append(self)
+            self._stack.callback(_active.remove, self)
+            self._stack.enter_context(_killed_on_sigterm())
+            if self.seed is not None:
+                apply_seed(self.seed)
+                self.log_params({"random_state": self.seed})
+            self.log_params(s["params"])
+            for fingerprint, path in zip(fingerprints, s["data"], strict=True):
+                _log_file_dataset(run, fingerprint, path)
+        except BaseException:  # the run exists: end it (FAILED) before the error leaves `with`
+            if not self._stack.__exit__(*sys.exc_info()):
+                raise
         return self
 
     def __exit__(self, exc_type, exc, tb) -> bool:
@@ -419,7 +423,7 @@ def entrypoint_tags(argv: Sequence[str]) -> dict[str, str]:
     from tabtrack.lineage import git_root
 
     script = Path(argv[0]) if argv and argv[0] else None
-    if script is None or script.suffix != ".py" or not script.is_file():
+    if script is None or script.suffix != ".py" or not script.is_file() or _interactive():
         return {}
     arguments, masked = redact_argv(argv[1:])
     root = git_root(Path.cwd())
@@ -537,4 +541,9 @@ def _as_frame(X: Any):
 
 def _script_stem() -> str:
     script = Path(sys.argv[0]) if sys.argv and sys.argv[0] else None
-    return script.stem if script is not None and script.suffix == ".py" else "run"
+    return script.stem if script is not None and script.suffix == ".py" and not _interactive() else "run"
+
+
+def _interactive() -> bool:
+    """A notebook or a REPL: there is no script of the user's to record (argv[0] is the kernel's launcher)."""
+    return hasattr(sys, "ps1") or "ipykernel" in sys.modules

@@ -1,6 +1,6 @@
 """The performance suite: one table of ratios, each measured side by side in this run, fresh processes.
 
-    python -m benchmarks [--repeats 5] [--skip fixed,realistic,scale,throughput,startup]
+    python -m benchmarks [--repeats 5] [--skip fixed,realistic,scale,throughput,startup,explain]
 
 1. Fixed cost, RF 20,000 x 8: tabtrack's overhead (tracked - `--no-track`) / the overhead of MLflow's
    own tools on the same work (`mlflow.sklearn.autolog()` + `mlflow.models.evaluate`, SHAP off,
@@ -11,6 +11,8 @@
 4. 1,000 epochs x 4 metrics to an `mlflow server` on 127.0.0.1: one log_metric call per value vs
    tabtrack's buffered logging (median of --repeats pairs).                                  target >= 50x
 5. `tabtrack --help` and `--version`.                                                        target <= 0.3 s
+6. `--explain` (SHAP) on a 20,000 x 8 run: extra time / the untracked run's time,
+   hist_gradient_boosting (target <= 0.5x) and the default random forest (printed, with its row count).
 """
 
 from __future__ import annotations
@@ -197,6 +199,48 @@ def startup(work: Path, repeats: int) -> list[Row]:
     ]
 
 
+def explain_cost(work: Path, repeats: int) -> list[Row]:
+    """What `--explain` adds to a tracked run, against the run's own (untracked) time."""
+    data = generated_classification(work / "explain20k.csv", rows=20_000, features=8)
+    rows: list[Row] = []
+    for model, target in (("hist_gradient_boosting", 0.5), ("random_forest", None)):
+        train = tabtrack_cmd("train", str(data), "--target", "y", "--model", model)
+        time_command(train, cwd=work, repeats=1)  # warm-up
+        timings: dict[str, list[float]] = {"untracked": [], "tracked": [], "explained": []}
+        for _ in range(repeats):
+            timings["untracked"] += time_command([*train, "--no-track"], cwd=work, repeats=1)
+            timings["tracked"] += time_command(train, cwd=work, repeats=1)
+            timings["explained"] += time_command([*train, "--explain"], cwd=work, repeats=1)
+        m = {k: median(v) for k, v in timings.items()}
+        extra = m["explained"] - m["tracked"]
+        explained_rows = _last_param(work, "explain20k", "shap_rows")
+        print(
+            f"[6] {model} 20k x 8, median of {repeats}: --no-track {m['untracked']:.2f} s, tracked {m['tracked']:.2f} s, "
+            f"tracked --explain {m['explained']:.2f} s ({explained_rows} rows explained)"
+        )
+        rows.append(
+            (
+                f"6. --explain extra / untracked run, {model} 20k x 8 ({explained_rows} rows)",
+                f"{extra / m['untracked']:.2f}x (+{extra:.1f} s / {m['untracked']:.1f} s)",
+                f"<= {target}x" if target else "(printed)",
+                _ok(extra / m["untracked"] <= target) if target else "",
+            )
+        )
+    return rows
+
+
+def _last_param(work: Path, experiment: str, key: str) -> str:
+    """A param of the latest run in `experiment` of the store `train` wrote in `work`."""
+    code = (
+        "import mlflow; c = mlflow.MlflowClient('sqlite:///mlflow.db'); "
+        f"e = c.get_experiment_by_name({experiment!r}); "
+        "r = c.search_runs([e.experiment_id], order_by=['attributes.start_time DESC'], max_results=1)[0]; "
+        f"print(r.data.params.get({key!r}, '?'))"
+    )
+    done = subprocess.run([sys.executable, "-c", code], cwd=work, capture_output=True, text=True, check=False)
+    return done.stdout.strip() or "?"
+
+
 def _free_port() -> int:
     import socket
 
@@ -226,7 +270,9 @@ def main() -> None:
     parser.add_argument("--scale-repeats", type=int, default=3)
     parser.add_argument("--realistic-rows", type=int, default=600_000)
     parser.add_argument("--scale-rows", type=int, default=1_000_000)
-    parser.add_argument("--skip", default="", help="comma-separated: fixed, realistic, scale, throughput, startup")
+    parser.add_argument(
+        "--skip", default="", help="comma-separated: fixed, realistic, scale, throughput, startup, explain"
+    )
     args = parser.parse_args()
     skip = set(filter(None, args.skip.split(",")))
     print(f"machine: {platform.machine()}, {os.cpu_count()} cores, Python {platform.python_version()}")
@@ -245,6 +291,8 @@ def main() -> None:
             rows += throughput(work, args.repeats)
         if "startup" not in skip:
             rows += startup(work, args.repeats)
+        if "explain" not in skip:
+            rows += explain_cost(work, min(args.repeats, 3))
     print()
     print_table(rows)
 

@@ -108,3 +108,28 @@ def test_report_html_loads_every_image(workdir, data_dir, store_uri, browser, cl
     assert all(url.startswith(("file:", "data:")) for url in requests), requests  # nothing from the network
     page.screenshot(path=str(OUTPUTS / "report.png"), full_page=True)
     page.close()
+
+
+def test_comparison_page_and_model_card_render(workdir, data_dir, store_uri, browser, cli):
+    runs = [
+        tabtrack.train(data_dir / "diabetes.csv", target="target", model=model, tracking_uri=store_uri).run_id
+        for model in ("ridge", "hist_gradient_boosting")
+    ]
+    pages = {"compare": workdir / "compare.html", "card": workdir / "card.html"}
+    code, _, err = cli("report", *runs, "-o", pages["compare"], "--tracking-uri", store_uri)
+    assert code == 0, err
+    code, _, err = cli("card", f"runs:/{runs[1]}/model", "-o", pages["card"], "--tracking-uri", store_uri)
+    assert code == 0, err
+    for name, path in pages.items():
+        page = browser.new_page(viewport={"width": 1300, "height": 900})
+        errors: list[str] = []
+        page.on("console", lambda m, errors=errors: errors.append(m.text) if m.type == "error" else None)
+        page.on("pageerror", lambda exc, errors=errors: errors.append(str(exc)))
+        page.goto(path.as_uri())
+        sizes = page.eval_on_selector_all("img", "imgs => imgs.map(i => [i.complete, i.naturalWidth])")
+        assert all(complete and width > 200 for complete, width in sizes), sizes
+        assert len(sizes) == (2 if name == "compare" else 0)  # predicted vs actual, residuals
+        assert errors == []
+        assert runs[1][:8] in page.inner_text("body")
+        page.screenshot(path=str(OUTPUTS / f"{name}.png"), full_page=True)
+        page.close()

@@ -100,7 +100,7 @@ def test_signal_marks_run_killed_and_keeps_what_was_logged(workdir, data_dir, cl
         assert proc.poll() is None and time.time() < deadline
         time.sleep(0.3)
     proc.send_signal(sig)
-    proc.communicate(timeout=60)
+    proc.communicate(timeout=180)  # the fold's forest finishes its trees first: slow on a loaded machine
     assert proc.returncode == 128 + sig
     runs = runs_of(client, "term")
     assert "RUNNING" not in {r.info.status for r in runs}

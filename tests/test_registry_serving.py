@@ -48,7 +48,12 @@ def test_versions_increment_carry_lineage_and_aliases_move(trained):
     assert tags["source_run_id"] == trained["strong"].run_id
     assert tags["data.sha256"] == run.data.tags["data.sha256"]
     assert float(tags["metric.test_roc_auc"]) == pytest.approx(run.data.metrics["test_roc_auc"], rel=1e-5)
-    assert client.get_model_version("reg_a", "1").description == "baseline"
+    description = client.get_model_version("reg_a", "1").description
+    # the user's description, then the model card's summary
+    assert (
+        description.startswith("baseline\n\nModel card: logistic_regression")
+        and trained["strong"].run_id in description
+    )
 
     registry.promote("reg_a", version="1", alias="champion", tracking_uri=uri)
     assert client.get_model_version_by_alias("reg_a", "champion").version in ("1", 1)

@@ -56,6 +56,7 @@ def test_trials_are_child_runs_and_best_value_matches_the_best_child(workdir, da
     assert {"test_roc_auc", "train_accuracy"} <= set(parent.data.metrics)
     plots = {a.path for a in client.list_artifacts(result.run_id, "plots")}
     assert {"plots/optimization_history.png", "plots/param_importances.png", "plots/roc_curve.png"} <= plots
+    assert "plots/parallel_coordinates.png" in plots  # each hyperparameter against the CV metric
     assert result.refit.model_uri
 
 

@@ -93,6 +93,9 @@ def train(
     log_param: LogParam = None,
     code: Code = None,
     tracking_uri: TrackingUri = None,
+    explain: Annotated[
+        bool, typer.Option("--explain", help="SHAP values per input column on up to 1,000 test rows (extra: shap)")
+    ] = False,
     no_track: Annotated[bool, typer.Option("--no-track", help="train and print metrics without MLflow")] = False,
     offline: Annotated[
         bool, typer.Option("--offline", help="record into .tabtrack/offline/ for a later `tabtrack sync`")
@@ -138,7 +141,7 @@ def train(
             experiment=experiment,
             device=device,
             tags=_pairs(tag, "--tag"),
-            overrides=set_ or (),
+            overrides=[*(set_ or ()), *(["explain=true"] if explain else [])],
             run_name=run_name,
             log_params=_pairs(log_param, "--log-param"),
             code_paths=code or (),
@@ -353,6 +356,9 @@ def compare(
     log_param: LogParam = None,
     code: Code = None,
     tracking_uri: TrackingUri = None,
+    explain: Annotated[
+        bool, typer.Option("--explain", help="SHAP values per input column on up to 1,000 test rows (extra: shap)")
+    ] = False,
     no_track: Annotated[bool, typer.Option("--no-track")] = False,
     register: Annotated[str | None, typer.Option("--register", help="register the best model under this name")] = None,
     gate: Annotated[
@@ -369,7 +375,8 @@ def compare(
 
     resolved = build_config(
         data, target=target, config=config, task=task, cv=cv, test_size=test_size, random_state=seed,
-        experiment=experiment, tags=_pairs(tag, "--tag"), overrides=set_ or (), run_name=run_name,
+        experiment=experiment, tags=_pairs(tag, "--tag"), run_name=run_name,
+        overrides=[*(set_ or ()), *(["explain=true"] if explain else [])],
         log_params=_pairs(log_param, "--log-param"), code_paths=code or (),
     )  # fmt: skip
     with fold_progress() as progress:
@@ -718,14 +725,49 @@ def families() -> None:
 
 @app.command()
 def report(
-    run_id: Annotated[str, typer.Argument(help="MLflow run id")],
-    output: Annotated[Path, typer.Option("--output", "-o", help="HTML file to write")] = Path("report.html"),
+    run_ids: Annotated[
+        list[str] | None,
+        typer.Argument(help="one run id: its page; two or more: the comparison page", show_default=False),
+    ] = None,
+    output: Annotated[Path | None, typer.Option("--output", "-o", help="HTML file to write")] = None,
+    experiment: Annotated[
+        str | None, typer.Option("--experiment", "-e", help="compare the best runs of this experiment")
+    ] = None,
+    top: Annotated[int, typer.Option("--top", min=2, help="with --experiment: how many runs")] = 5,
+    metric: Annotated[
+        str | None, typer.Option("--metric", help="with --experiment: rank by this (CV mean, else test)")
+    ] = None,
     tracking_uri: TrackingUri = None,
 ) -> None:
-    """Write a standalone HTML report (params, metrics, lineage, plots) for a run."""
-    from tabtrack.workflows.report import run_report
+    """Write a standalone HTML page: one run's report, or several runs compared (metrics side by side,
+    curves overlaid, the parameters and lineage that differ)."""
+    from tabtrack.workflows.report import comparison_report, run_report
 
-    output.write_text(run_report(run_id, tracking_uri=tracking_uri), encoding="utf-8")
+    run_ids = run_ids or []
+    if experiment is not None and run_ids:
+        raise TabtrackError("pass run ids or --experiment, not both.")
+    if experiment is None and len(run_ids) == 1:
+        page, default = run_report(run_ids[0], tracking_uri=tracking_uri), "report.html"
+    else:
+        page = comparison_report(run_ids, experiment=experiment, top=top, metric=metric, tracking_uri=tracking_uri)
+        default = "compare.html"
+    output = output or Path(default)
+    output.write_text(page, encoding="utf-8")
+    typer.echo(f"wrote {output}")
+
+
+@app.command()
+def card(
+    model_uri: Annotated[str, typer.Argument(help="models:/NAME/VERSION, models:/NAME@ALIAS or runs:/RUN_ID/model")],
+    output: Annotated[Path, typer.Option("--output", "-o", help="card.md (Markdown) or card.html")] = Path("card.md"),
+    tracking_uri: TrackingUri = None,
+) -> None:
+    """Write the model card of a registered version or a run's model (Mitchell et al., 2019)."""
+    from tabtrack.evaluate.card import card_html
+    from tabtrack.workflows.card import model_card
+
+    markdown = model_card(model_uri, tracking_uri=tracking_uri)
+    output.write_text(card_html(markdown) if output.suffix in (".html", ".htm") else markdown, encoding="utf-8")
     typer.echo(f"wrote {output}")
 
 

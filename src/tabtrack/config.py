@@ -47,6 +47,15 @@ class ValidationConfig(_Strict):
         return values
 
 
+class CardConfig(_Strict):
+    """What the model card says that no run can measure (see `tabtrack card`); unfilled sections are flagged."""
+
+    intended_use: str | None = Field(None, description="what the model is for and who uses it")
+    out_of_scope_use: str | None = Field(None, description="uses it was not built or tested for")
+    owners: str | None = Field(None, description="who answers for the model")
+    ethical_considerations: str | None = Field(None, description="risks, affected groups, mitigations")
+
+
 class RunConfig(_Strict):
     """Everything that decides a run's result, plus where it is recorded."""
 
@@ -79,6 +88,11 @@ class RunConfig(_Strict):
         default_factory=list, description="custom metrics, 'module:function' or 'file.py:function'"
     )
     validation: ValidationConfig = Field(default_factory=ValidationConfig)
+    slices: list[str] = Field(
+        default_factory=list, description="input columns whose values get their own test metrics (where it is weak)"
+    )
+    explain: bool = Field(False, description="SHAP values per input column on up to 1,000 test rows (extra: shap)")
+    card: CardConfig = Field(default_factory=CardConfig)
 
     @field_validator("thresholds")
     @classmethod

@@ -138,6 +138,7 @@ class Run:
         self._epochs: list[dict[str, float]] = []
         self._metrics: dict[str, dict[str, float]] = {}
         self._images: dict[str, bytes] = {}
+        self._logged: dict[str, float] = {}  # the latest value of each metric logged with log_metrics
         self._params: dict[str, Any] = {}
         self._tags: dict[str, str] = {}
         self.run_name: str = ""
@@ -198,6 +199,16 @@ class Run:
         """What `cross_validate` and `evaluate` computed, by split."""
         return {split: dict(values) for split, values in self._metrics.items()}
 
+    def _repr_html_(self) -> str:
+        """Jupyter: the metrics so far (by split, then the ones logged by hand) and the main plots, inline."""
+        from tabtrack.evaluate.html_report import notebook_html
+
+        flat = {f"{split}_{k}": v for split, values in self._metrics.items() for k, v in values.items()}
+        return notebook_html(
+            title=f"{self.run_name} · {self.experiment}", run_id=self.run_id, ui_url=self.ui_url,
+            metrics={**self._logged, **flat}, images=self._images,
+        )  # fmt: skip
+
     # -- values ------------------------------------------------------------------------------------
     def log_params(self, params: Mapping[str, Any]) -> None:
         from tabtrack.redact import redact
@@ -207,7 +218,9 @@ class Run:
         self._recorder().log_params(params)
 
     def log_metrics(self, metrics: Mapping[str, float], step: int | None = None) -> None:
-        self._recorder().log_metrics({k: float(v) for k, v in metrics.items()}, step=step)
+        values = {k: float(v) for k, v in metrics.items()}
+        self._recorder().log_metrics(values, step=step)
+        self._logged.update(values)
 
     def set_tags(self, tags: Mapping[str, Any]) -> None:
         from tabtrack.redact import redact
@@ -281,11 +294,16 @@ class Run:
         y_train: Any = None,
         task: str | None = None,
         model_name: str | None = None,
+        slices: Sequence[str] = (),
+        explain: bool = False,
     ) -> EvaluationResult:
         """Record a fitted model as `tabtrack train` records its own: `{train,test}_*` metrics (threshold metrics
         for binary classifiers), the standard plots, the classification report, feature importance per input
         column, `report.html`, and the model (signature, input example, pinned requirements, `code_paths`).
+        `slices` names columns of X_test whose values get their own test metrics (`reports/slices.csv`);
+        `explain` adds SHAP values per input column (`plots/shap_summary.png`, extra `shap`).
         The model is fed the rows as given. Returns the metrics by split and the model URI."""
+        from tabtrack.evaluate.slices import SLICES_FILE
         from tabtrack.models.own import check_labels, check_model, check_rows, model_task
         from tabtrack.workflows.evaluation import evaluate_fitted, log_evaluation, log_report, scoring_rows
 
@@ -300,6 +318,13 @@ class Run:
             classes = check_labels(model, y_test, "y_test")
             if train_rows is not None:
                 check_labels(model, train_rows[1], "y_train")
+        unknown = [c for c in slices if c not in X_test.columns]
+        if unknown:
+            raise TabtrackError(f"evaluate(slices=...) names column(s) {unknown} that X_test does not have.")
+        if explain:
+            from tabtrack.workflows.checks import require_shap
+
+            require_shap()
         name = model_name or _model_name(model)
         recorder = self._recorder()
         seed = self.seed if self.seed is not None else 0
@@ -307,7 +332,8 @@ class Run:
         scored = None if train_rows is None else scoring_rows(*train_rows, limit=limit, random_state=seed)
         evaluation = evaluate_fitted(
             model, X_test, y_test, task=task, classes=classes, model_name=name, thresholds=_train_default("thresholds"),
-            random_state=seed, train_rows=scored, with_artifacts=recorder.stores_artifacts,
+            random_state=seed, train_rows=scored, with_artifacts=recorder.stores_artifacts, slices=slices,
+            explain=explain,
         )  # fmt: skip
         self._metrics.update(evaluation.metrics)
         recorder.log_params(
@@ -320,6 +346,7 @@ class Run:
         log_report(
             recorder, run_name=self.run_name, experiment=self.experiment, params=self._params | {"model_type": name},
             metrics=self._metrics, tags=self._tags, images=self._images,
+            slices=evaluation.evidence.texts.get(SLICES_FILE),
         )  # fmt: skip
         return EvaluationResult(metrics=self.metrics, model_uri=model_uri, run_id=self.run_id, trusted_types=trusted)
 

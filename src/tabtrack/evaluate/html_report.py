@@ -42,6 +42,7 @@ class ReportData:
     metrics: Mapping[str, float]  # flat, as logged: test_f1, cv_f1_mean, ...
     tags: Mapping[str, str]
     images: Mapping[str, bytes] = field(default_factory=dict)  # artifact path -> PNG bytes
+    slices_csv: str | None = None  # reports/slices.csv
 
 
 def render_report(data: ReportData) -> str:
@@ -59,6 +60,8 @@ def render_report(data: ReportData) -> str:
         "<h2>Parameters</h2>",
         _kv_table(sorted(data.params.items())),
     ]
+    if data.slices_csv:
+        parts += ["<h2>Metrics by slice (test split)</h2>", _csv_table(data.slices_csv)]
     user_tags = sorted(
         (k, v) for k, v in data.tags.items() if not k.startswith(("mlflow.", "data.", "git.", "env.", "tabtrack."))
     )
@@ -99,8 +102,50 @@ def _metrics_table(flat: Mapping[str, float]) -> str:
     return "".join(rows)
 
 
+def _csv_table(text: str) -> str:
+    import csv
+    import io
+
+    header, *rows = list(csv.reader(io.StringIO(text)))
+    e = html.escape
+
+    def cell(value: str) -> str:
+        try:
+            number = float(value)
+        except ValueError:
+            return f"<td>{e(value)}</td>"
+        return f"<td class='num'>{value if number.is_integer() else f'{number:.4f}'}</td>"
+
+    head = "<tr>" + "".join(f"<th>{e(h)}</th>" for h in header) + "</tr>"
+    return "<table>" + head + "".join("<tr>" + "".join(map(cell, row)) + "</tr>" for row in rows) + "</table>"
+
+
 def _kv_table(items) -> str:
     body = "".join(
         f"<tr><th>{html.escape(str(k))}</th><td><code>{html.escape(str(v))}</code></td></tr>" for k, v in items
     )
     return f"<table>{body}</table>"
+
+
+MAIN_PLOTS = ("roc_curve", "confusion_matrix", "predicted_vs_actual", "residuals", "feature_importance", "loss_curve")
+
+
+def notebook_html(
+    *, title: str, run_id: str | None, ui_url: str | None, metrics: Mapping[str, float], images: Mapping[str, bytes]
+) -> str:
+    """What a result shows in Jupyter: the metric table and up to four of the main plots, inline."""
+    e = html.escape
+    where = f"run <code>{e(run_id)}</code>" if run_id else "untracked"
+    if ui_url:
+        where += f" · <a href='{e(ui_url)}'>MLflow UI</a>"
+    shown = [p for name in MAIN_PLOTS for p in images if p.rsplit("/", 1)[-1].startswith(name)][:4]
+    plots = "".join(
+        f"<img style='width:320px;margin:4px' alt='{e(p)}' src='data:image/png;base64,"
+        f"{base64.b64encode(images[p]).decode('ascii')}'>"
+        for p in dict.fromkeys(shown)
+    )
+    by_split = {k: v for k, v in metrics.items() if k.partition("_")[0] in ("train", "cv", "test")}
+    table = _metrics_table(by_split) if by_split else ""
+    others = [(k, f"{v:.6g}") for k, v in metrics.items() if k not in by_split]
+    table += _kv_table(others) if others else ""
+    return f"<div><b>{e(title)}</b> · {where}{table}<div>{plots}</div></div>"

@@ -102,11 +102,7 @@ def _native_per_column(model, native: np.ndarray, columns: list[str]) -> dict[st
     steps = getattr(model, "steps", None)
     if not steps:
         return dict(zip(columns, map(float, native), strict=True)) if len(native) == len(columns) else None
-    preprocess = dict(steps).get("preprocess")
-    names = [name for name, _, _ in getattr(preprocess, "transformers_", [])]
-    if not names or not set(names) <= {"num", "cat", "remainder"}:  # not tabtrack's preprocessing
-        return None
-    return _to_input_columns(preprocess, native, columns)
+    return _to_input_columns(dict(steps).get("preprocess"), native, columns)
 
 
 def _native(estimator) -> np.ndarray | None:
@@ -125,10 +121,24 @@ def _native(estimator) -> np.ndarray | None:
 
 
 def _to_input_columns(preprocess, values: np.ndarray, columns: list[str]) -> dict[str, float] | None:
-    """Sum transformed-feature importances back onto the raw column each came from (numeric columns one
-    feature each, categorical ones their one-hot features); None where the widths do not add up."""
+    """Sum transformed-feature importances back onto the raw column each came from; None where the widths
+    do not add up."""
+    owners = feature_owners(preprocess, columns)
+    if owners is None or len(owners) != len(values):
+        return None
     totals = dict.fromkeys(columns, 0.0)
-    position = 0
+    for owner, value in zip(owners, values, strict=True):
+        totals[owner] += float(value)
+    return totals
+
+
+def feature_owners(preprocess, columns: list[str]) -> list[str] | None:
+    """The input column each transformed feature of tabtrack's preprocessing came from (numeric columns one
+    feature each, categorical ones their one-hot features); None for any other preprocessing."""
+    names = [name for name, _, _ in getattr(preprocess, "transformers_", [])]
+    if not names or not set(names) <= {"num", "cat", "remainder"}:
+        return None
+    owners: list[str] = []
     for name, transformer, selected in preprocess.transformers_:
         if name == "remainder" or transformer == "drop":
             continue
@@ -138,19 +148,10 @@ def _to_input_columns(preprocess, values: np.ndarray, columns: list[str]) -> dic
             if encoder is None:
                 return None
             placeholders = [f"c{i}" for i in range(len(selected))]
-            owners = [int(out.split("_", 1)[0][1:]) for out in encoder.get_feature_names_out(placeholders)]
-            for owner in owners:
-                if position >= len(values):
-                    return None
-                totals[selected[owner]] += float(values[position])
-                position += 1
+            owners += [selected[int(out.split("_", 1)[0][1:])] for out in encoder.get_feature_names_out(placeholders)]
         else:
-            for column in selected:
-                if position >= len(values):
-                    return None
-                totals[column] += float(values[position])
-                position += 1
-    return totals if position == len(values) else None
+            owners += selected
+    return owners if set(owners) <= set(columns) else None
 
 
 def _table(per_column: dict[str, float]) -> pd.DataFrame:

@@ -168,3 +168,49 @@ def loss_curve_plot(history: Sequence[dict[str, float]], *, best_epoch: int, mod
     ax.set_ylabel("Loss")
     ax.legend(fontsize=8)
     return fig
+
+
+def shap_summary_plot(values: pd.DataFrame, data: pd.DataFrame, *, model: str, output: str, top: int = 15):
+    """A beeswarm: one dot per explained row and input column at its SHAP value, coloured by the column's
+    value (low blue, high red; text and missing values grey), columns by mean |SHAP|, largest on top."""
+    order = values.abs().mean().sort_values(ascending=False).index[:top][::-1]
+    height = max(3.0, 0.35 * len(order) + 1.6)
+    longest = max((len(str(name)) for name in order), default=1)
+    fig, ax = _figure(
+        f"SHAP values per input column ({output}), {len(values)} test rows",
+        model,
+        figsize=(7.0, height),
+        left=min(0.5, 0.06 + 0.0105 * longest),
+    )
+    fig.subplots_adjust(right=0.88, bottom=min(0.3, 0.6 / height), top=1 - min(0.25, 0.7 / height))
+    rng = np.random.default_rng(0)
+    for position, column in enumerate(order):
+        shap_values = values[column].to_numpy(dtype=float)
+        numbers = pd.to_numeric(data[column], errors="coerce").to_numpy(dtype=float)
+        colour = np.full(len(numbers), np.nan)
+        if np.isfinite(numbers).any():
+            low, high = np.nanpercentile(numbers, [5, 95])
+            colour = np.clip((numbers - low) / (high - low), 0, 1) if high > low else np.full(len(numbers), 0.5)
+        jitter = rng.uniform(-0.3, 0.3, len(shap_values))
+        known = np.isfinite(colour)
+        ax.scatter(shap_values[~known], position + jitter[~known], s=6, color="#9a9a9a", alpha=0.6, linewidths=0)
+        points = ax.scatter(
+            shap_values[known], position + jitter[known], s=6, c=colour[known], cmap="coolwarm", vmin=0, vmax=1,
+            alpha=0.8, linewidths=0,
+        )  # fmt: skip
+    ax.axvline(0, color="grey", linewidth=0.8)
+    ax.set_yticks(range(len(order)), [str(c) for c in order], fontsize=8)
+    ax.set_xlabel(f"SHAP value (effect on the model's {output})")
+    if len(order):
+        bar = fig.colorbar(points, ax=ax, pad=0.01, fraction=0.04, ticks=[0, 1])
+        bar.ax.set_yticklabels(["low", "high"], fontsize=8)
+        bar.set_label("column value", fontsize=8)
+    return fig
+
+
+def shap_importance_plot(table: pd.DataFrame, *, model: str, output: str, top: int = 20):
+    """Mean |SHAP| per input column, as horizontal bars."""
+    renamed = table.rename(columns={"mean_abs_shap": "importance"})
+    fig = feature_importance_plot(renamed, model=model, method="SHAP", top=top)
+    fig.axes[0].set_xlabel(f"mean |SHAP value| ({output})")
+    return fig

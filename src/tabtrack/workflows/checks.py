@@ -72,6 +72,9 @@ def check_training(
             f"model {spec.name!r} does not support {dataset.task} (target {config.target!r}); "
             f"it supports {', '.join(spec.tasks)}. Pick another --model or set --task."
         )
+    _check_slices(config, split.X_train)
+    if config.explain:
+        require_shap()
     # Built now so unknown parameter names and invalid values are reported before any run exists.
     device = _check_device(config.device, spec)
     estimator = (
@@ -99,6 +102,22 @@ def check_training(
         validation=data.validation,
         test_fingerprint=data.test_fingerprint,
     )
+
+
+def require_shap() -> None:
+    import importlib.util
+
+    if importlib.util.find_spec("shap") is None:
+        raise ConfigError("--explain needs SHAP: pip install 'tabtrack[shap]' (or drop --explain / explain: true).")
+
+
+def _check_slices(config: RunConfig, X: pd.DataFrame) -> None:
+    unknown = [c for c in config.slices if c not in X.columns]
+    if unknown:
+        raise ConfigError(
+            f"slices names column(s) {', '.join(map(repr, unknown))} that are not inputs of the model; "
+            f"pick from: {', '.join(map(str, X.columns[:20]))}."
+        )
 
 
 def check_data(config: RunConfig, *, frame: pd.DataFrame | None = None, convert: bool = True) -> CheckedData:

@@ -115,6 +115,8 @@ def compare(
         board = leaderboard(results, failures, seconds, metric=metric)
         parent.log_text(board.to_csv(index=False), "leaderboard.csv")
         parent.log_text(_markdown(board), "leaderboard.md")
+        if parent.stores_artifacts and len(results) >= 2:
+            parent.log_text(_comparison_page(board, results, title=f"{first.experiment}: {run_name}"), "compare.html")
         best = board[board["status"] == "FINISHED"]
         if not best.empty:
             top = best.iloc[0]
@@ -204,6 +206,25 @@ def _check_models(models: Iterable[str] | None, task: str) -> list[str]:
         if task not in spec.tasks:
             raise ConfigError(f"model {name!r} does not support {task}; drop it from --models.")
     return chosen
+
+
+def _comparison_page(board: pd.DataFrame, results: Mapping[str, TrainResult], *, title: str) -> str:
+    """compare.html: the models' runs in leaderboard order, from what they recorded (no second read)."""
+    from tabtrack.evaluate.comparison import RunView, overlaid_curves, render_comparison, render_figures
+
+    views = [
+        RunView(
+            run_id=result.run_id or name,
+            run_name=result.run_name,
+            params={k: str(v) for k, v in result.params.items()},
+            metrics=result.flat_metrics(),
+            tags=result.tags,
+            predictions=result.predictions,
+        )
+        for name in board["model"]
+        if (result := results.get(name)) is not None
+    ]
+    return render_comparison(views, render_figures(overlaid_curves(views)), title=title)
 
 
 def _markdown(board: pd.DataFrame) -> str:

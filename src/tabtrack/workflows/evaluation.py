@@ -7,6 +7,7 @@ it through the Tracker; `log_report` writes the run's `report.html`.
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -14,6 +15,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from tabtrack.evaluate.comparison import PREDICTIONS_FILE, prediction_table
 from tabtrack.evaluate.evidence import (
     Evidence,
     draw_model_plots,
@@ -23,8 +25,11 @@ from tabtrack.evaluate.evidence import (
     prediction_plot_data,
 )
 from tabtrack.evaluate.html_report import ReportData, render_report
-from tabtrack.evaluate.metrics import aggregate_folds, compute_metrics, prefixed
+from tabtrack.evaluate.metrics import aggregate_folds, compute_metrics, prefixed, primary_metric
+from tabtrack.evaluate.slices import SLICES_FILE, slice_gaps, slice_table
 from tabtrack.tracking import Tracker
+
+log = logging.getLogger(__name__)
 
 # A custom metric: fn(y_true, y_pred, y_proba) -> float, with the name it is logged under.
 NamedMetric = tuple[str, Callable[[Any, Any, Any], float]]
@@ -37,6 +42,7 @@ class Evaluation:
     metrics: dict[str, dict[str, float]]
     evidence: Evidence = field(default_factory=Evidence)
     images: dict[str, bytes] = field(default_factory=dict)  # "plots/<name>.png" -> PNG
+    predictions: pd.DataFrame | None = None  # the test split's (PREDICTIONS_FILE)
 
 
 def predict_with_proba(model, X, task: str):
@@ -81,9 +87,12 @@ def evaluate_fitted(
     train_rows: tuple[pd.DataFrame, pd.Series] | None = None,
     custom_metrics: Sequence[NamedMetric] = (),
     with_artifacts: bool = True,
+    slices: Sequence[str] = (),
+    explain: bool = False,
 ) -> Evaluation:
     """Test metrics (threshold metrics for binary classifiers), train metrics on `train_rows`, and, with
-    artifacts, the classification report, feature importance and the standard plots."""
+    artifacts, the classification report, feature importance, the standard plots, the test predictions the
+    comparison page draws, and metrics per slice of the `slices` columns."""
     test_scores, y_pred, proba = score_split(
         model, X_test, y_test, task=task, classes=classes, custom_metrics=custom_metrics
     )
@@ -91,16 +100,59 @@ def evaluate_fitted(
         y_test, y_pred, proba, task=task, classes=classes, thresholds=thresholds, with_reports=with_artifacts
     )
     images: dict[str, bytes] = {}
+    table = None
     if with_artifacts:
         evidence.add(model_evidence(model, X_test, y_test, model_name=model_name, random_state=random_state))
         predictions = prediction_plot_data(y_test, y_pred, proba, task=task, classes=classes, model_name=model_name)
         images = {**draw_model_plots(evidence.model_plots), **draw_prediction_plots(predictions)}
+        table = prediction_table(y_test, y_pred, proba, classes, random_state=random_state)
+        evidence.texts[PREDICTIONS_FILE] = table.to_csv(index=False)
+        if slices:
+            evidence.add(slice_evidence(X_test, y_test, y_pred, proba, columns=slices, task=task, classes=classes))
+        if explain:
+            explained, shap_images = explanation(
+                model, X_test, task=task, model_name=model_name, random_state=random_state
+            )
+            evidence.add(explained)
+            images.update(shap_images)
     metrics = {"test": {**test_scores, **evidence.metrics}}
     if train_rows is not None:
         metrics["train"], _, _ = score_split(
             model, *train_rows, task=task, classes=classes, custom_metrics=custom_metrics
         )
-    return Evaluation(metrics=metrics, evidence=evidence, images=images)
+    return Evaluation(metrics=metrics, evidence=evidence, images=images, predictions=table)
+
+
+def explanation(model, X, *, task: str, model_name: str, random_state: int) -> tuple[Evidence, dict[str, bytes]]:
+    """SHAP values per input column: `reports/shap_importance.csv`, `plots/shap_summary.png` (beeswarm),
+    `plots/shap_importance.png`, and the rows explained as the param `shap_rows`. An explanation is extra: its
+    failure is a warning (and the param `shap_error`) on a run that still finishes."""
+    from tabtrack.evaluate.explain import explain
+    from tabtrack.evaluate.plots import render_png, shap_importance_plot, shap_summary_plot
+
+    try:
+        result = explain(model, X, task=task, random_state=random_state)
+    except Exception as exc:
+        log.warning(
+            "SHAP explanation skipped: %s: %s", type(exc).__name__, exc, exc_info=log.isEnabledFor(logging.DEBUG)
+        )
+        return Evidence(params={"shap_error": f"{type(exc).__name__}: {exc}"[:500]}), {}
+    importance = result.importance()
+    summary = shap_summary_plot(result.values, result.data, model=model_name, output=result.output)
+    bars = shap_importance_plot(importance, model=model_name, output=result.output)
+    evidence = Evidence(
+        params={"shap_rows": result.rows, "shap_explainer": result.explainer, "shap_output": result.output},
+        texts={"reports/shap_importance.csv": importance.to_csv(index=False)},
+    )
+    return evidence, {"plots/shap_summary.png": render_png(summary), "plots/shap_importance.png": render_png(bars)}
+
+
+def slice_evidence(X, y, y_pred, proba, *, columns: Sequence[str], task: str, classes) -> Evidence:
+    """`reports/slices.csv` (test metrics per slice of each column) and the largest gap per column as
+    `test_{metric}_slice_gap_{column}`, for the task's primary metric."""
+    metric = primary_metric(task, len(classes) if classes is not None else None)
+    table = slice_table(X, y, y_pred, proba, columns=columns, task=task, classes=classes, metric=metric)
+    return Evidence(run_metrics=slice_gaps(table, metric), texts={SLICES_FILE: table.to_csv(index=False)})
 
 
 def cross_validate(
@@ -165,14 +217,15 @@ def log_report(
     metrics: Mapping[str, Mapping[str, float]],
     tags: Mapping[str, str],
     images: Mapping[str, bytes],
+    slices: str | None = None,
 ) -> None:
-    """`report.html`: the run's params, metrics by split, lineage and plots in one standalone page."""
+    """`report.html`: the run's params, metrics by split, lineage, slices and plots in one standalone page."""
     if not run.stores_artifacts:
         return
     report = ReportData(
         run_id=run.run_id, run_name=run_name, experiment=experiment, status="FINISHED",
         params={k: str(v) for k, v in params.items()},
         metrics={f"{split}_{k}": v for split, values in metrics.items() for k, v in values.items()},
-        tags=dict(tags), images=dict(images),
+        tags=dict(tags), images=dict(images), slices_csv=slices,
     )  # fmt: skip
     run.log_text(render_report(report), "report.html")

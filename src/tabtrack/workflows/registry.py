@@ -16,6 +16,7 @@ import numpy as np
 from tabtrack.errors import TabtrackError
 from tabtrack.evaluate.metrics import GREATER_IS_BETTER, compute_metrics, primary_metric
 from tabtrack.tracking.store import resolve_tracking_uri
+from tabtrack.workflows.card import write_card
 
 log = logging.getLogger(__name__)
 
@@ -78,8 +79,7 @@ def register(run_id: str, *, name: str, description: str | None = None, tracking
         if key in run.data.params:
             tags[key] = run.data.params[key]
     version = mlflow.register_model(source, name, tags=tags)
-    if description:
-        client.update_model_version(name, version.version, description=description)
+    write_card(client, name, version.version, description=description)
     return client.get_model_version(name, version.version)
 
 
@@ -214,6 +214,7 @@ def gate(
         tags["gate.champion_score"] = f"{champion_score:.6g}"
     for key, value in tags.items():
         client.set_model_version_tag(name, str(version), key, value)
+    write_card(client, name, str(version))  # again: the card reports the gate's decision
     return GateDecision(alias, metric, new_score, champion.version if champion else None, champion_score, reason)
 
 

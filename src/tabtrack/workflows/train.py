@@ -16,6 +16,7 @@ import pandas as pd
 from tabtrack.config import RunConfig, deep_merge, drop_none, resolve_config
 from tabtrack.evaluate.importance import final_estimator
 from tabtrack.evaluate.metrics import prefixed
+from tabtrack.evaluate.slices import SLICES_FILE
 from tabtrack.lineage import requirements_txt
 from tabtrack.models import build_pipeline
 from tabtrack.models.own import is_pipeline, own_spec
@@ -64,6 +65,23 @@ class TrainResult:
     # The held-out rows, kept so a champion gate scores old and new models on the same data.
     X_test: Any = field(default=None, repr=False)
     y_test: Any = field(default=None, repr=False)
+    params: dict[str, Any] = field(default_factory=dict, repr=False)  # as logged
+    tags: dict[str, str] = field(default_factory=dict, repr=False)
+    images: dict[str, bytes] = field(default_factory=dict, repr=False)  # "plots/<name>.png" -> PNG
+    predictions: pd.DataFrame | None = field(default=None, repr=False)  # the test split's, as compare.html draws
+
+    def flat_metrics(self) -> dict[str, float]:
+        """As logged: `test_roc_auc`, `cv_roc_auc_mean`, ..."""
+        return {f"{split}_{name}": value for split, values in self.metrics.items() for name, value in values.items()}
+
+    def _repr_html_(self) -> str:
+        """Jupyter: the metric table and the main plots inline."""
+        from tabtrack.evaluate.html_report import notebook_html
+
+        return notebook_html(
+            title=f"{self.model} · {self.task} · {self.experiment}", run_id=self.run_id, ui_url=self.ui_url,
+            metrics=self.flat_metrics(), images=self.images,
+        )  # fmt: skip
 
 
 def train(
@@ -223,7 +241,7 @@ def record_training(
     evaluation = evaluate_fitted(
         pipeline, split.X_test, split.y_test, task=task, classes=classes, model_name=spec.name,
         thresholds=cfg.thresholds, random_state=cfg.random_state, train_rows=train_scoring_rows(checked),
-        custom_metrics=named_metrics(checked), with_artifacts=run.stores_artifacts,
+        custom_metrics=named_metrics(checked), with_artifacts=run.stores_artifacts, slices=cfg.slices, explain=cfg.explain,
     )  # fmt: skip
     metrics.update(evaluation.metrics)
     log_evaluation(run, evaluation)
@@ -232,7 +250,7 @@ def record_training(
         run.log_model(native_artifact(pipeline, checked))
     log_report(
         run, run_name=run_name, experiment=checked.experiment, params={**params, **evaluation.evidence.params},
-        metrics=metrics, tags=tags, images=evaluation.images,
+        metrics=metrics, tags=tags, images=evaluation.images, slices=evaluation.evidence.texts.get(SLICES_FILE),
     )  # fmt: skip
     return TrainResult(
         run_id=run.run_id,
@@ -249,6 +267,10 @@ def record_training(
         fold_run_ids=fold_run_ids,
         X_test=split.X_test,
         y_test=split.y_test,
+        params={**params, **evaluation.evidence.params},
+        tags=dict(tags),
+        images=evaluation.images,
+        predictions=evaluation.predictions,
     )
 
 

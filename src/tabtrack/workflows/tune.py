@@ -289,7 +289,7 @@ def _stop_at(optuna, total: int):
 
 
 def _study_plots(optuna, study, metric: str) -> dict[str, bytes]:
-    """Optimisation history and parameter importances as PNGs (pyplot figures, closed after use)."""
+    """Optimisation history, parameter importances and parallel coordinates as PNGs (pyplot figures, closed after use)."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -301,6 +301,8 @@ def _study_plots(optuna, study, metric: str) -> dict[str, bytes]:
     for name, title, draw in (
         ("optimization_history", "Optimization history", optuna.visualization.matplotlib.plot_optimization_history),
         ("param_importances", "Hyperparameter importances", optuna.visualization.matplotlib.plot_param_importances),
+        # each trial a line through its hyperparameters, coloured by the CV metric
+        ("parallel_coordinates", "Parallel coordinates", optuna.visualization.matplotlib.plot_parallel_coordinate),
     ):
         try:
             with warnings.catch_warnings():

@@ -91,13 +91,13 @@ def test_train_explain_logs_shap_per_input_column(workdir, data_dir, store_uri, 
     assert (table["mean_abs_shap"].diff().dropna() <= 0).all()
 
 
-def test_a_failed_explanation_is_a_warning_on_a_finished_run(workdir, store_uri, client):
+def test_own_code_explanations_and_a_failed_one_as_a_warning_on_a_finished_run(workdir, store_uri, client):
     script = workdir / "own.py"
     script.write_text(
         "import numpy as np, pandas as pd, tabtrack\n"
         "from sklearn.compose import make_column_transformer\n"
         "from sklearn.pipeline import make_pipeline\n"
-        "from sklearn.preprocessing import OneHotEncoder\n"
+        "from sklearn.preprocessing import OneHotEncoder, StandardScaler\n"
         "from sklearn.linear_model import LogisticRegression\n"
         "rng = np.random.default_rng(0)\n"
         "X = pd.DataFrame({'a': rng.normal(size=200), 'city': rng.choice(['paris', 'lyon'], 200)})\n"
@@ -106,6 +106,10 @@ def test_a_failed_explanation_is_a_warning_on_a_finished_run(workdir, store_uri,
         "model = make_pipeline(encode, LogisticRegression()).fit(X[:150], y[:150])\n"
         f"with tabtrack.start_run(experiment='own', tracking_uri={store_uri!r}) as run:\n"
         "    run.evaluate(model, X[150:], y[150:], explain=True)\n"
+        "numeric = make_pipeline(StandardScaler(), LogisticRegression()).fit(X[['a']][:150], y[:150])\n"
+        f"with tabtrack.start_run(experiment='own', tracking_uri={store_uri!r}) as explained:\n"
+        "    explained.evaluate(numeric, X[['a']][150:], y[150:], explain=True)\n"
+        "print(explained.run_id)\n"
         "print(run.run_id)\n"
     )
     import subprocess
@@ -113,7 +117,12 @@ def test_a_failed_explanation_is_a_warning_on_a_finished_run(workdir, store_uri,
 
     done = subprocess.run([sys.executable, str(script)], cwd=workdir, capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr[-2000:]
-    run = client.get_run(done.stdout.strip().splitlines()[-1])
+    explained_id, run_id = done.stdout.strip().splitlines()[-2:]
+    run = client.get_run(run_id)
     assert run.info.status == "FINISHED" and "test_roc_auc" in run.data.metrics
     assert "cannot map" in run.data.params["shap_error"]
     assert "SHAP explanation skipped" in done.stderr
+    # a user's pipeline on numeric inputs is explained whole, model-agnostically
+    explained = client.get_run(explained_id)
+    assert explained.data.params["shap_explainer"] == "permutation" and "shap_error" not in explained.data.params
+    assert "plots/shap_summary.png" in {a.path for a in client.list_artifacts(explained_id, "plots")}

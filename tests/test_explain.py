@@ -85,7 +85,10 @@ def test_train_explain_logs_shap_per_input_column(workdir, data_dir, store_uri, 
     assert int(run.data.params["shap_rows"]) == int(run.data.params["n_test_samples"])  # 80 rows: all of them
     paths = {a.path for a in client.list_artifacts(run.info.run_id, "plots")}
     assert {"plots/shap_summary.png", "plots/shap_importance.png"} <= paths
-    table = pd.read_csv(mlflow.artifacts.download_artifacts(f"runs:/{run.info.run_id}/reports/shap_importance.csv"))
+    csv = mlflow.artifacts.download_artifacts(
+        f"runs:/{run.info.run_id}/reports/shap_importance.csv", tracking_uri=store_uri
+    )
+    table = pd.read_csv(csv)
     inputs = set(pd.read_csv(data_dir / "mixed.csv").columns) - {"churn"}
     assert set(table["feature"]) == inputs  # one row per input column: city's one-hot outputs summed
     assert (table["mean_abs_shap"].diff().dropna() <= 0).all()

@@ -230,12 +230,12 @@ def explain_cost(work: Path, repeats: int) -> list[Row]:
 
 
 def _last_param(work: Path, experiment: str, key: str) -> str:
-    """A param of the latest run in `experiment` of the store `train` wrote in `work`."""
+    """A param of the latest run in `experiment` that has it, from the store `train` wrote in `work`."""
     code = (
         "import mlflow; c = mlflow.MlflowClient('sqlite:///mlflow.db'); "
         f"e = c.get_experiment_by_name({experiment!r}); "
-        "r = c.search_runs([e.experiment_id], order_by=['attributes.start_time DESC'], max_results=1)[0]; "
-        f"print(r.data.params.get({key!r}, '?'))"
+        "runs = c.search_runs([e.experiment_id], order_by=['attributes.start_time DESC']); "
+        f"print(next((r.data.params[{key!r}] for r in runs if {key!r} in r.data.params), '?'))"
     )
     done = subprocess.run([sys.executable, "-c", code], cwd=work, capture_output=True, text=True, check=False)
     return done.stdout.strip() or "?"

@@ -7,15 +7,18 @@ its output minus the expected value): probability for scikit-learn forests, log-
 logistic models, the prediction for regressors; per class for multiclass. One-hot outputs are summed back
 onto their input column, as feature importance is.
 
-TreeSHAP on scikit-learn forests runs in a forked child process: its C extension is known to crash the
-whole process on deep forests (shap issues #3726, #2777), and a crash there must only cost the explanation.
+TreeSHAP on scikit-learn trees (and linear models) runs in a forked child process: shap's C extension is
+known to crash the whole process on deep forests (shap issues #3726, #2777), and a crash there must only
+cost the explanation. The child starts before the rest of the evaluation and is collected after it.
 """
 
 from __future__ import annotations
 
 import multiprocessing
 import sys
+from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -28,7 +31,13 @@ AGNOSTIC_BACKGROUND_ROWS = 25
 TREE_WORK_BUDGET = 1.5e10
 TREE_MODULES = ("sklearn.ensemble._forest", "sklearn.tree", "sklearn.ensemble._hist_gradient_boosting",
                 "sklearn.ensemble._gb", "xgboost", "lightgbm")  # fmt: skip
-FOREST_MODULES = ("sklearn.ensemble._forest", "sklearn.tree", "sklearn.ensemble._gb")
+# scikit-learn trees whose TreeSHAP is shap's own C code (HistGradientBoosting's trees are converted to it)
+FOREST_MODULES = (
+    "sklearn.ensemble._forest",
+    "sklearn.tree",
+    "sklearn.ensemble._gb",
+    "sklearn.ensemble._hist_gradient_boosting",
+)
 
 
 class ExplainError(RuntimeError):
@@ -53,6 +62,16 @@ class Explanation:
 def explain(model, X: pd.DataFrame, *, task: str, random_state: int) -> Explanation:
     """SHAP values of `model` (a fitted tabtrack pipeline, or an estimator fed X as it is) on up to MAX_ROWS
     rows of X (a seeded sample), per input column."""
+    return start_explanation(model, X, task=task, random_state=random_state)()
+
+
+def start_explanation(model, X: pd.DataFrame, *, task: str, random_state: int) -> Callable[[], Explanation]:
+    """Begin `explain`; the returned function waits for it and returns the Explanation (or raises).
+
+    scikit-learn trees and linear models are explained in a forked child (the crash guard), which also lets
+    the explainer, shap's import included, run beside the rest of the evaluation on another core. XGBoost and
+    LightGBM (whose TreeSHAP is their own OpenMP code, unsafe in a child forked after OpenMP ran) and the
+    permutation explainer run in this process, when the function is called."""
     transform, estimator, owners = _split(model, X)
     kind = explainer_kind(estimator)
     limit = AGNOSTIC_MAX_ROWS if kind == "permutation" else MAX_ROWS
@@ -65,17 +84,24 @@ def explain(model, X: pd.DataFrame, *, task: str, random_state: int) -> Explanat
         size = BACKGROUND_ROWS if kind == "linear" else AGNOSTIC_BACKGROUND_ROWS
         sample = X.sample(min(size, len(X)), random_state=random_state + 1)
         background = _dense(transform(sample))
-    compute = _isolated if kind == "tree" and type(estimator).__module__.startswith(FOREST_MODULES) else _direct
-    values, _, output = compute(shap_values, estimator, features, task=task, background=background, seed=random_state)
-    chosen = _explained_output(values, estimator, features, task)
-    per_column = per_input_column(chosen, owners, list(X.columns))
-    return Explanation(
-        values=pd.DataFrame(per_column, columns=list(X.columns), index=rows.index),
-        data=rows,
-        explainer=kind,
-        output=output,
-        rows=len(rows),
+    forkable = kind == "linear" or type(estimator).__module__.startswith(FOREST_MODULES)
+    values_of = (_forked if forkable else _deferred)(
+        shap_values, estimator, features, task=task, background=background, seed=random_state
     )
+
+    def finish() -> Explanation:
+        values, _, output = values_of()
+        chosen = _explained_output(values, estimator, features, task)
+        per_column = per_input_column(chosen, owners, list(X.columns))
+        return Explanation(
+            values=pd.DataFrame(per_column, columns=list(X.columns), index=rows.index),
+            data=rows,
+            explainer=kind,
+            output=output,
+            rows=len(rows),
+        )
+
+    return finish
 
 
 def explainer_kind(estimator) -> str:
@@ -183,31 +209,40 @@ def _tree_row_budget(estimator) -> int:
     return int(max(50, min(MAX_ROWS, TREE_WORK_BUDGET / max(work, 1.0))))
 
 
-def _direct(fn, *args, **kwargs):
-    return fn(*args, **kwargs)
+def _deferred(fn, *args, **kwargs) -> Callable[[], Any]:
+    return lambda: fn(*args, **kwargs)
 
 
 def _isolated(fn, *args, **kwargs):
-    """`fn(*args, **kwargs)` in a forked child, so a native crash there is an ExplainError here. In-process
-    where fork is not available."""
+    """`fn(*args, **kwargs)` in a forked child, so a native crash there is an ExplainError here."""
+    return _forked(fn, *args, **kwargs)()
+
+
+def _forked(fn, *args, **kwargs) -> Callable[[], Any]:
+    """Start `fn(*args, **kwargs)` in a forked child; the returned function waits for its result, raising
+    ExplainError if it failed or crashed. In-process, when called, where fork is not available."""
     if sys.platform != "linux":
-        return fn(*args, **kwargs)
+        return _deferred(fn, *args, **kwargs)
     context = multiprocessing.get_context("fork")
     receive, send = context.Pipe(duplex=False)
     child = context.Process(target=_child, args=(send, fn, args, kwargs), daemon=True)
     child.start()
     send.close()
-    try:
-        ok, result = receive.recv()
-    except EOFError:
+
+    def wait():
+        try:
+            ok, result = receive.recv()
+        except EOFError:
+            child.join()
+            raise ExplainError(f"the explainer crashed (exit code {child.exitcode})") from None
+        finally:
+            receive.close()
         child.join()
-        raise ExplainError(f"the explainer crashed (exit code {child.exitcode})") from None
-    finally:
-        receive.close()
-    child.join()
-    if not ok:
-        raise ExplainError(result)
-    return result
+        if not ok:
+            raise ExplainError(result)
+        return result
+
+    return wait
 
 
 def _child(send, fn, args, kwargs) -> None:

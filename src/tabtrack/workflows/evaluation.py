@@ -92,7 +92,11 @@ def evaluate_fitted(
 ) -> Evaluation:
     """Test metrics (threshold metrics for binary classifiers), train metrics on `train_rows`, and, with
     artifacts, the classification report, feature importance, the standard plots, the test predictions the
-    comparison page draws, and metrics per slice of the `slices` columns."""
+    comparison page draws, metrics per slice of the `slices` columns, and with `explain` SHAP values (started
+    first: where it can, the explainer runs in a child process beside the rest)."""
+    explained = None
+    if with_artifacts and explain:
+        explained = explanation(model, X_test, task=task, model_name=model_name, random_state=random_state)
     test_scores, y_pred, proba = score_split(
         model, X_test, y_test, task=task, classes=classes, custom_metrics=custom_metrics
     )
@@ -109,11 +113,9 @@ def evaluate_fitted(
         evidence.texts[PREDICTIONS_FILE] = table.to_csv(index=False)
         if slices:
             evidence.add(slice_evidence(X_test, y_test, y_pred, proba, columns=slices, task=task, classes=classes))
-        if explain:
-            explained, shap_images = explanation(
-                model, X_test, task=task, model_name=model_name, random_state=random_state
-            )
-            evidence.add(explained)
+        if explained is not None:
+            shap_evidence, shap_images = explained()
+            evidence.add(shap_evidence)
             images.update(shap_images)
     metrics = {"test": {**test_scores, **evidence.metrics}}
     if train_rows is not None:
@@ -123,28 +125,43 @@ def evaluate_fitted(
     return Evaluation(metrics=metrics, evidence=evidence, images=images, predictions=table)
 
 
-def explanation(model, X, *, task: str, model_name: str, random_state: int) -> tuple[Evidence, dict[str, bytes]]:
-    """SHAP values per input column: `reports/shap_importance.csv`, `plots/shap_summary.png` (beeswarm),
-    `plots/shap_importance.png`, and the rows explained as the param `shap_rows`. An explanation is extra: its
-    failure is a warning (and the param `shap_error`) on a run that still finishes."""
-    from tabtrack.evaluate.explain import explain
+def explanation(
+    model, X, *, task: str, model_name: str, random_state: int
+) -> Callable[[], tuple[Evidence, dict[str, bytes]]]:
+    """Start explaining; the returned function gives SHAP values per input column as evidence:
+    `reports/shap_importance.csv`, `plots/shap_summary.png` (beeswarm), `plots/shap_importance.png`, and the
+    rows explained as the param `shap_rows`. An explanation is extra: its failure is a warning (and the param
+    `shap_error`) on a run that still finishes."""
+    from tabtrack.evaluate.explain import start_explanation
     from tabtrack.evaluate.plots import render_png, shap_importance_plot, shap_summary_plot
 
-    try:
-        result = explain(model, X, task=task, random_state=random_state)
-    except Exception as exc:
+    def failed(exc: Exception) -> tuple[Evidence, dict[str, bytes]]:
         log.warning(
             "SHAP explanation skipped: %s: %s", type(exc).__name__, exc, exc_info=log.isEnabledFor(logging.DEBUG)
         )
         return Evidence(params={"shap_error": f"{type(exc).__name__}: {exc}"[:500]}), {}
-    importance = result.importance()
-    summary = shap_summary_plot(result.values, result.data, model=model_name, output=result.output)
-    bars = shap_importance_plot(importance, model=model_name, output=result.output)
-    evidence = Evidence(
-        params={"shap_rows": result.rows, "shap_explainer": result.explainer, "shap_output": result.output},
-        texts={"reports/shap_importance.csv": importance.to_csv(index=False)},
-    )
-    return evidence, {"plots/shap_summary.png": render_png(summary), "plots/shap_importance.png": render_png(bars)}
+
+    try:
+        pending = start_explanation(model, X, task=task, random_state=random_state)
+    except Exception as exc:
+        error = exc  # `exc` is unbound after the except block
+        return lambda: failed(error)
+
+    def finish() -> tuple[Evidence, dict[str, bytes]]:
+        try:
+            result = pending()
+        except Exception as exc:
+            return failed(exc)
+        importance = result.importance()
+        summary = shap_summary_plot(result.values, result.data, model=model_name, output=result.output)
+        bars = shap_importance_plot(importance, model=model_name, output=result.output)
+        evidence = Evidence(
+            params={"shap_rows": result.rows, "shap_explainer": result.explainer, "shap_output": result.output},
+            texts={"reports/shap_importance.csv": importance.to_csv(index=False)},
+        )
+        return evidence, {"plots/shap_summary.png": render_png(summary), "plots/shap_importance.png": render_png(bars)}
+
+    return finish
 
 
 def slice_evidence(X, y, y_pred, proba, *, columns: Sequence[str], task: str, classes) -> Evidence:

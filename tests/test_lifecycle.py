@@ -100,8 +100,14 @@ def test_signal_marks_run_killed_and_keeps_what_was_logged(workdir, data_dir, cl
         assert proc.poll() is None and time.time() < deadline
         time.sleep(0.3)
     proc.send_signal(sig)
-    proc.communicate(timeout=180)  # the fold's forest finishes its trees first: slow on a loaded machine
-    assert proc.returncode == 128 + sig
+    try:
+        _, stderr = proc.communicate(timeout=30)
+    except subprocess.TimeoutExpired:
+        # CPython drops a KeyboardInterrupt raised while a finalizer runs ("Exception ignored in ..."): a
+        # user presses Ctrl-C again, and so does this test, once.
+        proc.send_signal(sig)
+        _, stderr = proc.communicate(timeout=120)
+    assert proc.returncode == 128 + sig, stderr[-3000:]
     runs = runs_of(client, "term")
     assert "RUNNING" not in {r.info.status for r in runs}
     (parent,) = [r for r in runs if "mlflow.parentRunId" not in r.data.tags]

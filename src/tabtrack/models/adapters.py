@@ -21,7 +21,26 @@ from sklearn.base import BaseEstimator
 PREDICT_BATCH = 65_536
 
 
-class TorchModel(BaseEstimator):
+class _TrainedElsewhere(BaseEstimator):
+    """What both adapters share: labels from `classes`, and predict() as the most probable class
+    (classification) or the model's one output (regression, `_regression_output`)."""
+
+    task: str
+    classes: Sequence | None
+
+    @property
+    def classes_(self) -> np.ndarray:
+        if self.task != "classification":
+            raise AttributeError("a regression model has no classes_")
+        return np.asarray(self.classes)
+
+    def predict(self, X) -> np.ndarray:
+        if self.task == "classification":
+            return self.classes_[self.predict_proba(X).argmax(axis=1)]
+        return self._regression_output(X)
+
+
+class TorchModel(_TrainedElsewhere):
     """A trained torch module behind scikit-learn's predict interface.
 
     Args:
@@ -50,12 +69,6 @@ class TorchModel(BaseEstimator):
 
     def fit(self, X=None, y=None):
         raise TypeError("TorchModel wraps a module you trained: train it in your own loop, then wrap it.")
-
-    @property
-    def classes_(self) -> np.ndarray:
-        if self.task != "classification":
-            raise AttributeError("a regression model has no classes_")
-        return np.asarray(self.classes)
 
     def features(self, X) -> np.ndarray:
         features = self.preprocess.transform(X) if self.preprocess is not None else X
@@ -86,9 +99,7 @@ class TorchModel(BaseEstimator):
         exp = np.exp(logits)
         return exp / exp.sum(axis=1, keepdims=True)
 
-    def predict(self, X) -> np.ndarray:
-        if self.task == "classification":
-            return self.classes_[self.predict_proba(X).argmax(axis=1)]
+    def _regression_output(self, X) -> np.ndarray:
         return self._outputs(X).reshape(len(X), -1)[:, 0].astype(np.float64)
 
     def native_artifact(self, *, example, code_paths: Sequence[str]):
@@ -150,7 +161,7 @@ def _module_class(name: str) -> type:
     return value
 
 
-class BoosterModel(BaseEstimator):
+class BoosterModel(_TrainedElsewhere):
     """A native XGBoost or LightGBM Booster (from `xgb.train` / `lgb.train`) behind predict/predict_proba.
 
     Args:
@@ -173,12 +184,6 @@ class BoosterModel(BaseEstimator):
     def fit(self, X=None, y=None):
         raise TypeError("BoosterModel wraps a booster you trained (xgb.train, lgb.train): train it, then wrap it.")
 
-    @property
-    def classes_(self) -> np.ndarray:
-        if self.task != "classification":
-            raise AttributeError("a regression model has no classes_")
-        return np.asarray(self.classes)
-
     def _raw(self, X) -> np.ndarray:
         if type(self.booster).__module__.startswith("xgboost"):
             import xgboost as xgb
@@ -194,7 +199,5 @@ class BoosterModel(BaseEstimator):
             return np.column_stack([1 - values, values])
         return values
 
-    def predict(self, X) -> np.ndarray:
-        if self.task == "classification":
-            return self.classes_[self.predict_proba(X).argmax(axis=1)]
+    def _regression_output(self, X) -> np.ndarray:
         return self._raw(X).astype(np.float64)

@@ -13,13 +13,12 @@ import yaml
 from tabtrack.errors import TabtrackError
 from tabtrack.evaluate.card import CardData, render_card, summary
 from tabtrack.evaluate.slices import SLICES_FILE
+from tabtrack.workflows.runs import artifact_text, client_for
 
 
 def model_card(model_uri: str, *, tracking_uri: str | None = None) -> str:
     """The card (Markdown) of `models:/NAME/VERSION`, `models:/NAME@ALIAS`, `models:/<logged model id>` or
     `runs:/RUN_ID/...`."""
-    from tabtrack.workflows.runs import client_for
-
     client = client_for(tracking_uri)
     name, version, run_id = _resolve(client, model_uri)
     return render_card(card_data(client, run_id, name=name, version=version))
@@ -50,10 +49,10 @@ def card_data(client, run_id: str, *, name: str | None, version: str | None) -> 
         run = client.get_run(run_id)
     except MlflowException as exc:
         raise TabtrackError(f"run {run_id!r} not found; check the model URI.") from exc
-    config = yaml.safe_load(_artifact_text(client, run_id, "config/resolved.yaml") or "") or {}
-    validation = _artifact_text(client, run_id, "data_validation.json")
-    report = _artifact_text(client, run_id, "reports/classification_report.json")
-    slices = _artifact_text(client, run_id, SLICES_FILE)
+    config = yaml.safe_load(artifact_text(client, run_id, "config/resolved.yaml") or "") or {}
+    validation = artifact_text(client, run_id, "data_validation.json")
+    report = artifact_text(client, run_id, "reports/classification_report.json")
+    slices = artifact_text(client, run_id, SLICES_FILE)
     aliases, gate = [], {}
     if name and version:
         model_version = client.get_model_version(name, version)
@@ -88,15 +87,6 @@ def _resolve(client, model_uri: str) -> tuple[str | None, str | None, str]:
     raise TabtrackError(
         f"cannot read model URI {model_uri!r}; use models:/NAME/VERSION, models:/NAME@ALIAS or runs:/RUN_ID/model."
     )
-
-
-def _artifact_text(client, run_id: str, path: str) -> str | None:
-    import mlflow
-
-    folder = path.rpartition("/")[0]
-    if not any(a.path == path for a in client.list_artifacts(run_id, folder or None)):
-        return None
-    return mlflow.artifacts.load_text(f"runs:/{run_id}/{path}")
 
 
 def _frame(text: str | None):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 import tempfile
 from collections.abc import Sequence
 from pathlib import Path
@@ -85,14 +86,11 @@ def run_view(client, run):
     import pandas as pd
 
     from tabtrack.evaluate.comparison import PREDICTIONS_FILE, RunView
-    from tabtrack.workflows.runs import recorded_packages
+    from tabtrack.workflows.runs import artifact_text, recorded_packages
 
     run_id = run.info.run_id
-    predictions = None
-    folder = PREDICTIONS_FILE.rpartition("/")[0]
-    if any(a.path == PREDICTIONS_FILE for a in client.list_artifacts(run_id, folder)):
-        with tempfile.TemporaryDirectory() as tmp:
-            predictions = pd.read_csv(client.download_artifacts(run_id, PREDICTIONS_FILE, tmp))
+    text = artifact_text(client, run_id, PREDICTIONS_FILE)
+    predictions = pd.read_csv(io.StringIO(text)) if text is not None else None
     tests = [
         d.dataset.digest
         for d in (run.inputs.dataset_inputs if run.inputs else [])

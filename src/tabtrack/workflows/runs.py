@@ -170,6 +170,16 @@ def diff(run_a: str, run_b: str, *, tracking_uri: str | None = None) -> dict[str
     }
 
 
+def artifact_text(client, run_id: str, path: str) -> str | None:
+    """A text artifact of the run, or None where the run has none at `path`."""
+    import mlflow
+
+    folder = path.rpartition("/")[0]
+    if not any(a.path == path for a in client.list_artifacts(run_id, folder or None)):
+        return None
+    return mlflow.artifacts.load_text(f"runs:/{run_id}/{path}")
+
+
 def recorded_packages(run_id: str) -> dict[str, str]:
     import mlflow
 

@@ -6,7 +6,6 @@ import os
 import shutil
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
@@ -77,51 +76,6 @@ def test_eight_concurrent_trains_on_the_default_sqlite_store(workdir, data_dir, 
     for result in results:
         assert result.returncode == 0, result.stderr[-3000:]
     _assert_complete_runs(client, 8)
-
-
-@pytest.fixture
-def postgres_server(tmp_path):
-    """`mlflow server` on 127.0.0.1 with a fresh PostgreSQL database and proxied artifacts."""
-    import sqlalchemy
-
-    base = os.environ.get("TABTRACK_TEST_POSTGRES_URL", "postgresql://tabtrack:tabtrack@127.0.0.1:5432/tabtrack_test")
-    db = f"mlflow_{os.getpid()}_{int(time.time())}"
-    engine = sqlalchemy.create_engine(base, isolation_level="AUTOCOMMIT")
-    try:
-        with engine.connect() as conn:
-            conn.execute(sqlalchemy.text(f'CREATE DATABASE "{db}"'))
-    except Exception as exc:
-        if os.environ.get("CI"):
-            pytest.fail(f"PostgreSQL is not reachable at {base} ({exc}); .ci/run starts it")
-        pytest.skip(f"PostgreSQL not reachable ({exc})")
-    backend = base.rsplit("/", 1)[0] + f"/{db}"
-    port = free_port()
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "mlflow", "server", "--host", "127.0.0.1", "--port", str(port),
-         "--backend-store-uri", backend, "--artifacts-destination", str(tmp_path / "artifacts"),
-         "--workers", "2"],
-        cwd=tmp_path, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True,
-    )  # fmt: skip
-    try:
-        wait_for_http(f"http://127.0.0.1:{port}/health", proc, what="mlflow server")
-        yield f"http://127.0.0.1:{port}"
-    finally:
-        os.killpg(proc.pid, 15)
-        proc.wait(timeout=30)
-        with engine.connect() as conn:
-            conn.execute(sqlalchemy.text(f'DROP DATABASE IF EXISTS "{db}" WITH (FORCE)'))
-        engine.dispose()
-
-
-def test_eight_concurrent_trains_against_a_server_with_postgresql(workdir, data_dir, postgres_server):
-    from mlflow import MlflowClient
-
-    shutil.copy(data_dir / "breast_cancer.csv", "data.csv")
-    env = {**os.environ, "MLFLOW_TRACKING_URI": postgres_server}
-    results = _concurrent_trains(workdir, Path("data.csv"), 8, env)
-    for result in results:
-        assert result.returncode == 0, result.stderr[-3000:]
-    _assert_complete_runs(MlflowClient(postgres_server), 8)
 
 
 SECRETS = {

@@ -67,7 +67,9 @@ def _root(
 
 @app.command()
 def train(
-    data: Annotated[Path | None, typer.Argument(help="CSV or Parquet file (or `data:` in --config)")] = None,
+    data: Annotated[
+        str | None, typer.Argument(help="CSV or Parquet file or s3:// URL (or `data:` in --config)")
+    ] = None,
     target: Annotated[str | None, typer.Option("--target", "-t", help="target column")] = None,
     model: Annotated[
         str | None,
@@ -204,7 +206,9 @@ def _register_result(result, name: str, *, gate: bool, metric: str | None, track
 
 @app.command()
 def validate(
-    data: Annotated[Path | None, typer.Argument(help="CSV or Parquet file (or `data:` in --config)")] = None,
+    data: Annotated[
+        str | None, typer.Argument(help="CSV or Parquet file or s3:// URL (or `data:` in --config)")
+    ] = None,
     target: Annotated[str | None, typer.Option("--target", "-t", help="target column")] = None,
     config: Annotated[Path | None, typer.Option("--config", "-c", help="YAML config file")] = None,
     schema: Annotated[Path | None, typer.Option("--schema", help="saved schema to check for drift")] = None,
@@ -290,8 +294,8 @@ def init(
 @app.command()
 def reproduce(
     run_id: Annotated[str, typer.Argument(help="the run to re-run")],
-    data: Annotated[Path | None, typer.Option("--data", help="data file (default: the run's recorded path)")] = None,
-    test_data: Annotated[Path | None, typer.Option("--test-data", help="pre-split test file")] = None,
+    data: Annotated[str | None, typer.Option("--data", help="data file (default: the run's recorded path)")] = None,
+    test_data: Annotated[str | None, typer.Option("--test-data", help="pre-split test file")] = None,
     strict: Annotated[
         bool, typer.Option("--strict", help="refuse on a different git commit or package versions")
     ] = False,
@@ -326,7 +330,9 @@ def reproduce(
 
 @app.command()
 def compare(
-    data: Annotated[Path | None, typer.Argument(help="CSV or Parquet file (or `data:` in --config)")] = None,
+    data: Annotated[
+        str | None, typer.Argument(help="CSV or Parquet file or s3:// URL (or `data:` in --config)")
+    ] = None,
     target: Annotated[str | None, typer.Option("--target", "-t", help="target column")] = None,
     models: Annotated[
         str | None, typer.Option("--models", help="comma-separated families; default: all installed for the task")
@@ -402,7 +408,9 @@ def compare(
 
 @app.command()
 def tune(
-    data: Annotated[Path | None, typer.Argument(help="CSV or Parquet file (or `data:` in --config)")] = None,
+    data: Annotated[
+        str | None, typer.Argument(help="CSV or Parquet file or s3:// URL (or `data:` in --config)")
+    ] = None,
     target: Annotated[str | None, typer.Option("--target", "-t")] = None,
     model: Annotated[str | None, typer.Option("--model", "-m", help="model family to tune")] = None,
     trials: Annotated[int, typer.Option("--trials", "-n", help="trials to add to the study")] = 20,

@@ -9,6 +9,8 @@ from pathlib import Path
 
 import yaml
 
+from tabtrack.data.remote import origin
+
 CHUNK = 1 << 20
 
 
@@ -28,7 +30,11 @@ LINEAGE_FILE = "lineage.json"
 
 
 def fingerprint(path: str | Path) -> DataFingerprint:
-    """Hash the file in one streaming pass and look up DVC's record of it (and of its upstream raw file)."""
+    """Hash the file in one streaming pass and look up DVC's record of it (and of its upstream raw file).
+    A local copy of a remote file is identified by its URL and the hash taken while it streamed in."""
+    remote = origin(path)
+    if remote is not None:
+        return DataFingerprint(path=remote.url, sha256=remote.sha256, size_bytes=remote.size_bytes)
     path = Path(path).resolve()
     sha = sha256_of(path)
     md5, source = dvc_md5(path)
@@ -69,6 +75,9 @@ def frame_digest(frame) -> str:
 
 
 def sha256_of(path: str | Path) -> str:
+    remote = origin(path)
+    if remote is not None:
+        return remote.sha256
     digest = hashlib.sha256()
     with Path(path).open("rb") as handle:
         while chunk := handle.read(CHUNK):

@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pandas as pd
 
+from tabtrack.data.remote import shown
 from tabtrack.errors import DataError
 
 CSV_SUFFIXES = {".csv", ".tsv", ".txt"}
@@ -18,22 +19,24 @@ def load_table(path: str | Path) -> pd.DataFrame:
     """Load a CSV or Parquet file; raise DataError naming the problem and the fix."""
     path = Path(path)
     if not path.exists():
-        raise DataError(f"data file '{path}' not found; check the path (relative paths start at {Path.cwd()}).")
+        raise DataError(f"data file '{shown(path)}' not found; check the path (relative paths start at {Path.cwd()}).")
     if path.is_dir():
-        raise DataError(f"data path '{path}' is a directory; pass a .csv or .parquet file.")
+        raise DataError(f"data path '{shown(path)}' is a directory; pass a .csv or .parquet file.")
     suffix = path.suffix.lower()
     if suffix in CSV_SUFFIXES:
         frame = _read_csv(path)
     elif suffix in PARQUET_SUFFIXES:
         frame = _read_parquet(path)
     else:
-        raise DataError(f"unknown data format '{suffix or path.name}' for '{path}'; use a .csv or .parquet file.")
+        raise DataError(
+            f"unknown data format '{suffix or path.name}' for '{shown(path)}'; use a .csv or .parquet file."
+        )
     if frame.shape[1] == 0:
-        raise DataError(f"data file '{path}' has no columns.")
+        raise DataError(f"data file '{shown(path)}' has no columns.")
     if frame.shape[1] == 1 and suffix in CSV_SUFFIXES:
         _check_delimiter(path, str(frame.columns[0]))
     if len(frame) == 0:
-        raise DataError(f"data file '{path}' has a header but no rows.")
+        raise DataError(f"data file '{shown(path)}' has a header but no rows.")
     return frame
 
 
@@ -54,12 +57,12 @@ def _read_csv(path: Path) -> pd.DataFrame:
     try:
         return pd.read_csv(path, sep=sep, encoding="utf-8")
     except UnicodeDecodeError as exc:
-        raise DataError(f"data file '{path}' is not UTF-8 text ({exc.reason}); re-save it as UTF-8.") from exc
+        raise DataError(f"data file '{shown(path)}' is not UTF-8 text ({exc.reason}); re-save it as UTF-8.") from exc
     except pd.errors.EmptyDataError as exc:
-        raise DataError(f"data file '{path}' is empty; it needs a header row and data rows.") from exc
+        raise DataError(f"data file '{shown(path)}' is empty; it needs a header row and data rows.") from exc
     except pd.errors.ParserError as exc:
         detail = str(exc).strip().splitlines()[-1]
-        raise DataError(f"data file '{path}' is not valid CSV: {detail}") from exc
+        raise DataError(f"data file '{shown(path)}' is not valid CSV: {detail}") from exc
 
 
 def _check_csv_header(path: Path, sep: str) -> None:
@@ -67,19 +70,19 @@ def _check_csv_header(path: Path, sep: str) -> None:
     with path.open("rb") as handle:
         head = handle.read(64 * 1024)
     if not head.strip():
-        raise DataError(f"data file '{path}' is empty; it needs a header row and data rows.")
+        raise DataError(f"data file '{shown(path)}' is empty; it needs a header row and data rows.")
     if b"\x00" in head:
-        raise DataError(f"data file '{path}' looks binary, not CSV text; pass a .csv or .parquet file.")
+        raise DataError(f"data file '{shown(path)}' looks binary, not CSV text; pass a .csv or .parquet file.")
     try:
         first_line = head.decode("utf-8").splitlines()[0]
     except UnicodeDecodeError as exc:
-        raise DataError(f"data file '{path}' is not UTF-8 text ({exc.reason}); re-save it as UTF-8.") from exc
+        raise DataError(f"data file '{shown(path)}' is not UTF-8 text ({exc.reason}); re-save it as UTF-8.") from exc
     names = next(csv.reader([first_line], delimiter=sep), [])
     seen: set[str] = set()
     duplicates = sorted({name for name in names if name in seen or seen.add(name)})
     if duplicates:
         raise DataError(
-            f"data file '{path}' has duplicate column names: {', '.join(map(repr, duplicates))}; rename them."
+            f"data file '{shown(path)}' has duplicate column names: {', '.join(map(repr, duplicates))}; rename them."
         )
 
 
@@ -89,7 +92,7 @@ def _check_delimiter(path: Path, header: str) -> None:
                            ("|", "'|'", "re-save it comma-separated")):  # fmt: skip
         if sep in header:
             raise DataError(
-                f"data file '{path}' looks {name}-separated (its one column is named {header[:60]!r}); {fix}."
+                f"data file '{shown(path)}' looks {name}-separated (its one column is named {header[:60]!r}); {fix}."
             )
 
 
@@ -98,7 +101,7 @@ def _read_parquet(path: Path) -> pd.DataFrame:
         return _read_parquet_in_groups(path)
     except Exception as exc:  # pyarrow raises several unrelated types for a bad file
         detail = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise DataError(f"data file '{path}' is not a readable Parquet file: {detail}") from exc
+        raise DataError(f"data file '{shown(path)}' is not a readable Parquet file: {detail}") from exc
     finally:
         release_arrow_memory()
 

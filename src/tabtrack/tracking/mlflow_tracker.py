@@ -8,10 +8,12 @@ When a tracking server stops answering mid-run, the run tree carries on into an 
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import logging
 import os
 import tempfile
+import threading
 import time
 from collections.abc import Mapping
 from pathlib import Path
@@ -41,29 +43,35 @@ from tabtrack.tracking.store import is_local_store, resolve_tracking_uri, run_ur
 LOCKED_RETRIES, LOCKED_BACKOFF_S = 8, 0.25
 # MLflow's own HTTP retry (backoff 2, 7 retries) waits minutes on a dead server before reporting it;
 # these defaults report it in about 7 s, and the run carries on offline. Users can still override them.
+# (MLFLOW_HTTP_REQUEST_TIMEOUT keeps MLflow's 120 s: a proxied upload answers only once the object store
+# has the file.)
 HTTP_RETRY_DEFAULTS = {
     "MLFLOW_HTTP_REQUEST_MAX_RETRIES": "3",
     "MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR": "1",
-    "MLFLOW_HTTP_REQUEST_TIMEOUT": "60",
 }
+# A model upload still running after this many seconds is reported, and again every as many seconds.
+UPLOAD_NOTICE_S = 10
 
 log = logging.getLogger(__name__)
 
 
 def unreachable(exc: BaseException) -> bool:
-    """True for a tracking server that does not answer (as opposed to one that refuses a request).
-    A TrackingError raised from such a failure counts too (its cause is looked at)."""
+    """True for a tracking server that cannot be connected to (as opposed to one that refuses a request, or
+    one that is slow to answer: a read time-out while a large upload is stored is not an outage, and going
+    offline then would upload the model twice). A TrackingError raised from such a failure counts too."""
     import requests
 
     if isinstance(exc, TrackingError) and exc.__cause__ is not None:
         exc = exc.__cause__
-    if isinstance(exc, (requests.exceptions.ConnectionError, requests.exceptions.Timeout, ConnectionError)):
-        return True
     text = str(exc)
+    if isinstance(exc, requests.exceptions.ReadTimeout) or "Read timed out" in text or "ReadTimeoutError" in text:
+        return False
+    if isinstance(exc, (requests.exceptions.ConnectionError, ConnectionError)):
+        return True
     return isinstance(exc, MlflowException) and any(
         marker in text
         for marker in ("Max retries exceeded", "Connection refused", "Failed to establish a new connection",
-                       "RemoteDisconnected", "Read timed out", "Connection aborted")
+                       "RemoteDisconnected", "Connection aborted")
     )  # fmt: skip
 
 
@@ -352,7 +360,8 @@ class MlflowTracker(Tracker):
         self.flush()
         if self._offline is not None:  # the flush just found the server gone
             return self._offline.log_model(artifact)
-        info = log_model(artifact)
+        with _reported_while_slow(f"logging the {artifact.name} to {redact_uri(self.tracking_uri)}", self.remote):
+            info = log_model(artifact)
         if artifact.name == "model":
             self._model_id = info.model_id
         return info.model_uri
@@ -362,6 +371,28 @@ class MlflowTracker(Tracker):
         if self._offline is not None or self.run_id is None or self.experiment_id is None:
             return None
         return run_url(self.tracking_uri, self.experiment_id, self.run_id)
+
+
+@contextlib.contextmanager
+def _reported_while_slow(what: str, enabled: bool):
+    """Say every UPLOAD_NOTICE_S seconds that `what` is still going: a large model takes minutes to reach a
+    remote store, and a silent terminal looks hung."""
+    if not enabled:
+        yield
+        return
+    done, started = threading.Event(), time.monotonic()
+
+    def report() -> None:
+        while not done.wait(UPLOAD_NOTICE_S):
+            log.warning("%s: %.0f s so far (a large model uploads for a while)", what, time.monotonic() - started)
+
+    reporter = threading.Thread(target=report, name="tabtrack-upload-notice", daemon=True)
+    reporter.start()
+    try:
+        yield
+    finally:
+        done.set()
+        reporter.join()
 
 
 def _reason(exc: MlflowException) -> str:

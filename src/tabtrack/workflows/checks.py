@@ -14,6 +14,7 @@ from tabtrack.data import DataFingerprint, Dataset, fingerprint, load_table, pre
 from tabtrack.data.fingerprint import FRAME_SOURCE, frame_fingerprint
 from tabtrack.data.load import release_freed_memory
 from tabtrack.data.prepare import Split, presplit_dataset
+from tabtrack.data.remote import local_file, shown
 from tabtrack.data.validate import ValidationReport, ValidationSettings, load_schema, validate_frame
 from tabtrack.errors import ConfigError, DataError
 from tabtrack.evaluate.custom import CustomMetric, load_metric
@@ -131,8 +132,8 @@ def check_data(config: RunConfig, *, frame: pd.DataFrame | None = None, convert:
     else:
         data_path = data_file(config)
         frame, lineage = load_table(data_path), None
-    frame = _without_dropped(frame, config, data_path)
-    source = f"'{data_path}'"
+    frame = without_dropped(frame, config, data_path)
+    source = f"'{shown(data_path)}'"
     # prepare_dataset first: its messages for a missing target or unusable column are the most specific.
     # With a pre-split test file it runs on the training file alone too, so a training split that cannot
     # train (one class, say) is refused even when the test file would make up for it.
@@ -140,10 +141,10 @@ def check_data(config: RunConfig, *, frame: pd.DataFrame | None = None, convert:
     report = _validated(frame, config, source)
     test_fingerprint = None
     if config.test_data:
-        test_path = Path(config.test_data)
-        test_frame = _without_dropped(load_table(test_path), config, test_path)
+        test_path = local_file(config.test_data)
+        test_frame = without_dropped(load_table(test_path), config, test_path)
         _check_same_columns(frame, test_frame, data_path, test_path)
-        _validated(test_frame, config, f"'{test_path}'")
+        _validated(test_frame, config, f"'{shown(test_path)}'")
         n_train = int(frame[config.target].notna().sum())
         dataset = prepare_dataset(
             pd.concat([frame, test_frame], ignore_index=True), target=config.target, task=config.task, source=source,
@@ -174,11 +175,11 @@ def check_data(config: RunConfig, *, frame: pd.DataFrame | None = None, convert:
 
 
 def data_file(config: RunConfig) -> Path:
-    """The config's data file, once it names one and a target."""
+    """The config's data file (a local copy when it is on object storage), once it names one and a target."""
     if not config.data:
         raise ConfigError("no data file given; pass DATA (a .csv or .parquet file) or set `data:` in the config.")
     _target_given(config)
-    return Path(config.data)
+    return local_file(config.data)
 
 
 def _target_given(config: RunConfig) -> None:
@@ -213,12 +214,15 @@ def _validated(frame: pd.DataFrame, config: RunConfig, source: str) -> Validatio
     return report
 
 
-def _without_dropped(frame: pd.DataFrame, config: RunConfig, path: Path) -> pd.DataFrame:
+def without_dropped(frame: pd.DataFrame, config: RunConfig, path: Path) -> pd.DataFrame:
+    """The frame without the config's drop_columns (a typo among them is an error, not a no-op)."""
     if not config.drop_columns:
         return frame
     unknown = [c for c in config.drop_columns if c not in frame.columns]
     if unknown:
-        raise ConfigError(f"drop_columns names column(s) {', '.join(map(repr, unknown))} that '{path}' does not have.")
+        raise ConfigError(
+            f"drop_columns names column(s) {', '.join(map(repr, unknown))} that '{shown(path)}' does not have."
+        )
     if config.target in config.drop_columns:
         raise ConfigError(f"drop_columns includes the target {config.target!r}; remove it from the list.")
     return frame.drop(columns=config.drop_columns)
@@ -234,7 +238,7 @@ def _check_same_columns(train: pd.DataFrame, test: pd.DataFrame, train_path: Pat
         if extra:
             parts.append(f"adds {', '.join(map(repr, extra))}")
         raise DataError(
-            f"test data '{test_path}' {' and '.join(parts)} compared with '{train_path}'; use matching files."
+            f"test data '{shown(test_path)}' {' and '.join(parts)} compared with '{shown(train_path)}'; use matching files."
         )
 
 

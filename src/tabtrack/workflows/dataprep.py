@@ -8,8 +8,9 @@ from pathlib import Path
 from tabtrack.config import RunConfig
 from tabtrack.data import fingerprint, load_table, prepare_dataset, split_dataset
 from tabtrack.data.fingerprint import sha256_of, write_lineage
+from tabtrack.data.remote import shown
 from tabtrack.data.validate import ValidationReport, save_schema, schema_of
-from tabtrack.workflows.checks import data_file, validation_report
+from tabtrack.workflows.checks import data_file, validation_report, without_dropped
 
 TRAIN_FILE = "train.parquet"
 TEST_FILE = "test.parquet"
@@ -20,8 +21,8 @@ def validate_file(
 ) -> ValidationReport:
     """Every check on the config's data file; the report says what is wrong, nothing is raised for findings."""
     path = data_file(config)
-    frame = load_table(path)
-    report = validation_report(frame, config, f"'{path}'", schema_file=schema_path)
+    frame = without_dropped(load_table(path), config, path)
+    report = validation_report(frame, config, f"'{shown(path)}'", schema_file=schema_path)
     if save_schema_to:
         save_schema(schema_of(frame, target=config.target), save_schema_to)
     return report
@@ -41,7 +42,7 @@ def prepare_split(config: RunConfig, out_dir: str | Path) -> PreparedSplit:
     path = data_file(config)
     frame = load_table(path)
     labelled = frame.loc[frame[config.target].notna()].reset_index(drop=True) if config.target in frame else frame
-    dataset = prepare_dataset(frame, target=config.target, task=config.task, source=f"'{path}'")
+    dataset = prepare_dataset(frame, target=config.target, task=config.task, source=f"'{shown(path)}'")
     split = split_dataset(dataset, test_size=config.test_size, random_state=config.random_state)
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)

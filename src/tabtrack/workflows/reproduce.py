@@ -17,6 +17,7 @@ from pathlib import Path
 
 from tabtrack.config import RunConfig
 from tabtrack.data.fingerprint import sha256_of
+from tabtrack.data.remote import is_remote, local_file
 from tabtrack.errors import ConfigError, DataError, TabtrackError
 from tabtrack.lineage import git_info, package_versions
 from tabtrack.models import get_spec
@@ -89,11 +90,11 @@ def reproduce(
 
     data_path = _data_path(data, tags.get("data.path"), config.data, "data")
     _check_hash(data_path, tags.get("data.sha256"), run_id, allow_data_change, warnings)
-    updates: dict = {"data": str(data_path)}
+    updates: dict = {"data": data_path}
     if config.test_data or tags.get("data.test_path"):
         test_path = _data_path(test_data, tags.get("data.test_path"), config.test_data, "test data")
         _check_hash(test_path, tags.get("data.test_sha256"), run_id, allow_data_change, warnings)
-        updates["test_data"] = str(test_path)
+        updates["test_data"] = test_path
 
     warnings += _checked_code_and_packages(run_id, tags, strict)
 
@@ -238,11 +239,11 @@ def _recorded_config(run_id: str) -> RunConfig:
         raise ConfigError(f"run {run_id}'s recorded config no longer validates: {exc.errors()[0]['msg']}.") from exc
 
 
-def _data_path(given: str | Path | None, recorded: str | None, configured: str | None, what: str) -> Path:
-    """--data wins; then the absolute path the run recorded; then the config's (possibly relative) path."""
+def _data_path(given: str | Path | None, recorded: str | None, configured: str | None, what: str) -> str:
+    """--data wins; then the absolute path (or object-store URL) the run recorded; then the config's path."""
     for candidate in (given, recorded, configured):
-        if candidate and Path(candidate).is_file():
-            return Path(candidate)
+        if candidate and (is_remote(candidate) or Path(candidate).is_file()):
+            return str(candidate)
     if given:
         raise DataError(f"{what} file '{given}' not found.")
     raise DataError(
@@ -251,13 +252,13 @@ def _data_path(given: str | Path | None, recorded: str | None, configured: str |
     )
 
 
-def _check_hash(path: Path, recorded: str | None, run_id: str, allow_change: bool, warnings: list[str]) -> None:
+def _check_hash(location: str, recorded: str | None, run_id: str, allow_change: bool, warnings: list[str]) -> None:
     if not recorded:
         return
-    current = sha256_of(path)
+    current = sha256_of(local_file(location))  # a remote file is downloaded once, for this check and the run
     if current == recorded:
         return
-    message = f"'{path}' has sha256 {current[:12]}… but run {run_id} trained on {recorded[:12]}…"
+    message = f"'{location}' has sha256 {current[:12]}… but run {run_id} trained on {recorded[:12]}…"
     if not allow_change:
         raise DataError(f"{message}; restore the original data (dvc checkout) or pass --allow-data-change.")
     warnings.append(f"data changed: {message}")

@@ -1,0 +1,275 @@
+"""The team stack as real processes (scripts/team-stack.sh): PostgreSQL, an S3-compatible object store (moto's
+server) and `mlflow server` in front of both, proxied and direct. Every command goes through the installed
+console script; what they record is read back from MLflow, and the artifacts from the bucket."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from conftest import TABTRACK, free_port, require, run_tabtrack, wait_for_http
+from real_tables import TABLES
+from real_tables import write as write_table
+
+ROOT = Path(__file__).resolve().parents[1]
+POSTGRES = os.environ.get("TABTRACK_TEST_POSTGRES_URL", "postgresql://tabtrack:tabtrack@127.0.0.1:5432/tabtrack_test")
+BUCKET = "team"
+SECRET = "s3SecretKey-TeamStack-987"
+DROP = ("--set", "drop_columns=[rownames]")  # R's row names, an ID column (tabtrack refuses to train on it)
+SMALL = ("--set", "model.params.n_estimators=30")
+
+pytestmark = [pytest.mark.multiprocess, pytest.mark.slow]
+
+
+class Stack:
+    """One running team stack: its client environment and its bucket."""
+
+    def __init__(self, workdir: Path, *, direct: bool) -> None:
+        self.dir = workdir / "stack"
+        tag = f"{os.getpid()}_{int(time.time() * 1000) % 10**8}"
+        self.settings = {
+            "PYTHON": sys.executable,
+            "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}",
+            "TEAM_STACK_DIR": str(self.dir),
+            "TEAM_STACK_PORT": str(free_port()),
+            "TEAM_STACK_S3_PORT": str(free_port()),
+            "TEAM_STACK_BUCKET": BUCKET,
+            "TEAM_STACK_DB": f"team_{tag}",
+            "TEAM_STACK_POSTGRES_URL": POSTGRES,
+            "AWS_ACCESS_KEY_ID": "team-key",
+            "AWS_SECRET_ACCESS_KEY": SECRET,
+        }
+        started = self._script("start", *(["--direct"] if direct else []))
+        if started.returncode != 0 and "could not connect" in started.stderr.lower() and not os.environ.get("CI"):
+            pytest.skip(f"PostgreSQL not reachable at {POSTGRES}")
+        assert started.returncode == 0, started.stderr[-3000:]
+        self.exports = _exports(started.stdout)
+        self.uri = self.exports["MLFLOW_TRACKING_URI"]
+        self.endpoint = self.exports["TEAM_STACK_S3_ENDPOINT_URL"]
+        self.study_db = self.exports["TEAM_STACK_STUDY_DB"]
+        # What a client has: the server's URL; in direct mode also the store's endpoint and credentials.
+        # Data on the object store is read with credentials in both modes.
+        base = {k: v for k, v in os.environ.items() if not k.startswith(("MLFLOW_", "AWS_"))}
+        self.env = {
+            **base, **self.exports, "AWS_ACCESS_KEY_ID": "team-key", "AWS_SECRET_ACCESS_KEY": SECRET,
+            "AWS_DEFAULT_REGION": "us-east-1", "AWS_ENDPOINT_URL_S3": self.endpoint,
+        }  # fmt: skip
+
+    def _script(self, *args: str) -> subprocess.CompletedProcess:
+        return subprocess.run(
+            ["bash", str(ROOT / "scripts" / "team-stack.sh"), *args], env={**os.environ, **self.settings},
+            capture_output=True, text=True, timeout=300,
+        )  # fmt: skip
+
+    def stop(self) -> None:
+        stopped = self._script("stop", "--purge")
+        assert stopped.returncode == 0, stopped.stderr[-2000:]
+
+    def s3(self):
+        import boto3
+
+        return boto3.client(
+            "s3", endpoint_url=self.endpoint, aws_access_key_id="team-key", aws_secret_access_key=SECRET,
+            region_name="us-east-1",
+        )  # fmt: skip
+
+    def keys(self, prefix: str = "") -> dict[str, int]:
+        paginator = self.s3().get_paginator("list_objects_v2")
+        return {
+            item["Key"]: item["Size"]
+            for page in paginator.paginate(Bucket=BUCKET, Prefix=prefix)
+            for item in page.get("Contents", [])
+        }
+
+    def upload(self, path: Path, key: str) -> str:
+        self.s3().upload_file(str(path), BUCKET, key)
+        return f"s3://{BUCKET}/{key}"
+
+    def tabtrack(self, *args, cwd: Path, timeout: float = 600) -> subprocess.CompletedProcess:
+        return run_tabtrack(*args, cwd=cwd, env=self.env, timeout=timeout)
+
+    def client(self):
+        from mlflow import MlflowClient
+
+        return MlflowClient(self.uri)
+
+
+def _exports(text: str) -> dict[str, str]:
+    pairs = {}
+    for line in text.splitlines():
+        if line.startswith("export "):
+            for item in line.removeprefix("export ").split():
+                key, _, value = item.partition("=")
+                pairs[key] = value
+    return pairs
+
+
+@pytest.fixture
+def stack(workdir, request):
+    for module in ("boto3", "moto", "s3fs", "psycopg"):
+        require(module)
+    running = Stack(workdir, direct=getattr(request, "param", "proxied") == "direct")
+    yield running
+    running.stop()
+
+
+def _ok(done: subprocess.CompletedProcess) -> str:
+    assert done.returncode == 0, f"exit {done.returncode}\n{done.stdout[-2000:]}\n{done.stderr[-3000:]}"
+    return done.stdout
+
+
+def _run_id(stdout: str) -> str:
+    return next(line.split()[2] for line in stdout.splitlines() if line.startswith("run id:"))
+
+
+def test_team_stack_proxied_every_command(stack, workdir):
+    """train --cv, validate, compare, tune on 2 workers, register + promote + serve, reproduce, runs export
+    and sync of an offline bundle, with the data read from the bucket and the artifacts written to it."""
+    client = stack.client()
+    raw = write_table(TABLES["penguins"], workdir)  # integers with gaps, text with gaps
+    url = stack.upload(raw, "data/penguins.csv")
+    sha = hashlib.sha256(raw.read_bytes()).hexdigest()
+
+    _ok(stack.tabtrack("validate", url, "--target", "species", *DROP, cwd=workdir))
+    run_id = _run_id(_ok(stack.tabtrack("train", url, "--target", "species", "--cv", "2", *DROP, *SMALL, cwd=workdir)))
+    run = client.get_run(run_id)
+    assert run.info.status == "FINISHED"
+    assert run.data.tags["data.path"] == url and run.data.tags["data.sha256"] == sha
+    assert run.info.artifact_uri.startswith("mlflow-artifacts:")  # proxied: the client never sees s3://
+    assert [d.dataset.source for d in run.inputs.dataset_inputs] == [json.dumps({"uri": url})] * 2
+    folds = client.search_runs([run.info.experiment_id], f"tags.mlflow.parentRunId = '{run_id}'")
+    assert len(folds) == 2 and all(f.info.status == "FINISHED" for f in folds)
+    stored = stack.keys(f"mlflow/{run.info.experiment_id}/{run_id}/artifacts/")
+    assert any(key.endswith("report.html") for key in stored) and any("plots/" in key for key in stored)
+    model_keys = stack.keys(f"mlflow/{run.info.experiment_id}/models/")
+    assert any(key.endswith("/artifacts/MLmodel") for key in model_keys)
+
+    compare = _ok(stack.tabtrack("compare", url, "--target", "species", "--models", "logistic_regression,random_forest", "--cv", "2", *DROP,
+                                 "--experiment", "team_compare", cwd=workdir))  # fmt: skip
+    assert "random_forest" in compare
+    exp = client.get_experiment_by_name("team_compare")
+    runs = client.search_runs([exp.experiment_id])
+    assert all(r.info.status == "FINISHED" for r in runs)
+    (parent,) = [r for r in runs if "mlflow.parentRunId" not in r.data.tags]
+    models = [r for r in runs if r.data.tags.get("mlflow.parentRunId") == parent.info.run_id]
+    assert sorted(r.data.params["model_type"] for r in models) == ["logistic_regression", "random_forest"]
+
+    _ok(stack.tabtrack("tune", url, "--target", "species", "--model", "random_forest", "--trials", "4",
+                       "--jobs", "2", "--cv", "2", *DROP, "--storage", stack.study_db, "--study-name", "team_study",
+                       "--experiment", "team_tune", cwd=workdir))  # fmt: skip
+    import optuna
+
+    study = optuna.load_study(study_name="team_study", storage=stack.study_db)
+    assert len([t for t in study.trials if t.state.name == "COMPLETE"]) >= 4
+    tune_runs = client.search_runs([client.get_experiment_by_name("team_tune").experiment_id])
+    assert sum(r.info.run_name.startswith("trial_") for r in tune_runs) >= 4
+
+    _ok(stack.tabtrack("register", run_id, "--name", "team_model", cwd=workdir))
+    _ok(stack.tabtrack("promote", "team_model", "--version", "1", "--alias", "champion", cwd=workdir))
+    port = free_port()
+    server = subprocess.Popen(
+        [TABTRACK, "serve", "models:/team_model@champion", "--port", str(port)], cwd=workdir, env=stack.env,
+        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+    )  # fmt: skip
+    try:
+        wait_for_http(f"http://127.0.0.1:{port}/health", server, what="tabtrack serve")
+        rows = pd.read_csv(raw).drop(columns=["species"]).head(5)
+        records = json.loads(rows.to_json(orient="records"))  # gaps arrive as JSON null
+        request = urllib.request.Request(
+            f"http://127.0.0.1:{port}/predict", data=json.dumps({"records": records}).encode(),
+            headers={"Content-Type": "application/json"},
+        )  # fmt: skip
+        with urllib.request.urlopen(request, timeout=60) as response:
+            answer = json.loads(response.read())
+        assert len(answer["predictions"]) == 5
+        assert set(answer["predictions"]) <= {"Adelie", "Chinstrap", "Gentoo"}
+    finally:
+        server.terminate()
+        server.wait(timeout=30)
+
+    reproduced = stack.tabtrack("reproduce", run_id, cwd=workdir)
+    assert "reproduced: all" in _ok(reproduced)
+    again = client.get_run(reproduced.stdout.split("new run: ")[1].split()[0])
+    assert again.data.tags["data.path"] == url and again.data.tags["tabtrack.reproduces"] == run_id
+
+    exported = _ok(stack.tabtrack("runs", "export", "--experiment", "penguins", cwd=workdir))
+    table = pd.read_csv(__import__("io").StringIO(exported))
+    assert {run_id, again.info.run_id} <= set(table["run_id"])
+
+    offline = _ok(stack.tabtrack("train", raw, "--target", "species", "--offline", *DROP, *SMALL,
+                                 "--experiment", "team_offline", cwd=workdir))  # fmt: skip
+    assert "offline: recorded in" in offline
+    _ok(stack.tabtrack("sync", cwd=workdir))
+    synced = client.search_runs([client.get_experiment_by_name("team_offline").experiment_id])
+    assert len(synced) == 1 and synced[0].info.status == "FINISHED"
+    synced_keys = stack.keys(f"mlflow/{synced[0].info.experiment_id}/")
+    assert any(synced[0].info.run_id in key and key.endswith("report.html") for key in synced_keys)
+
+
+@pytest.mark.parametrize("stack", ["direct"], indirect=True)
+def test_team_stack_direct_artifacts_and_no_credentials_recorded(stack, workdir, monkeypatch):
+    """--no-serve-artifacts: the client writes s3:// itself, with credentials it holds; none of them is
+    recorded anywhere (store, artifacts, output)."""
+    client = stack.client()
+    raw = write_table(TABLES["titanicsurvival"], workdir)
+    url = stack.upload(raw, "data/titanic.csv")
+    done = stack.tabtrack("train", url, "--target", "survived", "--model", "hist_gradient_boosting",
+                          "--cv", "2", "--tag", "team=direct", *DROP, cwd=workdir)  # fmt: skip
+    run = client.get_run(_run_id(_ok(done)))
+    assert run.info.status == "FINISHED" and run.data.tags["data.path"] == url
+    assert run.info.artifact_uri.startswith(f"s3://{BUCKET}/mlflow/")
+    stored = stack.keys(f"mlflow/{run.info.experiment_id}/")
+    assert any(key.endswith("/artifacts/MLmodel") for key in stored)
+
+    import mlflow
+
+    for name in ("MLFLOW_TRACKING_URI", "MLFLOW_S3_ENDPOINT_URL", "AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY"):
+        monkeypatch.setenv(name, stack.env[name])
+    model = mlflow.pyfunc.load_model(f"runs:/{run.info.run_id}/model")  # MLflow's own tools read s3:// directly
+    frame = pd.read_csv(raw)
+    predictions = model.predict(frame.drop(columns=["survived"]))
+    assert len(predictions) == len(frame)
+
+    recorded = [done.stdout, done.stderr, json.dumps(run.data.params), json.dumps(run.data.tags)]
+    s3 = stack.s3()
+    for key in stored:
+        recorded.append(s3.get_object(Bucket=BUCKET, Key=key)["Body"].read().decode("latin-1"))
+    assert not [text for text in recorded if SECRET in text]
+
+
+def test_large_model_through_the_proxied_server_does_not_fail_over(stack, workdir):
+    """A >= 300 MB model goes through the proxied server to the bucket: a long upload is reported while it
+    runs, and is not mistaken for an unreachable server."""
+    rng = np.random.default_rng(0)
+    frame = pd.DataFrame(rng.normal(size=(40_000, 4)), columns=list("abcd")).assign(y=rng.normal(size=40_000))
+    frame.to_csv(workdir / "noise.csv", index=False)
+    done = stack.tabtrack("train", "noise.csv", "--target", "y", "--model", "random_forest", "--cv", "0",
+                          "--set", "model.params.n_estimators=120", cwd=workdir, timeout=900)  # fmt: skip
+    run = stack.client().get_run(_run_id(_ok(done)))
+    assert run.info.status == "FINISHED"
+    assert not (workdir / ".tabtrack" / "offline").exists(), done.stderr[-2000:]
+    assert "logging the model to" in done.stderr and "s so far" in done.stderr
+    models = stack.keys(f"mlflow/{run.info.experiment_id}/models/")
+    assert sum(models.values()) >= 300 * 2**20, f"{sum(models.values()) / 2**20:.0f} MiB"
+
+
+def test_eight_concurrent_trains_through_the_team_stack(stack, workdir, data_dir):
+    """Eight `tabtrack train` processes at once against the server (PostgreSQL runs, S3 artifacts)."""
+    from test_reliability import _assert_complete_runs, _concurrent_trains
+
+    shutil.copy(data_dir / "breast_cancer.csv", workdir / "data.csv")
+    results = _concurrent_trains(workdir, Path("data.csv"), 8, stack.env)
+    for result in results:
+        assert result.returncode == 0, result.stderr[-3000:]
+    _assert_complete_runs(stack.client(), 8)

@@ -273,3 +273,96 @@ def test_eight_concurrent_trains_through_the_team_stack(stack, workdir, data_dir
     for result in results:
         assert result.returncode == 0, result.stderr[-3000:]
     _assert_complete_runs(stack.client(), 8)
+
+
+@pytest.fixture
+def ray_cluster(workdir, stack):
+    """`ray start --head` plus a second node on 127.0.0.1, one CPU each, started with the team stack's
+    client environment; `ray stop` after."""
+    require("ray")
+    ray_cli = str(Path(sys.executable).with_name("ray"))
+    port = free_port()
+    # A cluster on loopback for one test: no token (Ray's token files in ~/.ray belong to the user's own clusters).
+    stack.env["RAY_AUTH_MODE"] = "disabled"
+    env = {**stack.env, "RAY_USAGE_STATS_ENABLED": "0"}
+    common = ["--num-cpus", "1", "--disable-usage-stats"]
+    for args in (["--head", "--port", str(port), "--include-dashboard", "false"], ["--address", f"127.0.0.1:{port}"]):
+        done = subprocess.run([ray_cli, "start", *args, *common], env=env, capture_output=True, text=True, timeout=180)
+        assert done.returncode == 0, done.stderr[-3000:]
+    yield f"127.0.0.1:{port}"
+    subprocess.run([ray_cli, "stop", "--force"], env=env, capture_output=True, timeout=120)
+
+
+def _kill_a_running_trial(stack, study_name: str, deadline: float) -> bool:
+    """Once a trial of the study runs, SIGKILL the Ray workers running trials (a node losing its process)."""
+    import optuna
+
+    while time.time() < deadline:
+        try:
+            study = optuna.load_study(study_name=study_name, storage=stack.study_db)
+            if any(t.state.name == "RUNNING" for t in study.trials):
+                return subprocess.run(["pkill", "-9", "-f", "ray::_one_trial"]).returncode == 0
+        except KeyError:  # the study does not exist yet
+            pass
+        time.sleep(0.2)
+    return False
+
+
+def test_compare_and_tune_on_a_ray_cluster(stack, ray_cluster, workdir):
+    """A 3-model compare and an 8-trial tune as Ray tasks on a two-node cluster, each task a complete child
+    run on the team stack; the same seeds give the metrics of the run without Ray; a trial whose worker is
+    killed is FAILED, given back to the study, and the command goes on."""
+    client = stack.client()
+    raw = write_table(TABLES["penguins"], workdir)
+    url = stack.upload(raw, "data/penguins.csv")
+    models = "logistic_regression,random_forest,hist_gradient_boosting"
+    common = ("compare", url, "--target", "species", "--models", models, "--cv", "2", *DROP, *SMALL)
+    plain = subprocess.Popen(
+        [TABTRACK, *common, "--experiment", "plain"], cwd=workdir, env=stack.env, stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    _ok(stack.tabtrack(*common, "--experiment", "on_ray", "--ray", ray_cluster, cwd=workdir))
+    assert plain.wait(timeout=600) == 0, plain.stderr.read()[-3000:]
+
+    def children(experiment: str) -> dict[str, dict[str, float]]:
+        runs = client.search_runs([client.get_experiment_by_name(experiment).experiment_id])
+        (parent,) = [r for r in runs if "mlflow.parentRunId" not in r.data.tags]
+        assert all(r.info.status == "FINISHED" for r in runs)
+        models = [r for r in runs if r.data.tags.get("mlflow.parentRunId") == parent.info.run_id]
+        return {r.data.params["model_type"]: r.data.metrics for r in models}
+
+    on_ray, without = children("on_ray"), children("plain")
+    assert sorted(on_ray) == sorted(models.split(","))
+    for model, metrics in on_ray.items():
+        tests = {k: v for k, v in metrics.items() if k.startswith("test_")}
+        assert tests and tests == pytest.approx({k: without[model][k] for k in tests}, rel=1e-9), model
+
+    tune = subprocess.Popen(
+        [TABTRACK, "tune", url, "--target", "species", "--model", "random_forest", "--trials", "8", "--cv", "2",
+         *DROP, "--storage", stack.study_db, "--study-name", "ray_study", "--experiment", "ray_tune",
+         "--ray", ray_cluster],
+        cwd=workdir, env=stack.env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    killed = _kill_a_running_trial(stack, "ray_study", time.time() + 240)
+    _, err = tune.communicate(timeout=900)
+    assert tune.returncode == 0, err[-3000:]
+    assert killed, "no trial was seen running"
+
+    import optuna
+
+    trials = optuna.load_study(study_name="ray_study", storage=stack.study_db).trials
+    states = [t.state.name for t in trials]
+    # random_forest's trials are pruned fold by fold: COMPLETE or PRUNED both finish the trial
+    assert states.count("COMPLETE") + states.count("PRUNED") == 8 and states.count("FAIL") >= 1, states
+    assert len({t.number for t in trials}) == len(trials)
+    assert "given back to the study" in err
+    runs = client.search_runs([client.get_experiment_by_name("ray_tune").experiment_id])
+    by_id = {r.info.run_id: r for r in runs}
+    for trial in trials:
+        run = by_id[trial.user_attrs["run_id"]] if trial.user_attrs.get("run_id") else None
+        if trial.state.name == "FAIL" and run is not None:
+            assert run.info.status == "FAILED" and "died" in run.data.tags["error"]
+        if trial.state.name in ("COMPLETE", "PRUNED"):
+            assert run is not None and run.info.status == "FINISHED"
+    given_back = [t for t in trials if t.state.name == "FAIL"]
+    assert all(any(t.params == g.params for t in trials if t.state.name != "FAIL") for g in given_back)

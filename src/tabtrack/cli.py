@@ -43,6 +43,16 @@ TrackingUri = Annotated[
     str | None,
     typer.Option("--tracking-uri", help="MLflow tracking URI; default: $MLFLOW_TRACKING_URI, else ./mlflow.db"),
 ]
+Ray = Annotated[
+    str | None,
+    typer.Option(
+        "--ray", metavar="[ADDRESS]",
+        help="run each model/trial as a Ray task: ADDRESS as ray.init takes it (auto: the running cluster); "
+        "bare: a local Ray. Put it after DATA.",
+    ),
+]  # fmt: skip
+CpusPerTask = Annotated[float, typer.Option("--cpus-per-task", help="with --ray: CPUs (and model threads) per task")]
+GpusPerTask = Annotated[float, typer.Option("--gpus-per-task", help="with --ray: GPUs per task")]
 
 
 def _version(value: bool) -> None:
@@ -370,12 +380,16 @@ def compare(
     gate: Annotated[
         bool, typer.Option("--gate", help="with --register: champion only if it beats the current one")
     ] = False,
+    ray: Ray = None,
+    cpus_per_task: CpusPerTask = 1.0,
+    gpus_per_task: GpusPerTask = 0.0,
 ) -> None:
     """Train several model families on the same split and rank them by cross-validation: one parent run,
     one child per model."""
     if gate and not register:
         raise ConfigError("--gate needs --register NAME.")
     from tabtrack.cli_output import console, fold_progress, leaderboard_table
+    from tabtrack.workflows.cluster import ray_settings
     from tabtrack.workflows.compare import compare as compare_workflow
     from tabtrack.workflows.train import build_config
 
@@ -394,6 +408,7 @@ def compare(
             tracking_uri=tracking_uri,
             track=not no_track,
             progress=progress,
+            ray=ray_settings(ray, cpus_per_task, gpus_per_task),
         )
     console.print(leaderboard_table(result.leaderboard, metric=result.metric, title=f"compare · {result.experiment}"))
     if result.run_id:
@@ -437,9 +452,13 @@ def tune(
     tracking_uri: TrackingUri = None,
     register: Annotated[str | None, typer.Option("--register", help="register the refitted best model")] = None,
     gate: Annotated[bool, typer.Option("--gate")] = False,
+    ray: Ray = None,
+    cpus_per_task: CpusPerTask = 1.0,
+    gpus_per_task: GpusPerTask = 0.0,
 ) -> None:
     """Tune a model family's hyperparameters with Optuna: one child run per trial, best refit on the parent."""
     from tabtrack.cli_output import console, fold_progress, print_train_result
+    from tabtrack.workflows.cluster import ray_settings
     from tabtrack.workflows.train import build_config
     from tabtrack.workflows.tune import tune as tune_workflow
 
@@ -453,6 +472,7 @@ def tune(
         result = tune_workflow(
             resolved, trials=trials, timeout=timeout, jobs=jobs, storage=storage, study_name=study_name,
             metric=metric, tracking_uri=tracking_uri, progress=progress,
+            ray=ray_settings(ray, cpus_per_task, gpus_per_task),
         )  # fmt: skip
     console.print(
         f"study {result.study_name} ({result.storage}): {result.n_trials} trials; best cv {result.metric} {result.best_value:.4f}"
@@ -826,7 +846,7 @@ def _configure_logging(verbose: bool) -> None:
     os.environ.setdefault("MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT", "true")
     if not verbose:
         # MLflow narrates every run ("View run ...", schema hints); the result table says what matters.
-        for noisy in ("mlflow", "alembic", "skops"):
+        for noisy in ("mlflow", "alembic", "skops", "ray"):
             logging.getLogger(noisy).setLevel(logging.ERROR)
         import warnings
 
@@ -848,7 +868,7 @@ def main() -> None:
     # run on a 2-core machine) only to free memory the process is about to give back: skip it.
     atexit.register(gc.freeze)
     try:
-        app()
+        app(args=_bare_ray(sys.argv[1:]))
     except TabtrackError as exc:
         typer.echo(f"error: {exc}", err=True)
         sys.exit(exc.exit_code)
@@ -863,6 +883,21 @@ def main() -> None:
         where = f"run {run_id}'s {TRACEBACK_FILE}" if run_id else "the output of the same command with --verbose"
         typer.echo(f"       the traceback is in {where}; please report it with that traceback.", err=True)
         sys.exit(1)
+
+
+def _bare_ray(args: list[str]) -> list[str]:
+    """`--ray` with no address (last, or before another option) means a local Ray: click's options take a
+    value or none, not an optional one."""
+    if "--ray" not in args:
+        return args
+    from tabtrack.workflows.cluster import LOCAL_RAY
+
+    out = []
+    for index, arg in enumerate(args):
+        out.append(arg)
+        if arg == "--ray" and (index + 1 == len(args) or args[index + 1].startswith("-")):
+            out.append(LOCAL_RAY)
+    return out
 
 
 def _one_line(exc: BaseException) -> str:

@@ -12,7 +12,7 @@ import time
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pandas as pd
 
@@ -24,6 +24,9 @@ from tabtrack.tracking import Tracker, make_tracker
 from tabtrack.workflows.checks import CheckedInputs, check_data, check_training
 from tabtrack.workflows.recording import resolved_yaml, run_tags
 from tabtrack.workflows.train import Progress, TrainResult, run_training
+
+if TYPE_CHECKING:
+    from tabtrack.workflows.cluster import RaySettings
 
 log = logging.getLogger(__name__)
 
@@ -55,11 +58,19 @@ def compare(
     tracking_uri: str | None = None,
     track: bool = True,
     progress: Progress | None = None,
+    ray: RaySettings | None = None,
 ) -> CompareResult:
     """Train each model on the same data and split (one seed) and rank them by the cross-validated mean
     of `metric` on the training split (default: the task's primary metric; direction read from the
-    metric's definition). K folds from the config (`--cv K`), 5 when it sets none; fewer than 2 is an error."""
+    metric's definition). K folds from the config (`--cv K`), 5 when it sets none; fewer than 2 is an error.
+    `ray`: each model a task on a Ray cluster, logging its child run to the same tracking server."""
     config = _with_folds(config)
+    if ray is not None:
+        if not track:
+            raise ConfigError("--ray records each model from its own task, so it needs tracking; drop --no-track.")
+        from tabtrack.workflows.cluster import shareable
+
+        config = shareable(config)
     data = check_data(config)
     task = data.dataset.task
     n_classes = len(data.dataset.classes) if data.dataset.classes is not None else None
@@ -82,7 +93,8 @@ def compare(
         )
         for name in chosen
     }
-    tracker = tracker or make_tracker(track=track, tracking_uri=tracking_uri)
+    # Ray tasks attach to the parent run on the server, so --ray does not fall back to an offline bundle.
+    tracker = tracker or make_tracker(track=track, tracking_uri=tracking_uri, allow_offline=ray is None)
     first = next(iter(checked.values()))
     run_name = config.run_name or f"compare_{datetime.now():%Y%m%d_%H%M%S}"
     tags = {**run_tags(first), "tabtrack.kind": "compare"}
@@ -100,7 +112,15 @@ def compare(
             }
         )  # fmt: skip
         parent.log_text(resolved_yaml(config), "config/resolved.yaml")
-        for index, name in enumerate(chosen, start=1):
+        if ray is not None:
+            from tabtrack.workflows.cluster import compare_on_ray
+
+            parent.flush()
+            results, failures, seconds = compare_on_ray(
+                ray, {name: c.config for name, c in checked.items()}, parent_run_id=parent.run_id,
+                tracking_uri=parent.tracking_uri,
+            )  # fmt: skip
+        for index, name in enumerate(chosen if ray is None else (), start=1):
             start = time.perf_counter()
             try:
                 results[name] = run_training(

@@ -14,7 +14,7 @@ import warnings
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -30,10 +30,14 @@ from tabtrack.workflows.evaluation import score_split
 from tabtrack.workflows.recording import run_params, run_tags
 from tabtrack.workflows.train import Progress, TrainResult, named_metrics, new_pipeline, record_training
 
+if TYPE_CHECKING:
+    from tabtrack.workflows.cluster import RaySettings
+
 log = logging.getLogger(__name__)
 
 DEFAULT_STORAGE_FILE = Path(".tabtrack") / "optuna.journal"
 STUDY_ATTR = "tabtrack"  # the study's user attribute holding what a worker needs to join
+WORKER_ATTR = "tabtrack.worker"  # a trial's user attribute: the Ray task that ran it
 DEFAULT_TUNE_FOLDS = 3
 
 
@@ -61,10 +65,16 @@ def tune(
     tracking_uri: str | None = None,
     tracker: Tracker | None = None,
     progress: Progress | None = None,
+    ray: RaySettings | None = None,
 ) -> TuneResult:
+    """`ray`: each trial a task on a Ray cluster instead of `jobs` worker processes here."""
     optuna = _optuna()
     if trials < 1 or jobs < 1:
         raise ConfigError("--trials and --jobs must be at least 1.")
+    if ray is not None:
+        from tabtrack.workflows.cluster import shareable
+
+        config = shareable(config)
     data = check_data(config)
     checked = check_training(config, data)
     spec = checked.spec
@@ -105,7 +115,13 @@ def tune(
             },
         )
         total = before + trials
-        if jobs == 1:
+        if ray is not None:
+            from tabtrack.workflows.cluster import tune_on_ray
+
+            tune_on_ray(
+                ray, storage=storage_url, study_name=study_name, trials=trials, tracking_uri=parent.tracking_uri
+            )
+        elif jobs == 1:
             objective = make_objective(parent, config, data, metric=metric, folds=folds, progress=progress, total=total)
             study.optimize(objective, n_trials=trials, timeout=timeout, callbacks=[_stop_at(optuna, total)])
         else:
@@ -142,9 +158,18 @@ def tune(
 
 
 def make_objective(
-    parent: Tracker, config: RunConfig, data: CheckedData, *, metric: str, folds: int, progress=None, total: int = 0
+    parent: Tracker,
+    config: RunConfig,
+    data: CheckedData,
+    *,
+    metric: str,
+    folds: int,
+    progress=None,
+    total: int = 0,
+    worker: str | None = None,
 ):
-    """An Optuna objective: one child run per trial, K-fold CV score, fold-wise pruning."""
+    """An Optuna objective: one child run per trial, K-fold CV score, fold-wise pruning. `worker` names the
+    Ray task running the trial (a user attribute), so a trial whose worker died can be found."""
     optuna = _optuna()
     from sklearn.model_selection import KFold, StratifiedKFold
 
@@ -158,12 +183,15 @@ def make_objective(
     fold_indices = list(splitter.split(split.X_train, split.y_train))
 
     def objective(trial) -> float:
+        if worker:
+            trial.set_user_attr(WORKER_ATTR, worker)
         suggested = search_space(trial, task)
         params = {**config.model.params, **suggested}
         checked = check_training(config.model_copy(update={"model": ModelConfig(type=spec_name, params=params)}), data)
         scores: list[float] = []
         pruned = False
         with parent.child_run(f"trial_{trial.number}", tags={"optuna.trial_number": str(trial.number)}) as child:
+            trial.set_user_attr("run_id", child.run_id or "")
             child.log_params(
                 {
                     **hyperparameters(checked.estimator),
@@ -193,7 +221,6 @@ def make_objective(
                 }
             )
             child.set_tags({"optuna.state": "PRUNED" if pruned else "COMPLETE"})
-            trial.set_user_attr("run_id", child.run_id or "")
         trial.set_user_attr("estimator_params", _jsonable(suggested))
         if progress:
             progress("trial", trial.number + 1, total)
@@ -204,21 +231,36 @@ def make_objective(
     return objective
 
 
-def run_worker(*, study_name: str, storage: str, total: int, timeout: float | None, tracking_uri: str | None) -> int:
-    """A worker process: joins the study, reads the run config from it, and adds trials until the
-    study holds `total` finished trials. Runs on any machine that reaches the storage and the MLflow server."""
+def run_worker(
+    *,
+    study_name: str,
+    storage: str,
+    total: int | None,
+    timeout: float | None,
+    tracking_uri: str | None,
+    trials: int | None = None,
+    threads: int | None = None,
+    worker: str | None = None,
+) -> int:
+    """A worker process: joins the study, reads the run config from it, and adds trials until the study holds
+    `total` finished trials (or `trials` more). Runs on any machine that reaches the storage and the MLflow
+    server; `threads` caps the model's thread count (a Ray task's CPUs)."""
     optuna = _optuna()
     from tabtrack.tracking.mlflow_tracker import MlflowTracker
+    from tabtrack.workflows.cluster import with_threads
 
     study = optuna.load_study(study_name=study_name, storage=_storage(optuna, storage))
     attrs = study.user_attrs.get(STUDY_ATTR)
     if not attrs:
         raise TabtrackError(f"study {study_name!r} was not started by tabtrack tune; start it there first.")
     config = RunConfig.model_validate(attrs["config"])
+    if threads:
+        config = with_threads(config, threads)
     data = check_data(config)
     parent = MlflowTracker.attach(attrs["parent_run_id"], tracking_uri=tracking_uri)
-    objective = make_objective(parent, config, data, metric=attrs["metric"], folds=attrs["folds"])
-    study.optimize(objective, n_trials=None, timeout=timeout, callbacks=[_stop_at(optuna, total)])
+    objective = make_objective(parent, config, data, metric=attrs["metric"], folds=attrs["folds"], worker=worker)
+    callbacks = [_stop_at(optuna, total)] if total is not None else []
+    study.optimize(objective, n_trials=trials, timeout=timeout, callbacks=callbacks)
     parent.flush()
     return 0
 

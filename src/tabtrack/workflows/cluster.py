@@ -1,0 +1,233 @@
+"""`compare --ray` and `tune --ray`: each model, or each trial, one Ray task on a cluster.
+
+Every task opens the data itself (a shared path or an s3:// URL) and logs a complete standard run as a
+child of the command's parent run on the shared tracking server: MLflow stays the record, and for `tune`
+the Optuna study in its shared storage does. Ray's own task retries are off: a task whose worker dies
+leaves a RUNNING run (and, for tune, a RUNNING trial) that only the driver can close, so the driver marks
+the run FAILED, gives the trial back to the study and goes on."""
+
+from __future__ import annotations
+
+import logging
+import os
+import time
+import uuid
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from tabtrack.config import ModelConfig, RunConfig
+from tabtrack.data.remote import is_remote
+from tabtrack.errors import ConfigError, TabtrackError
+from tabtrack.models import get_spec
+from tabtrack.workflows.tune import WORKER_ATTR, _optuna, _storage
+
+log = logging.getLogger(__name__)
+
+# What a task on another node needs from the driver's environment: the tracking server, its credentials,
+# the object store's.
+FORWARDED_ENV_PREFIXES = ("MLFLOW_", "AWS_", "TABTRACK_")
+THREAD_ENV = ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS")
+WORKER_DIED = "the Ray worker running it died"
+
+
+@dataclass(frozen=True)
+class RaySettings:
+    address: str | None = None  # None: start a local Ray on this machine; "auto": the running cluster
+    cpus_per_task: float = 1.0
+    gpus_per_task: float = 0.0
+
+    @property
+    def threads(self) -> int:
+        """Native threads each task's model may use: its CPUs, so tasks do not oversubscribe a node."""
+        return max(1, int(self.cpus_per_task))
+
+
+def ray_settings(address: str | None, cpus_per_task: float, gpus_per_task: float) -> RaySettings | None:
+    """The CLI's --ray [ADDRESS] (LOCAL_RAY when given bare), or None without it."""
+    if address is None:
+        return None
+    if address.lower().endswith((".csv", ".tsv", ".parquet", ".pq")):
+        raise ConfigError(f"--ray took {address!r} as its address; put DATA first, or write --ray=ADDRESS.")
+    if cpus_per_task <= 0 or gpus_per_task < 0:
+        raise ConfigError("--cpus-per-task must be above 0 and --gpus-per-task at least 0.")
+    return RaySettings(None if address == LOCAL_RAY else address, cpus_per_task, gpus_per_task)
+
+
+LOCAL_RAY = "local"  # what a bare --ray stands for
+
+
+def connect(settings: RaySettings):
+    """ray, initialised: joined to the cluster at settings.address, or a local Ray on this machine."""
+    try:
+        import ray
+    except ImportError as exc:
+        raise ConfigError("--ray needs Ray: pip install 'tabtrack[ray]'.") from exc
+    if not ray.is_initialized():
+        env = {k: v for k, v in os.environ.items() if k.startswith(FORWARDED_ENV_PREFIXES)}
+        env.update({name: str(settings.threads) for name in THREAD_ENV})
+        try:
+            ray.init(
+                address=settings.address, include_dashboard=False, log_to_driver=False, configure_logging=False,
+                runtime_env={"env_vars": env},
+            )  # fmt: skip
+        except (ConnectionError, RuntimeError, ValueError) as exc:
+            raise ConfigError(
+                f"cannot join the Ray cluster at {settings.address!r}: {str(exc).splitlines()[0]}; "
+                "start it with `ray start --head` (or pass --ray without an address for a local one)."
+            ) from exc
+    return ray
+
+
+def shareable(config: RunConfig) -> RunConfig:
+    """The config with local data paths made absolute: a task's working directory is not the caller's."""
+    updates = {
+        key: str(Path(value).resolve())
+        for key in ("data", "test_data")
+        if (value := getattr(config, key)) and not is_remote(value)
+    }
+    return config.model_copy(update=updates)
+
+
+def with_threads(config: RunConfig, threads: int) -> RunConfig:
+    """Families that take a thread count (n_jobs) get the task's, unless the user set one."""
+    params = dict(config.model.params)
+    if "n_jobs" in get_spec(config.model.type).defaults and "n_jobs" not in params:
+        params["n_jobs"] = threads
+    return config.model_copy(update={"model": ModelConfig(type=config.model.type, params=params)})
+
+
+def _options(settings: RaySettings) -> dict[str, Any]:
+    # max_retries=0: a retried task would start a second run and a second trial, and leave the first open.
+    return {"num_cpus": settings.cpus_per_task, "num_gpus": settings.gpus_per_task, "max_retries": 0}
+
+
+def _died(ray, exc: BaseException) -> bool:
+    """The task's process or node is gone (as opposed to an exception the task raised)."""
+    return isinstance(exc, ray.exceptions.RayError) and not isinstance(exc, ray.exceptions.RayTaskError)
+
+
+def _reason(ray, exc: BaseException) -> str:
+    if _died(ray, exc):
+        return f"{WORKER_DIED} ({type(exc).__name__})"
+    cause = exc.cause if isinstance(exc, ray.exceptions.RayTaskError) and exc.cause else exc
+    return f"{type(cause).__name__}: {str(cause).splitlines()[0] if str(cause) else ''}"
+
+
+# -- compare --------------------------------------------------------------------------------------------------
+def _train_model(config_json: dict, parent_run_id: str, tracking_uri: str, threads: int):
+    """One model of a comparison, on a Ray worker: check its inputs there, then one standard child run."""
+    from tabtrack.tracking.mlflow_tracker import MlflowTracker
+    from tabtrack.workflows.checks import check_training
+    from tabtrack.workflows.train import run_training
+
+    started = time.perf_counter()
+    config = with_threads(RunConfig.model_validate(config_json), threads)
+    checked = check_training(config)
+    parent = MlflowTracker.attach(parent_run_id, tracking_uri=tracking_uri)
+    result = run_training(checked.config, tracker=parent.nested(), checked=checked)
+    return result, time.perf_counter() - started
+
+
+def compare_on_ray(
+    settings: RaySettings, configs: dict[str, RunConfig], *, parent_run_id: str, tracking_uri: str
+) -> tuple[dict[str, Any], dict[str, str], dict[str, float]]:
+    """Each model a Ray task; results, failures and seconds by model name, as the in-process loop gives them."""
+    ray = connect(settings)
+    task = ray.remote(_train_model).options(**_options(settings))
+    pending = {
+        name: task.remote(shareable(config).model_dump(mode="json"), parent_run_id, tracking_uri, settings.threads)
+        for name, config in configs.items()
+    }
+    results: dict[str, Any] = {}
+    failures: dict[str, str] = {}
+    seconds: dict[str, float] = {}
+    for name, ref in pending.items():
+        try:
+            results[name], seconds[name] = ray.get(ref)
+        except Exception as exc:
+            failures[name] = _reason(ray, exc)
+            log.warning("model %s failed: %s", name, failures[name])
+            if _died(ray, exc):
+                _close_dead_runs(tracking_uri, _running_children(tracking_uri, parent_run_id, name))
+    return results, failures, seconds
+
+
+def _running_children(tracking_uri: str, parent_run_id: str, model: str) -> list[str]:
+    from mlflow import MlflowClient
+
+    client = MlflowClient(tracking_uri)
+    experiment = client.get_run(parent_run_id).info.experiment_id
+    query = (
+        f"tags.mlflow.parentRunId = '{parent_run_id}' and attributes.status = 'RUNNING' "
+        f"and params.model_type = '{model}'"
+    )
+    return [run.info.run_id for run in client.search_runs([experiment], query)]
+
+
+def _close_dead_runs(tracking_uri: str, run_ids: list[str]) -> None:
+    """Mark FAILED the runs a dead task left RUNNING (a task that died cannot end its own run)."""
+    from mlflow import MlflowClient
+
+    client = MlflowClient(tracking_uri)
+    for run_id in run_ids:
+        if client.get_run(run_id).info.status == "RUNNING":
+            client.set_tag(run_id, "error", WORKER_DIED)
+            client.set_terminated(run_id, status="FAILED")
+
+
+# -- tune -----------------------------------------------------------------------------------------------------
+def _one_trial(study_name: str, storage: str, tracking_uri: str, threads: int, worker: str) -> int:
+    from tabtrack.workflows.tune import run_worker
+
+    return run_worker(
+        study_name=study_name, storage=storage, total=None, trials=1, timeout=None, tracking_uri=tracking_uri,
+        threads=threads, worker=worker,
+    )  # fmt: skip
+
+
+def tune_on_ray(settings: RaySettings, *, storage: str, study_name: str, trials: int, tracking_uri: str) -> int:
+    """`trials` Ray tasks of one trial each on the study. A task whose worker died is replaced by one more
+    task, and its trial given back (see _give_back). Returns the number of tasks whose worker died."""
+    ray = connect(settings)
+    task = ray.remote(_one_trial).options(**_options(settings))
+    if storage.startswith("journal:"):  # a task's working directory is not the caller's
+        storage = "journal:" + str(Path(storage.removeprefix("journal:")).resolve())
+
+    def submit(worker: str):
+        return task.remote(study_name, storage, tracking_uri, settings.threads, worker)
+
+    pending = {(worker := uuid.uuid4().hex[:12]): submit(worker) for _ in range(trials)}
+    replacements: set[str] = set()
+    died = 0
+    while pending:
+        ready, _ = ray.wait(list(pending.values()), num_returns=1)
+        worker = next(w for w, ref in pending.items() if ref == ready[0])
+        del pending[worker]
+        try:
+            ray.get(ready[0])
+        except Exception as exc:
+            if not _died(ray, exc):
+                raise TabtrackError(f"a tune task failed: {_reason(ray, exc)}") from exc
+            died += 1
+            _give_back(storage, study_name, worker, tracking_uri)
+            if worker not in replacements:  # one replacement task per task that died, not a chain of them
+                replacement = uuid.uuid4().hex[:12]
+                replacements.add(replacement)
+                pending[replacement] = submit(replacement)
+    return died
+
+
+def _give_back(storage: str, study_name: str, worker: str, tracking_uri: str) -> None:
+    """The trial a dead task left RUNNING: FAIL in the study, its run FAILED, its parameters enqueued so
+    the replacement task tries them again."""
+    optuna = _optuna()
+    study = optuna.load_study(study_name=study_name, storage=_storage(optuna, storage))
+    for trial in study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.RUNNING,)):
+        if trial.user_attrs.get(WORKER_ATTR) != worker:
+            continue
+        log.warning("trial %d: %s; given back to the study", trial.number, WORKER_DIED)
+        study.tell(trial.number, state=optuna.trial.TrialState.FAIL)
+        if trial.user_attrs.get("run_id"):
+            _close_dead_runs(tracking_uri, [trial.user_attrs["run_id"]])
+        study.enqueue_trial(trial.params, skip_if_exists=False)

@@ -10,6 +10,7 @@ from pathlib import Path
 import yaml
 
 from tabtrack.data.remote import origin
+from tabtrack.redact import redact_uri
 
 CHUNK = 1 << 20
 
@@ -34,7 +35,8 @@ def fingerprint(path: str | Path) -> DataFingerprint:
     A local copy of a remote file is identified by its URL and the hash taken while it streamed in."""
     remote = origin(path)
     if remote is not None:
-        return DataFingerprint(path=remote.url, sha256=remote.sha256, size_bytes=remote.size_bytes)
+        # A URL's credentials (https://user:token@host/…) are never recorded.
+        return DataFingerprint(path=redact_uri(remote.url), sha256=remote.sha256, size_bytes=remote.size_bytes)
     path = Path(path).resolve()
     sha = sha256_of(path)
     md5, source = dvc_md5(path)

@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 
 from tabtrack.errors import DataError
+from tabtrack.redact import redact_uri
 
 CHUNK = 8 << 20
 
@@ -45,7 +46,7 @@ def origin(path: str | os.PathLike) -> RemoteCopy | None:
 def shown(path: str | os.PathLike) -> str:
     """How a data file is named to the user: a local copy by its URL."""
     remote = origin(path)
-    return remote.url if remote else str(path)
+    return redact_uri(remote.url) if remote else str(path)
 
 
 def local_file(location: str | os.PathLike) -> Path:
@@ -59,9 +60,9 @@ def local_file(location: str | os.PathLike) -> Path:
 
 
 def _download(url: str) -> Path:
-    target = _cache_dir() / str(len(_COPIES)) / (PurePosixPath(url.split("://", 1)[1]).name or "data")
-    target.parent.mkdir(parents=True)
-    digest, size = hashlib.sha256(), 0
+    # Its own folder, named as the object is: the default experiment is the file's stem.
+    target = Path(tempfile.mkdtemp(dir=_cache_dir())) / (PurePosixPath(url.split("://", 1)[1]).name or "data")
+    digest, size, named = hashlib.sha256(), 0, redact_uri(url)
     try:
         with _open(url) as source, target.open("wb") as out:
             while chunk := source.read(CHUNK):
@@ -71,14 +72,14 @@ def _download(url: str) -> Path:
     except DataError:
         raise
     except FileNotFoundError as exc:
-        raise DataError(f"data file '{url}' not found; check the bucket and key (and the endpoint).") from exc
+        raise DataError(f"data file '{named}' not found; check the bucket and key (and the endpoint).") from exc
     except PermissionError as exc:
         raise DataError(
-            f"reading '{url}' was refused ({exc}); check AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY or the bucket policy."
+            f"reading '{named}' was refused ({exc}); check AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY or the bucket policy."
         ) from exc
     except Exception as exc:  # fsspec backends raise their own types for a bad endpoint or credentials
         detail = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise DataError(f"could not read '{url}': {detail}; check the URL, credentials and endpoint.") from exc
+        raise DataError(f"could not read '{named}': {detail}; check the URL, credentials and endpoint.") from exc
     _ORIGINS[target] = RemoteCopy(url, digest.hexdigest(), size)
     return target
 
@@ -102,7 +103,7 @@ def _open(url: str):
     try:
         return fsspec.open(url, "rb", **options).open()
     except ValueError as exc:  # an unknown protocol
-        raise DataError(f"cannot read '{url}': {exc}.") from exc
+        raise DataError(f"cannot read '{redact_uri(url)}': {exc}.") from exc
 
 
 def _cache_dir() -> Path:

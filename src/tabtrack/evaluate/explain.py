@@ -84,7 +84,8 @@ def start_explanation(model, X: pd.DataFrame, *, task: str, random_state: int) -
         size = BACKGROUND_ROWS if kind == "linear" else AGNOSTIC_BACKGROUND_ROWS
         sample = X.sample(min(size, len(X)), random_state=random_state + 1)
         background = _dense(transform(sample))
-    forkable = kind == "linear" or type(estimator).__module__.startswith(FOREST_MODULES)
+    # Not under Ray either: its gRPC threads make a forked child unsafe.
+    forkable = (kind == "linear" or type(estimator).__module__.startswith(FOREST_MODULES)) and "ray" not in sys.modules
     values_of = (_forked if forkable else _deferred)(
         shap_values, estimator, features, task=task, background=background, seed=random_state
     )

@@ -209,6 +209,7 @@ def start_long_training(workdir: Path, data_dir: Path, client, experiment: str, 
         [TABTRACK, "train", str(big), "--target", "target", "--model", "random_forest",
          "--set", "model.params.n_estimators=400", "--cv", "10", "--experiment", experiment],
         cwd=workdir, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        preexec_fn=_as_in_a_terminal,
     )  # fmt: skip
     deadline = time.time() + 90
     while time.time() < deadline:
@@ -219,6 +220,15 @@ def start_long_training(workdir: Path, data_dir: Path, client, experiment: str, 
         time.sleep(0.3)
     proc.kill()
     pytest.fail("the training run did not appear within 90 s")
+
+
+def _as_in_a_terminal() -> None:
+    """Ctrl-C's default disposition, as a command typed in a terminal has it. A suite started in the
+    background (`bash .ci/run &`) inherits SIGINT ignored, and Python then leaves it ignored: the run never
+    sees the signal. (That, not a lost KeyboardInterrupt, was the intermittent SIGINT failure.)"""
+    import signal
+
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
 
 
 def start_mlflow_server(cwd: Path, port: int, *, backend: str, artifacts: Path, app: str | None = None, env=None):

@@ -47,6 +47,7 @@ class Stack:
             "TEAM_STACK_BUCKET": BUCKET,
             "TEAM_STACK_DB": f"team_{tag}",
             "TEAM_STACK_POSTGRES_URL": POSTGRES,
+            "TEAM_STACK_WORKERS": "1",  # two cores: one server process is plenty for the tests
             "AWS_ACCESS_KEY_ID": "team-key",
             "AWS_SECRET_ACCESS_KEY": SECRET,
         }
@@ -115,11 +116,23 @@ def _exports(text: str) -> dict[str, str]:
     return pairs
 
 
-@pytest.fixture
-def stack(workdir, request):
+def _started(folder: Path, *, direct: bool):
     for module in ("boto3", "moto", "s3fs", "psycopg"):
         require(module)
-    running = Stack(workdir, direct=getattr(request, "param", "proxied") == "direct")
+    return Stack(folder, direct=direct)
+
+
+@pytest.fixture(scope="module")
+def stack(tmp_path_factory):
+    """One proxied stack for the tests of this module that one worker runs (experiments and names differ)."""
+    running = _started(tmp_path_factory.mktemp("team"), direct=False)
+    yield running
+    running.stop()
+
+
+@pytest.fixture
+def direct_stack(workdir):
+    running = _started(workdir, direct=True)
     yield running
     running.stop()
 
@@ -217,32 +230,33 @@ def test_team_stack_proxied_every_command(stack, workdir):
     assert any(synced[0].info.run_id in key and key.endswith("report.html") for key in synced_keys)
 
 
-@pytest.mark.parametrize("stack", ["direct"], indirect=True)
-def test_team_stack_direct_artifacts_and_no_credentials_recorded(stack, workdir, monkeypatch):
+def test_team_stack_direct_artifacts_and_no_credentials_recorded(direct_stack, workdir):
     """--no-serve-artifacts: the client writes s3:// itself, with credentials it holds; none of them is
     recorded anywhere (store, artifacts, output)."""
-    client = stack.client()
+    client = direct_stack.client()
     raw = write_table(TABLES["titanicsurvival"], workdir)
-    url = stack.upload(raw, "data/titanic.csv")
-    done = stack.tabtrack("train", url, "--target", "survived", "--model", "hist_gradient_boosting",
+    url = direct_stack.upload(raw, "data/titanic.csv")
+    done = direct_stack.tabtrack("train", url, "--target", "survived", "--model", "hist_gradient_boosting",
                           "--cv", "2", "--tag", "team=direct", *DROP, cwd=workdir)  # fmt: skip
     run = client.get_run(_run_id(_ok(done)))
     assert run.info.status == "FINISHED" and run.data.tags["data.path"] == url
     assert run.info.artifact_uri.startswith(f"s3://{BUCKET}/mlflow/")
-    stored = stack.keys(f"mlflow/{run.info.experiment_id}/")
+    stored = direct_stack.keys(f"mlflow/{run.info.experiment_id}/")
     assert any(key.endswith("/artifacts/MLmodel") for key in stored)
 
-    import mlflow
-
-    for name in ("MLFLOW_TRACKING_URI", "MLFLOW_S3_ENDPOINT_URL", "AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY"):
-        monkeypatch.setenv(name, stack.env[name])
-    model = mlflow.pyfunc.load_model(f"runs:/{run.info.run_id}/model")  # MLflow's own tools read s3:// directly
-    frame = pd.read_csv(raw)
-    predictions = model.predict(frame.drop(columns=["survived"]))
-    assert len(predictions) == len(frame)
+    # MLflow's own tools, in a fresh process holding what a direct-mode client holds, read s3:// themselves.
+    predicted = subprocess.run(
+        [sys.executable, "-c", "import sys, mlflow, pandas as pd; "
+         "m = mlflow.pyfunc.load_model(f'runs:/{sys.argv[1]}/model'); "
+         "print(len(m.predict(pd.read_csv(sys.argv[2]).drop(columns=['survived']))))",
+         run.info.run_id, str(raw)],
+        env=direct_stack.env, capture_output=True, text=True, timeout=300,
+    )  # fmt: skip
+    assert predicted.returncode == 0, predicted.stderr[-3000:]
+    assert int(predicted.stdout.split()[-1]) == len(pd.read_csv(raw))
 
     recorded = [done.stdout, done.stderr, json.dumps(run.data.params), json.dumps(run.data.tags)]
-    s3 = stack.s3()
+    s3 = direct_stack.s3()
     for key in stored:
         recorded.append(s3.get_object(Bucket=BUCKET, Key=key)["Body"].read().decode("latin-1"))
     assert not [text for text in recorded if SECRET in text]
@@ -297,13 +311,14 @@ def ray_cluster(workdir, stack):
 
 
 def _kill_a_running_trial(stack, study_name: str, deadline: float) -> bool:
-    """Once a trial of the study runs, SIGKILL the Ray workers running trials (a node losing its process)."""
+    """Once a trial of the study runs, SIGKILL the Ray workers running trials (a node losing its processes)."""
     import optuna
 
     while time.time() < deadline:
         try:
             study = optuna.load_study(study_name=study_name, storage=stack.study_db)
-            if any(t.state.name == "RUNNING" for t in study.trials):
+            # RUNNING with its run started: its parameters are drawn (a trial just asked has none yet)
+            if any(t.state.name == "RUNNING" and t.user_attrs.get("run_id") for t in study.trials):
                 return subprocess.run(["pkill", "-9", "-f", "ray::_one_trial"]).returncode == 0
         except KeyError:  # the study does not exist yet
             pass

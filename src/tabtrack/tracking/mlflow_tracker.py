@@ -384,7 +384,7 @@ def _reported_while_slow(what: str, enabled: bool):
 
     def report() -> None:
         while not done.wait(UPLOAD_NOTICE_S):
-            log.warning("%s: %.0f s so far (a large model uploads for a while)", what, time.monotonic() - started)
+            log.warning("still %s: %.0f s so far", what, time.monotonic() - started)
 
     reporter = threading.Thread(target=report, name="tabtrack-upload-notice", daemon=True)
     reporter.start()

@@ -382,5 +382,7 @@ def test_compare_and_tune_on_a_ray_cluster(stack, ray_cluster, workdir):
             assert run.info.status == "FAILED" and "died" in run.data.tags["error"]
         if trial.state.name in ("COMPLETE", "PRUNED"):
             assert run is not None and run.info.status == "FINISHED"
+    # What a killed trial had drawn is tried again (pkill may also catch a trial still drawing its parameters).
     given_back = [t for t in trials if t.state.name == "FAIL"]
-    assert all(any(t.params == g.params for t in trials if t.state.name != "FAIL") for g in given_back)
+    tried = [t.params for t in trials if t.state.name != "FAIL"]
+    assert all(any(all(p.get(k) == v for k, v in g.params.items()) for p in tried) for g in given_back)

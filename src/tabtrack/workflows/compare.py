@@ -120,18 +120,19 @@ def compare(
                 ray, {name: c.config for name, c in checked.items()}, parent_run_id=parent.run_id,
                 tracking_uri=parent.tracking_uri,
             )  # fmt: skip
-        for index, name in enumerate(chosen if ray is None else (), start=1):
-            start = time.perf_counter()
-            try:
-                results[name] = run_training(
-                    checked[name].config, tracker=parent.nested(), progress=progress, checked=checked[name]
-                )
-            except Exception as exc:
-                failures[name] = f"{type(exc).__name__}: {exc}"
-                log.warning("model %s failed: %s", name, failures[name])
-            seconds[name] = time.perf_counter() - start
-            if progress:
-                progress("model", index, len(chosen))
+        else:
+            for index, name in enumerate(chosen, start=1):
+                start = time.perf_counter()
+                try:
+                    results[name] = run_training(
+                        checked[name].config, tracker=parent.nested(), progress=progress, checked=checked[name]
+                    )
+                except Exception as exc:
+                    failures[name] = f"{type(exc).__name__}: {exc}"
+                    log.warning("model %s failed: %s", name, failures[name])
+                seconds[name] = time.perf_counter() - start
+                if progress:
+                    progress("model", index, len(chosen))
         board = leaderboard(results, failures, seconds, metric=metric)
         parent.log_text(board.to_csv(index=False), "leaderboard.csv")
         parent.log_text(_markdown(board), "leaderboard.md")

@@ -9,6 +9,9 @@ import mlflow
 import pandas as pd
 import pytest
 
+from conftest import require, run_tabtrack
+from real_tables import TABLES
+from real_tables import write as write_table
 from tabtrack.errors import ConfigError
 from tabtrack.workflows.compare import compare
 from tabtrack.workflows.train import build_config
@@ -162,3 +165,31 @@ def test_compare_registers_its_best_model(workdir, data_dir, cli, client):
         if r.info.run_name.startswith("compare_")
     )
     assert version.tags["source_run_id"] == parent.data.tags["best.run_id"]
+
+
+@pytest.mark.multiprocess
+@pytest.mark.slow
+def test_a_bare_ray_starts_a_local_ray_for_the_command(workdir, client):
+    """`compare … --ray` without an address: the command starts a local Ray, each model is a task on this
+    machine logging its complete child run into the default embedded store, with one model thread per task."""
+    import importlib.util
+
+    if importlib.util.find_spec("ray") is None:  # not imported here: in-process tests in this worker run without it
+        require("ray")
+    raw = write_table(TABLES["penguins"], workdir)
+    models = ["logistic_regression", "random_forest"]
+    done = run_tabtrack(
+        "compare", raw.name, "--target", "species", "--models", ",".join(models), "--cv", "2",
+        "--set", "drop_columns=[rownames]", "--ray",
+        cwd=workdir, env={"RAY_AUTH_MODE": "disabled", "RAY_USAGE_STATS_ENABLED": "0"},
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr[-3000:]
+    runs = client.search_runs([client.get_experiment_by_name("penguins").experiment_id])
+    (parent,) = [r for r in runs if "mlflow.parentRunId" not in r.data.tags]
+    children = {
+        r.data.params["model_type"]: r for r in runs if r.data.tags.get("mlflow.parentRunId") == parent.info.run_id
+    }
+    assert sorted(children) == models and parent.data.tags["best.model"] in models
+    assert all(r.info.status == "FINISHED" for r in runs)
+    assert children["random_forest"].data.params["n_jobs"] == "1"  # the task's one CPU
+    assert "test_accuracy" in children["logistic_regression"].data.metrics

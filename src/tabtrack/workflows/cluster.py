@@ -8,6 +8,7 @@ the run FAILED, gives the trial back to the study and goes on."""
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import time
@@ -64,19 +65,39 @@ def connect(settings: RaySettings):
     except ImportError as exc:
         raise ConfigError("--ray needs Ray: pip install 'tabtrack[ray]'.") from exc
     if not ray.is_initialized():
-        env = {k: v for k, v in os.environ.items() if k.startswith(FORWARDED_ENV_PREFIXES)}
-        env.update({name: str(settings.threads) for name in THREAD_ENV})
+        threads = {name: str(settings.threads) for name in THREAD_ENV}
+        options: dict[str, Any] = {"include_dashboard": False, "log_to_driver": False, "configure_logging": False}
         try:
-            ray.init(
-                address=settings.address, include_dashboard=False, log_to_driver=False, configure_logging=False,
-                runtime_env={"env_vars": env},
-            )  # fmt: skip
+            if settings.address is None:
+                # A local Ray's workers are children of the raylet started here, so they inherit this
+                # environment. A runtime_env would give them a worker pool of their own, started only
+                # when the first task arrives, next to the workers Ray starts ahead for the default one.
+                with _environment(threads):
+                    ray.init(**options)
+            else:
+                env = {k: v for k, v in os.environ.items() if k.startswith(FORWARDED_ENV_PREFIXES)}
+                ray.init(address=settings.address, runtime_env={"env_vars": {**env, **threads}}, **options)
         except (ConnectionError, RuntimeError, ValueError) as exc:
             raise ConfigError(
                 f"cannot join the Ray cluster at {settings.address!r}: {str(exc).splitlines()[0]}; "
                 "start it with `ray start --head` (or pass --ray without an address for a local one)."
             ) from exc
     return ray
+
+
+@contextlib.contextmanager
+def _environment(values: dict[str, str]):
+    """os.environ with `values` set, for the processes started inside; as it was after."""
+    saved = {name: os.environ.get(name) for name in values}
+    os.environ.update(values)
+    try:
+        yield
+    finally:
+        for name, value in saved.items():
+            if value is None:
+                os.environ.pop(name, None)
+            else:
+                os.environ[name] = value
 
 
 def shareable(config: RunConfig) -> RunConfig:

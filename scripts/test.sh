@@ -6,10 +6,13 @@ cd "$(dirname "$0")/.."
 PYTHON=${PYTHON:-python3}
 [ -x .venv/bin/python ] || "$PYTHON" -m venv .venv
 .venv/bin/python -m pip install -q --upgrade pip
-.venv/bin/python -m pip install -q -e '.[dev,all]'
+# --no-compile: byte-compiling every installed module (torch, Ray, MLflow...) took ~2 of the ~4 install
+# minutes; the modules the tests import are compiled on first import instead.
+.venv/bin/python -m pip install -q --no-compile -e '.[dev,all]'
 .venv/bin/ruff check src tests benchmarks
 .venv/bin/ruff format --check src tests benchmarks
 # Two workers (pytest-xdist) on the 2-core CI machine, each with one native thread (OpenMP, BLAS, torch)
 # that the CLIs and servers the tests start inherit, so processes do not oversubscribe the cores.
 export OMP_NUM_THREADS=${OMP_NUM_THREADS:-1} OPENBLAS_NUM_THREADS=${OPENBLAS_NUM_THREADS:-1} MKL_NUM_THREADS=${MKL_NUM_THREADS:-1}
-.venv/bin/python -m pytest -n "${TEST_WORKERS:-2}" "$@"
+# worksteal: a worker that runs out of tests takes the other's last ones, so both end together.
+.venv/bin/python -m pytest -n "${TEST_WORKERS:-2}" --dist worksteal "$@"

@@ -34,7 +34,7 @@ WORKER_DIED = "the Ray worker running it died"
 
 @dataclass(frozen=True)
 class RaySettings:
-    address: str | None = None  # None: start a local Ray on this machine; "auto": the running cluster
+    address: str | None = None  # None: $RAY_ADDRESS, else a new local Ray; "auto": the running cluster
     cpus_per_task: float = 1.0
     gpus_per_task: float = 0.0
 
@@ -59,29 +59,32 @@ LOCAL_RAY = "local"  # what a bare --ray stands for
 
 
 def connect(settings: RaySettings):
-    """ray, initialised: joined to the cluster at settings.address, or a local Ray on this machine."""
+    """ray, initialised: joined to the cluster at settings.address (a bare --ray: $RAY_ADDRESS when set),
+    else a new local Ray on this machine, even where one already runs (joining that is what `auto` does)."""
     try:
         import ray
     except ImportError as exc:
         raise ConfigError("--ray needs Ray: pip install 'tabtrack[ray]'.") from exc
-    if not ray.is_initialized():
-        threads = {name: str(settings.threads) for name in THREAD_ENV}
-        options: dict[str, Any] = {"include_dashboard": False, "log_to_driver": False, "configure_logging": False}
-        try:
-            if settings.address is None:
-                # A local Ray's workers are children of the raylet started here, so they inherit this
-                # environment. A runtime_env would give them a worker pool of their own, started only
-                # when the first task arrives, next to the workers Ray starts ahead for the default one.
-                with _environment(threads):
-                    ray.init(**options)
-            else:
-                env = {k: v for k, v in os.environ.items() if k.startswith(FORWARDED_ENV_PREFIXES)}
-                ray.init(address=settings.address, runtime_env={"env_vars": {**env, **threads}}, **options)
-        except (ConnectionError, RuntimeError, ValueError) as exc:
-            raise ConfigError(
-                f"cannot join the Ray cluster at {settings.address!r}: {str(exc).splitlines()[0]}; "
-                "start it with `ray start --head` (or pass --ray without an address for a local one)."
-            ) from exc
+    if ray.is_initialized():
+        return ray
+    address = settings.address or os.environ.get("RAY_ADDRESS") or None
+    threads = {name: str(settings.threads) for name in THREAD_ENV}
+    options: dict[str, Any] = {"include_dashboard": False, "log_to_driver": False, "configure_logging": False}
+    try:
+        if address is None:
+            # The new local Ray's workers are children of the raylet started here, so they inherit this
+            # environment. A runtime_env would give them a worker pool of their own, started only when the
+            # first task arrives, next to the workers Ray starts ahead for the default one.
+            with _environment(threads):
+                ray.init(address="local", **options)
+        else:
+            env = {k: v for k, v in os.environ.items() if k.startswith(FORWARDED_ENV_PREFIXES)}
+            ray.init(address=address, runtime_env={"env_vars": {**env, **threads}}, **options)
+    except (ConnectionError, RuntimeError, ValueError) as exc:
+        raise ConfigError(
+            f"cannot join the Ray cluster at {address!r}: {str(exc).splitlines()[0]}; "
+            "start it with `ray start --head` (or pass --ray without an address for a local one)."
+        ) from exc
     return ray
 
 

@@ -164,6 +164,18 @@ def require(module: str):
         pytest.skip(f"{module} not installed (pip install 'tabtrack[all]')")
 
 
+@pytest.fixture
+def ray_to_itself(tmp_path_factory):
+    """Held by a test that runs Ray on this machine, one such test at a time across xdist workers:
+    `ray stop` ends every Ray on the machine, another test's included."""
+    import fcntl
+
+    # The parent of the base temp directory is shared by the xdist workers of one run.
+    with open(tmp_path_factory.getbasetemp().parent / "ray.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        yield
+
+
 def free_port() -> int:
     import socket
 

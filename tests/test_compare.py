@@ -169,7 +169,7 @@ def test_compare_registers_its_best_model(workdir, data_dir, cli, client):
 
 @pytest.mark.multiprocess
 @pytest.mark.slow
-def test_a_bare_ray_starts_a_local_ray_for_the_command(workdir, client):
+def test_a_bare_ray_starts_a_local_ray_for_the_command(workdir, client, ray_to_itself):
     """`compare … --ray` without an address: the command starts a local Ray, each model is a task on this
     machine logging its complete child run into the default embedded store, with one model thread per task."""
     import importlib.util

@@ -290,7 +290,7 @@ def test_eight_concurrent_trains_through_the_team_stack(stack, workdir, data_dir
 
 
 @pytest.fixture
-def ray_cluster(workdir, stack):
+def ray_cluster(workdir, stack, ray_to_itself):
     """`ray start --head` plus a second node on 127.0.0.1, one CPU each, started with the team stack's
     client environment; `ray stop` after."""
     import importlib.util

@@ -314,9 +314,12 @@ def _kill_a_running_trial(stack, study_name: str, deadline: float) -> bool:
     """Once a trial of the study runs, SIGKILL the Ray workers running trials (a node losing its processes)."""
     import optuna
 
+    # One storage for the whole wait: a study loaded from a URL opens a connection pool of its own, and
+    # one every 0.2 s used up PostgreSQL's connection slots.
+    storage = optuna.storages.RDBStorage(stack.study_db)
     while time.time() < deadline:
         try:
-            study = optuna.load_study(study_name=study_name, storage=stack.study_db)
+            study = optuna.load_study(study_name=study_name, storage=storage)
             # RUNNING with its run started: its parameters are drawn (a trial just asked has none yet)
             if any(t.state.name == "RUNNING" and t.user_attrs.get("run_id") for t in study.trials):
                 return subprocess.run(["pkill", "-9", "-f", "ray::_one_trial"]).returncode == 0

@@ -9,6 +9,9 @@ PYTHON=${PYTHON:-python3}
 # Byte-compiled at install (pip's default, ~2 of the ~4 minutes): with PYTHONDONTWRITEBYTECODE set, as on
 # CI machines, an install without it recompiled every import of every test process (suite 30% slower).
 .venv/bin/python -m pip install -q -e '.[dev,all]'
+# An editable install leaves tabtrack's own modules uncompiled, and with PYTHONDONTWRITEBYTECODE no process
+# writes them: compiled once here, each of the hundreds of tabtrack processes the tests start saves ~0.8 s.
+.venv/bin/python -m compileall -q src >/dev/null
 .venv/bin/ruff check src tests benchmarks
 .venv/bin/ruff format --check src tests benchmarks
 # Two workers (pytest-xdist) on the 2-core CI machine, each with one native thread (OpenMP, BLAS, torch)

@@ -167,8 +167,12 @@ def require(module: str):
 @pytest.fixture
 def ray_to_itself(tmp_path_factory):
     """Held by a test that runs Ray on this machine, one such test at a time across xdist workers:
-    `ray stop` ends every Ray on the machine, another test's included."""
+    `ray stop` ends every Ray on the machine, another test's included. Skipped without Ray."""
     import fcntl
+    import importlib.util
+
+    if importlib.util.find_spec("ray") is None:  # not imported here: in-process tests in this worker run without it
+        require("ray")
 
     # The parent of the base temp directory is shared by the xdist workers of one run.
     with open(tmp_path_factory.getbasetemp().parent / "ray.lock", "w") as lock:

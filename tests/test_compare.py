@@ -9,7 +9,7 @@ import mlflow
 import pandas as pd
 import pytest
 
-from conftest import require, run_tabtrack
+from conftest import run_tabtrack
 from real_tables import TABLES
 from real_tables import write as write_table
 from tabtrack.errors import ConfigError
@@ -172,10 +172,6 @@ def test_compare_registers_its_best_model(workdir, data_dir, cli, client):
 def test_a_bare_ray_starts_a_local_ray_for_the_command(workdir, client, ray_to_itself):
     """`compare … --ray` without an address: the command starts a local Ray, each model is a task on this
     machine logging its complete child run into the default embedded store, with one model thread per task."""
-    import importlib.util
-
-    if importlib.util.find_spec("ray") is None:  # not imported here: in-process tests in this worker run without it
-        require("ray")
     raw = write_table(TABLES["penguins"], workdir)
     models = ["logistic_regression", "random_forest"]
     done = run_tabtrack(

@@ -293,10 +293,6 @@ def test_eight_concurrent_trains_through_the_team_stack(stack, workdir, data_dir
 def ray_cluster(workdir, stack, ray_to_itself):
     """`ray start --head` plus a second node on 127.0.0.1, one CPU each, started with the team stack's
     client environment; `ray stop` after."""
-    import importlib.util
-
-    if importlib.util.find_spec("ray") is None:  # not imported here: in-process tests in this worker run without it
-        require("ray")
     ray_cli = str(Path(sys.executable).with_name("ray"))
     port = free_port()
     # A cluster on loopback for one test: no token (Ray's token files in ~/.ray belong to the user's own clusters).

@@ -330,6 +330,9 @@ class Run:
         seed = self.seed if self.seed is not None else 0
         limit = _train_default("train_metrics_rows")
         scored = None if train_rows is None else scoring_rows(*train_rows, limit=limit, random_state=seed)
+        artifact, trusted = self._model_artifact(model, example=(train_rows[0] if train_rows else X_test))
+        if artifact is not None:
+            recorder.save_model_ahead(artifact)  # while the model is evaluated
         evaluation = evaluate_fitted(
             model, X_test, y_test, task=task, classes=classes, model_name=name, thresholds=_train_default("thresholds"),
             random_state=seed, train_rows=scored, with_artifacts=recorder.stores_artifacts, slices=slices,
@@ -342,7 +345,7 @@ class Run:
         _log_frames(recorder, X_test, y_test, train_rows)
         log_evaluation(recorder, evaluation)
         self._images.update(evaluation.images)
-        model_uri, trusted = self._log_model(model, example=(train_rows[0] if train_rows else X_test), task=task)
+        model_uri = self._log_model(artifact, trusted) if artifact is not None else None
         log_report(
             recorder, run_name=self.run_name, experiment=self.experiment, params=self._params | {"model_type": name},
             metrics=self._metrics, tags=self._tags, images=self._images,
@@ -356,12 +359,12 @@ class Run:
             raise TabtrackError("the run is not open; use it inside `with tabtrack.start_run(...) as run:`.")
         return self._tracker
 
-    def _log_model(self, model: Any, *, example: Any, task: str) -> tuple[str | None, list[str]]:
+    def _model_artifact(self, model: Any, *, example: Any) -> tuple[Any, list[str]]:
+        """The model as it will be logged, and the types its skops file trusts (None, [] where nothing is stored)."""
         from tabtrack.models.own import requirements, trusted_types
         from tabtrack.tracking import ModelArtifact
 
-        recorder = self._recorder()
-        if not recorder.stores_artifacts:
+        if not self._recorder().stores_artifacts:
             return None, []
         settings = self._settings
         trusted = trusted_types(model, code_paths=self.code_paths, extra=settings["trusted_types"])
@@ -377,13 +380,17 @@ class Run:
             pip_requirements=requirements(trusted, settings["extra_pip_requirements"]),
             trusted_types=trusted, code_paths=code,
         )  # fmt: skip
+        return artifact, trusted
+
+    def _log_model(self, artifact: Any, trusted: list[str]) -> str | None:
+        recorder = self._recorder()
         if trusted:
             recorder.set_tags({"tabtrack.trusted_types": ",".join(sorted(trusted))})
         uri = recorder.log_model(artifact)
-        native = getattr(model, "native_artifact", None)
+        native = getattr(artifact.model, "native_artifact", None)
         if callable(native):  # adapters log the bare model under its own flavor too
-            recorder.log_model(native(example=head, code_paths=code))
-        return uri, trusted
+            recorder.log_model(native(example=artifact.input_example, code_paths=artifact.code_paths))
+        return uri
 
     def _log_loss_curve(self) -> None:
         from tabtrack.evaluate.plots import loss_curve_plot, render_png

@@ -14,14 +14,14 @@ cost the explanation. The child starts before the rest of the evaluation and is 
 
 from __future__ import annotations
 
-import multiprocessing
-import sys
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 import pandas as pd
+
+from tabtrack import forked
 
 MAX_ROWS = 1000  # test rows explained at most
 AGNOSTIC_MAX_ROWS = 100  # the permutation explainer scores (2 x features + 1) x background rows per row
@@ -84,8 +84,7 @@ def start_explanation(model, X: pd.DataFrame, *, task: str, random_state: int) -
         size = BACKGROUND_ROWS if kind == "linear" else AGNOSTIC_BACKGROUND_ROWS
         sample = X.sample(min(size, len(X)), random_state=random_state + 1)
         background = _dense(transform(sample))
-    # Not under Ray either: its gRPC threads make a forked child unsafe.
-    forkable = (kind == "linear" or type(estimator).__module__.startswith(FOREST_MODULES)) and "ray" not in sys.modules
+    forkable = (kind == "linear" or type(estimator).__module__.startswith(FOREST_MODULES)) and forked.available()
     values_of = (_forked if forkable else _deferred)(
         shap_values, estimator, features, task=task, background=background, seed=random_state
     )
@@ -221,35 +220,13 @@ def _isolated(fn, *args, **kwargs):
 
 def _forked(fn, *args, **kwargs) -> Callable[[], Any]:
     """Start `fn(*args, **kwargs)` in a forked child; the returned function waits for its result, raising
-    ExplainError if it failed or crashed. In-process, when called, where fork is not available."""
-    if sys.platform != "linux":
-        return _deferred(fn, *args, **kwargs)
-    context = multiprocessing.get_context("fork")
-    receive, send = context.Pipe(duplex=False)
-    child = context.Process(target=_child, args=(send, fn, args, kwargs), daemon=True)
-    child.start()
-    send.close()
+    ExplainError if it failed or crashed."""
+    child = forked.Forked(fn, *args, **kwargs)
 
     def wait():
         try:
-            ok, result = receive.recv()
-        except EOFError:
-            child.join()
-            raise ExplainError(f"the explainer crashed (exit code {child.exitcode})") from None
-        finally:
-            receive.close()
-        child.join()
-        if not ok:
-            raise ExplainError(result)
-        return result
+            return child.result()
+        except forked.ChildFailed as exc:
+            raise ExplainError(f"the explainer failed: {exc}") from None
 
     return wait
-
-
-def _child(send, fn, args, kwargs) -> None:
-    try:
-        send.send((True, fn(*args, **kwargs)))
-    except BaseException as exc:  # reported to the parent, which decides
-        send.send((False, f"{type(exc).__name__}: {exc}"))
-    finally:
-        send.close()

@@ -131,6 +131,9 @@ class Tracker(ABC):
     def log_model(self, artifact: ModelArtifact) -> str | None:
         """Log the model; return its URI (None where nothing is stored)."""
 
+    def save_model_ahead(self, artifact: ModelArtifact) -> None:  # noqa: B027 - optional hook
+        """A head start on a later `log_model(artifact)`, given as soon as the model is fitted."""
+
     def flush(self) -> None:  # noqa: B027 - optional hook: only buffering adapters need it
         """Send anything buffered."""
 

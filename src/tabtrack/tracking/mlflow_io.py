@@ -7,6 +7,9 @@ from __future__ import annotations
 
 import importlib
 import json
+import logging
+import os
+import sys
 import warnings
 from pathlib import Path
 from typing import Any
@@ -20,6 +23,10 @@ PARENT_TAG = "mlflow.parentRunId"
 # The dataset schema MLflow records is inferred from this many rows: the column types are settled by them.
 SCHEMA_SAMPLE_ROWS = 1000
 FLAVORS = ("sklearn", "xgboost", "lightgbm", "pytorch")
+# Models whose every estimator comes from these modules are saved in a child beside the evaluation.
+SAVED_AHEAD_MODULES = ("sklearn.", "tabtrack.models.raw_input")
+
+log = logging.getLogger(__name__)
 
 
 def dataset_entity(frame: Any, *, source: str, name: str, target: str | None, digest: str | None = None):
@@ -88,14 +95,116 @@ def signature(artifact: ModelArtifact):
     return ModelSignature(inputs=inputs, outputs=inferred.outputs)
 
 
-def log_model(artifact: ModelArtifact):
-    """`mlflow.<flavor>.log_model` into the active run; returns MLflow's ModelInfo."""
-    return flavor_module(artifact.flavor).log_model(artifact.model, name=artifact.name, **model_kwargs(artifact))
+def log_model(artifact: ModelArtifact, saved: Path | None = None):
+    """`mlflow.<flavor>.log_model` into the active run; returns MLflow's ModelInfo. With `saved` (the folder
+    `save_and_check(artifact, saved)` wrote, see SavedAhead), MLflow logs that folder instead of saving again."""
+    if saved is None:
+        return flavor_module(artifact.flavor).log_model(artifact.model, name=artifact.name, **model_kwargs(artifact))
+    from mlflow.models import Model
+
+    # Model.log checks that the input example serves by loading the model here: the very cost the folder
+    # spared this process (for scikit-learn, skops' import). The check ran on the folder where it was saved.
+    # `validate_serving_input` is a keyword Model.log reads from its flavor kwargs without documenting it;
+    # tests/test_tracking_internals.py fails if it stops honouring it.
+    return Model.log(
+        None, flavor=_SavedFlavor(artifact.flavor, saved), name=artifact.name, validate_serving_input=False
+    )
 
 
 def save_model(artifact: ModelArtifact, path: str | Path) -> None:
     """The same model log_model would store, written to a local folder (offline bundles)."""
     flavor_module(artifact.flavor).save_model(artifact.model, path=str(path), **model_kwargs(artifact))
+
+
+class SavedAhead:
+    """`save_and_check(artifact)` in a forked child, started as soon as the model is fitted, so the save (for
+    scikit-learn models mostly `import skops.io`, which imports every scikit-learn module) and MLflow's serving
+    check run on another core while this process evaluates the model. `folder()` waits for it: None if it
+    failed, and log_model then saves in this process (where the same failure raises with its traceback)."""
+
+    def __init__(self, artifact: ModelArtifact) -> None:
+        import tempfile
+
+        from tabtrack import forked
+
+        self.artifact = artifact
+        self._tmp = tempfile.TemporaryDirectory(prefix="tabtrack-model-")
+        self._path = Path(self._tmp.name) / "model"
+        self._child = forked.Forked(_save_in_child, artifact, self._path)
+
+    @staticmethod
+    def possible(artifact: ModelArtifact) -> bool:
+        """Models made of scikit-learn's own estimators (and tabtrack's input step), where fork is safe."""
+        from tabtrack import forked
+
+        model = artifact.model
+        if artifact.flavor != "sklearn" or not hasattr(model, "get_params") or not forked.available():
+            return False
+        parts = [model, *(v for v in model.get_params(deep=True).values() if hasattr(v, "get_params"))]
+        # scikit-learn's OpenMP code obeys the child's one-thread limit; XGBoost, LightGBM, torch (the MLP) and
+        # unknown code may start thread teams of their own, which hang in a child forked after they ran.
+        return all(type(part).__module__.startswith(SAVED_AHEAD_MODULES) for part in parts)
+
+    def folder(self) -> Path | None:
+        from tabtrack import forked
+
+        try:
+            self._child.result()
+        except forked.ChildFailed as exc:
+            log.debug("saving the model ahead failed (%s); saving it in this process", exc)
+            return None
+        return self._path
+
+    def discard(self) -> None:
+        self._child.cancel()
+        self._tmp.cleanup()
+
+
+def _save_in_child(artifact: ModelArtifact, path: Path) -> None:
+    """The saver child's work, arranged not to get in the way of the evaluation beside it."""
+    from joblib import parallel_config
+    from threadpoolctl import threadpool_limits
+
+    # A scikit-learn model needs no torch, but skops' import imports every scikit-learn sub-package, one of
+    # which (array_api_compat.torch) imports torch where it is installed: ~2 s. Marked unavailable in this
+    # child (Python's own `sys.modules[name] = None`), that import fails at once, as without torch.
+    sys.modules.setdefault("torch", None)
+    os.nice(10)  # the evaluation comes first: its OpenMP threads slow down badly when crowded
+    # OpenMP's threads did not survive the fork; joblib's default backend refuses to start processes from a
+    # child, and says so.
+    with threadpool_limits(1), parallel_config(backend="threading", n_jobs=1):
+        save_and_check(artifact, path)
+
+
+def save_and_check(artifact: ModelArtifact, path: Path) -> None:
+    """What log_model does before it uploads: save, then check that the saved input example serves."""
+    from mlflow.models import Model, validate_serving_input
+
+    save_model(artifact, path)
+    serving_input = Model.load(str(path)).get_serving_input(str(path))
+    if serving_input:
+        validate_serving_input(str(path), serving_input)
+
+
+class _SavedFlavor:
+    """The `flavor` mlflow.models.Model.log takes (an object with `save_model(path, mlflow_model)`) for a
+    folder already saved by mlflow.<flavor>.save_model: it moves the folder into place and gives the model
+    MLflow is logging (its id, run and location) what the save recorded."""
+
+    def __init__(self, flavor: str, folder: Path) -> None:
+        self.__name__ = f"mlflow.{flavor}"  # what MLflow records as the logged model's flavor
+        self.folder = folder
+
+    def save_model(self, path: str, mlflow_model, **_: Any) -> None:
+        import shutil
+
+        from mlflow.models import Model
+
+        shutil.move(str(self.folder), path)
+        saved = Model.load(path)
+        for field in ("flavors", "signature", "saved_input_example_info", "metadata", "model_size_bytes"):
+            setattr(mlflow_model, field, getattr(saved, field))
+        mlflow_model.save(str(Path(path) / "MLmodel"))
 
 
 def flavor_module(name: str):

@@ -33,6 +33,7 @@ from tabtrack.tracking.mlflow_io import (
     MAX_PARAMS,
     MAX_TAGS,
     PARENT_TAG,
+    SavedAhead,
     dataset_entity,
     log_model,
 )
@@ -126,6 +127,7 @@ class MlflowTracker(Tracker):
         self._run_name: str | None = None
         self._offline = None  # an OfflineTracker once the server stopped answering
         self._model_id: str | None = None  # the run's `model`: metrics logged after it are linked to it
+        self._ahead: list[SavedAhead] = []
 
     # -- lifecycle --------------------------------------------------------------------
     def _start(self, *, experiment: str, run_name: str, tags: dict[str, str]) -> None:
@@ -209,6 +211,8 @@ class MlflowTracker(Tracker):
         self.run_id = run.info.run_id
 
     def _end(self, status: str) -> None:
+        while self._ahead:  # saved for a log_model that never came (the run failed first)
+            self._ahead.pop().discard()
         try:
             self.flush()
         finally:
@@ -355,13 +359,26 @@ class MlflowTracker(Tracker):
         )
         self._client.log_inputs(self.run_id, datasets=[entity])
 
+    def save_model_ahead(self, artifact: ModelArtifact) -> None:
+        if self._offline is None and SavedAhead.possible(artifact):
+            self._ahead.append(SavedAhead(artifact))
+
     @_failover
     def log_model(self, artifact: ModelArtifact) -> str | None:
+        ahead = next((saving for saving in self._ahead if saving.artifact is artifact), None)
+        try:
+            return self._log_model(artifact, ahead)
+        finally:
+            if ahead is not None:
+                self._ahead.remove(ahead)
+                ahead.discard()
+
+    def _log_model(self, artifact: ModelArtifact, ahead: SavedAhead | None) -> str | None:
         self.flush()
         if self._offline is not None:  # the flush just found the server gone
             return self._offline.log_model(artifact)
         with _reported_while_slow(f"logging the {artifact.name} to {redact_uri(self.tracking_uri)}", self.remote):
-            info = log_model(artifact)
+            info = log_model(artifact, ahead.folder() if ahead is not None else None)
         if artifact.name == "model":
             self._model_id = info.model_id
         return info.model_uri

@@ -238,6 +238,8 @@ def record_training(
     pipeline = new_pipeline(checked)
     _report_epochs(final_estimator(pipeline), run, progress)
     pipeline.fit(split.X_train, split.y_train)
+    artifact = model_artifact(pipeline, checked)
+    run.save_model_ahead(artifact)  # while the model is evaluated
     evaluation = evaluate_fitted(
         pipeline, split.X_test, split.y_test, task=task, classes=classes, model_name=spec.name,
         thresholds=cfg.thresholds, random_state=cfg.random_state, train_rows=train_scoring_rows(checked),
@@ -245,7 +247,7 @@ def record_training(
     )  # fmt: skip
     metrics.update(evaluation.metrics)
     log_evaluation(run, evaluation)
-    model_uri = run.log_model(model_artifact(pipeline, checked))
+    model_uri = run.log_model(artifact)
     if spec.native_flavor:
         run.log_model(native_artifact(pipeline, checked))
     log_report(

@@ -137,9 +137,8 @@ def test_a_model_saved_ahead_is_logged_as_mlflow_would_log_it(tmp_path):
 
 
 AHEAD_SCRIPT = """
-import glob, json, os, sys, tempfile
+import glob, json, multiprocessing, os, sys, tempfile
 import pandas as pd
-import psutil
 import tabtrack
 from sklearn.ensemble import HistGradientBoostingClassifier
 from sklearn.model_selection import train_test_split
@@ -164,14 +163,14 @@ artifact = ModelArtifact(
 out = {}
 with make_tracker(track=True).run(experiment="ahead", run_name="saved-ahead") as run:
     run.save_model_ahead(artifact)
-    out["savers"] = len(psutil.Process().children())
+    out["savers"] = len(multiprocessing.active_children())
     out["model_uri"], out["run_id"] = run.log_model(artifact), run.run_id
 out["skops_in_caller"] = "skops.io" in sys.modules
 
 # A saver that dies (killed, out of memory): the model is saved in this process instead.
 with make_tracker(track=True).run(experiment="ahead", run_name="saver-killed") as run:
     run.save_model_ahead(artifact)
-    for saver in psutil.Process().children():
+    for saver in multiprocessing.active_children():
         saver.kill()
     out["killed_uri"], out["killed_run_id"] = run.log_model(artifact), run.run_id
 
@@ -183,7 +182,7 @@ try:
         raise RuntimeError("evaluation broke")
 except RuntimeError:
     pass
-out["children_left"] = len(psutil.Process().children())
+out["children_left"] = len(multiprocessing.active_children())
 out["folders_left"] = glob.glob(os.path.join(tempfile.gettempdir(), "tabtrack-model-*"))
 
 # The public API: an evaluated model is saved ahead the same way.

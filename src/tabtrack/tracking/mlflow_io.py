@@ -10,10 +10,12 @@ import json
 import logging
 import os
 import sys
+import tempfile
 import warnings
 from pathlib import Path
 from typing import Any
 
+from tabtrack import forked
 from tabtrack.tracking.base import ModelArtifact
 
 # MLflow's per-request limits for log_batch.
@@ -123,10 +125,6 @@ class SavedAhead:
     failed, and log_model then saves in this process (where the same failure raises with its traceback)."""
 
     def __init__(self, artifact: ModelArtifact) -> None:
-        import tempfile
-
-        from tabtrack import forked
-
         self.artifact = artifact
         self._tmp = tempfile.TemporaryDirectory(prefix="tabtrack-model-")
         self._path = Path(self._tmp.name) / "model"
@@ -135,8 +133,6 @@ class SavedAhead:
     @staticmethod
     def possible(artifact: ModelArtifact) -> bool:
         """Models made of scikit-learn's own estimators (and tabtrack's input step), where fork is safe."""
-        from tabtrack import forked
-
         model = artifact.model
         if artifact.flavor != "sklearn" or not hasattr(model, "get_params") or not forked.available():
             return False
@@ -146,8 +142,6 @@ class SavedAhead:
         return all(type(part).__module__.startswith(SAVED_AHEAD_MODULES) for part in parts)
 
     def folder(self) -> Path | None:
-        from tabtrack import forked
-
         try:
             self._child.result()
         except forked.ChildFailed as exc:

@@ -21,6 +21,7 @@ def test_corpus_is_large():
 
 
 @pytest.mark.parametrize("case", CASES)
+@pytest.mark.fresh_store
 def test_bad_input_is_one_line_and_exit_2(case, workdir, cli):
     """tests/bad_inputs/CASE/ holds the files and case.yaml (args, expected fragment of the one error line)."""
     shutil.copytree(CORPUS / case, workdir, dirs_exist_ok=True)

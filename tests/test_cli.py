@@ -23,12 +23,17 @@ def _run(*args, cwd, timeout=180):
     )
 
 
-def test_readme_main_example(workdir, client):
+@pytest.mark.fresh_store
+def test_readme_main_example(workdir):
+    """As a new user: no store yet; the first run makes it."""
+    from mlflow import MlflowClient
+
+    assert not (workdir / "mlflow.db").exists()
     done = _run("train", EXAMPLES / "breast_cancer.csv", "--target", "target", cwd=workdir)
     assert done.returncode == 0, done.stderr
     assert "run id:" in done.stdout and "roc_auc" in done.stdout and "test" in done.stdout
     assert "Traceback" not in done.stderr and "WARNING" not in done.stderr
-    run = parent_run(client, "breast_cancer")
+    run = parent_run(MlflowClient(f"sqlite:///{workdir / 'mlflow.db'}"), "breast_cancer")
     assert run.info.run_id in done.stdout
     assert run.info.status == "FINISHED"
 
@@ -133,6 +138,7 @@ def _descendant_commands(pid: int) -> list[str]:
     return found
 
 
+@pytest.mark.fresh_store
 def test_unknown_option_is_a_usage_error(workdir):
     done = _run("train", "x.csv", "--targt", "y", cwd=workdir)
     assert done.returncode == 2 and "No such option" in done.stderr

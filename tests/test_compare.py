@@ -144,6 +144,7 @@ def test_default_models_are_every_installed_family_for_the_task(workdir, data_di
         ({"models": ["random_forest"], "params": {"random_forest": {"max_dept": 1}}}, "Did you mean 'max_depth'"),
     ],
 )
+@pytest.mark.fresh_store
 def test_bad_compare_requests_fail_before_any_run(kwargs, message, workdir, data_dir):
     config = build_config(data_dir / "breast_cancer.csv", target="target")
     with pytest.raises(ConfigError, match=message):

@@ -237,6 +237,7 @@ def test_failing_custom_metric_is_clear_and_marks_run_failed(
         ("plain", "must look like"),
     ],
 )
+@pytest.mark.fresh_store
 def test_bad_custom_metric_reference_is_a_config_error(reference, message, workdir, data_dir, cli):
     (workdir / "biz.py").write_text(METRIC_FILE)
     code, _, err = cli("train", data_dir / "diabetes.csv", "--target", "target", "--set", f"metrics=['{reference}']")

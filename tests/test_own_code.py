@@ -97,6 +97,7 @@ def test_the_standard_run_for_a_users_pipeline(penguins, store_uri, client, git_
     assert info.flavors["sklearn"]["serialization_format"] == "skops"
 
 
+@pytest.mark.fresh_store
 def test_untracked_runs_record_nothing_and_still_compute(penguins, workdir):
     _, X_train, X_test, y_train, y_test = penguins
     with tabtrack.start_run(experiment="x", track=False, seed=1) as run:
@@ -276,6 +277,7 @@ def test_the_same_run_from_both_doors(penguins, store_uri, client):
     assert [name for name, _ in trained.pipeline.steps] == ["prep", "clf"]
 
 
+@pytest.mark.fresh_store
 def test_train_takes_a_factory_with_run_name_extra_params_and_code(workdir, data_dir):
     (workdir / "helpers.py").write_text(
         "from sklearn.base import BaseEstimator, TransformerMixin\n"

@@ -94,9 +94,9 @@ def _same(a, b, rtol: float = 1e-12) -> None:
 
 
 @pytest.mark.parametrize("name", sorted(real_tables.TABLES))
-def test_raw_rows_through_every_path(name, tmp_path, cli):
+def test_raw_rows_through_every_path(name, workdir, cli):
     table = real_tables.TABLES[name]
-    uri, raw, path = _trained(table, tmp_path)
+    uri, raw, path = _trained(table, workdir)
     # a float32 network (mlp): a batch of another size may differ in the 7th digit
     rtol = 1e-5 if FAMILY[name] == "mlp" else 1e-12
 
@@ -117,15 +117,15 @@ def test_raw_rows_through_every_path(name, tmp_path, cli):
         _same(pyfunc.predict(raw[gaps]), expected[gaps], rtol)
 
     # mlflow.models.predict: MLflow's serving path (JSON, schema enforcement), in this environment
-    out = tmp_path / "mlflow_predict.json"
+    out = workdir / "mlflow_predict.json"
     mlflow.models.predict(uri, input_data=raw.head(200), env_manager="local", output_path=str(out))
     _same(json.loads(out.read_text())["predictions"], expected[:200], rtol)
 
     # tabtrack predict (the real entry point) on the raw file
-    code, _, err = cli("predict", uri, path, "-o", tmp_path / "predictions.csv", "--tracking-uri",
-                       f"sqlite:///{tmp_path / 'mlflow.db'}")  # fmt: skip
+    code, _, err = cli("predict", uri, path, "-o", workdir / "predictions.csv", "--tracking-uri",
+                       f"sqlite:///{workdir / 'mlflow.db'}")  # fmt: skip
     assert code == 0, err
-    _same(pd.read_csv(tmp_path / "predictions.csv")["prediction"], expected, rtol)
+    _same(pd.read_csv(workdir / "predictions.csv")["prediction"], expected, rtol)
 
     # tabtrack serve's app, records as JSON clients send them (NaN as null)
     from fastapi.testclient import TestClient
@@ -140,26 +140,26 @@ def test_raw_rows_through_every_path(name, tmp_path, cli):
     _same(answer.json()["predictions"], expected[:50], rtol)
 
 
-def test_the_mlflow_models_predict_command_and_serving_over_http(tmp_path):
+def test_the_mlflow_models_predict_command_and_serving_over_http(workdir):
     table = real_tables.TABLES["penguins"]
-    uri, raw, _ = _trained(table, tmp_path)
+    uri, raw, _ = _trained(table, workdir)
     expected = np.asarray(mlflow.pyfunc.load_model(uri).predict(raw))
 
-    rows = tmp_path / "rows.json"
+    rows = workdir / "rows.json"
     rows.write_text(json.dumps({"dataframe_split": json.loads(raw.to_json(orient="split", index=False))}))
     done = subprocess.run(
         [sys.executable, "-m", "mlflow", "models", "predict", "-m", uri, "-i", rows, "-t", "json",
-         "-o", tmp_path / "out.json", "--env-manager", "local"],
-        cwd=tmp_path, capture_output=True, text=True, timeout=300,
-        env={**os.environ, "MLFLOW_TRACKING_URI": f"sqlite:///{tmp_path / 'mlflow.db'}"},
+         "-o", workdir / "out.json", "--env-manager", "local"],
+        cwd=workdir, capture_output=True, text=True, timeout=300,
+        env={**os.environ, "MLFLOW_TRACKING_URI": f"sqlite:///{workdir / 'mlflow.db'}"},
     )  # fmt: skip
     assert done.returncode == 0, done.stderr[-3000:]
-    _same(json.loads((tmp_path / "out.json").read_text())["predictions"], expected)
+    _same(json.loads((workdir / "out.json").read_text())["predictions"], expected)
 
     port = free_port()
     server = subprocess.Popen(
-        [TABTRACK, "serve", uri, "--port", str(port), "--tracking-uri", f"sqlite:///{tmp_path / 'mlflow.db'}"],
-        cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        [TABTRACK, "serve", uri, "--port", str(port), "--tracking-uri", f"sqlite:///{workdir / 'mlflow.db'}"],
+        cwd=workdir, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
     )  # fmt: skip
     try:
         wait_for_http(f"http://127.0.0.1:{port}/health", server, what="tabtrack serve")

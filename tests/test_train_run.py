@@ -268,6 +268,7 @@ def test_dirty_work_tree_is_flagged(git_repo, data_dir, store_uri, client):
     assert client.get_run(result.run_id).data.tags["git.dirty"] == "true"
 
 
+@pytest.mark.fresh_store
 def test_no_track_touches_no_store(workdir, data_dir, cli):
     code, out, err = cli("train", data_dir / "diabetes.csv", "--target", "target", "--model", "ridge", "--no-track")
     assert code == 0, err

@@ -330,7 +330,7 @@ class Run:
         seed = self.seed if self.seed is not None else 0
         limit = _train_default("train_metrics_rows")
         scored = None if train_rows is None else scoring_rows(*train_rows, limit=limit, random_state=seed)
-        artifact, trusted = self._model_artifact(model, example=(train_rows[0] if train_rows else X_test))
+        artifact = self._model_artifact(model, example=(train_rows[0] if train_rows else X_test))
         if artifact is not None:
             recorder.save_model_ahead(artifact)  # while the model is evaluated
         evaluation = evaluate_fitted(
@@ -345,12 +345,13 @@ class Run:
         _log_frames(recorder, X_test, y_test, train_rows)
         log_evaluation(recorder, evaluation)
         self._images.update(evaluation.images)
-        model_uri = self._log_model(artifact, trusted) if artifact is not None else None
+        model_uri = self._log_model(artifact) if artifact is not None else None
         log_report(
             recorder, run_name=self.run_name, experiment=self.experiment, params=self._params | {"model_type": name},
             metrics=self._metrics, tags=self._tags, images=self._images,
             slices=evaluation.evidence.texts.get(SLICES_FILE),
         )  # fmt: skip
+        trusted = artifact.trusted_types if artifact is not None else []
         return EvaluationResult(metrics=self.metrics, model_uri=model_uri, run_id=self.run_id, trusted_types=trusted)
 
     # -- internals ---------------------------------------------------------------------------------
@@ -359,13 +360,13 @@ class Run:
             raise TabtrackError("the run is not open; use it inside `with tabtrack.start_run(...) as run:`.")
         return self._tracker
 
-    def _model_artifact(self, model: Any, *, example: Any) -> tuple[Any, list[str]]:
-        """The model as it will be logged, and the types its skops file trusts (None, [] where nothing is stored)."""
+    def _model_artifact(self, model: Any, *, example: Any) -> Any:
+        """The model as it will be logged (a ModelArtifact; None where nothing is stored)."""
         from tabtrack.models.own import requirements, trusted_types
         from tabtrack.tracking import ModelArtifact
 
         if not self._recorder().stores_artifacts:
-            return None, []
+            return None
         settings = self._settings
         trusted = trusted_types(model, code_paths=self.code_paths, extra=settings["trusted_types"])
         head = example.head(INPUT_EXAMPLE_ROWS) if hasattr(example, "head") else example[:INPUT_EXAMPLE_ROWS]
@@ -374,18 +375,17 @@ class Run:
             import tabtrack
 
             code.append(str(Path(tabtrack.__file__).parent))
-        artifact = ModelArtifact(
+        return ModelArtifact(
             model=model, flavor="sklearn", input_example=head, output_example=model.predict(head),
             input_columns=[str(c) for c in head.columns] if hasattr(head, "columns") else None,
             pip_requirements=requirements(trusted, settings["extra_pip_requirements"]),
             trusted_types=trusted, code_paths=code,
         )  # fmt: skip
-        return artifact, trusted
 
-    def _log_model(self, artifact: Any, trusted: list[str]) -> str | None:
+    def _log_model(self, artifact: Any) -> str | None:
         recorder = self._recorder()
-        if trusted:
-            recorder.set_tags({"tabtrack.trusted_types": ",".join(sorted(trusted))})
+        if artifact.trusted_types:
+            recorder.set_tags({"tabtrack.trusted_types": ",".join(sorted(artifact.trusted_types))})
         uri = recorder.log_model(artifact)
         native = getattr(artifact.model, "native_artifact", None)
         if callable(native):  # adapters log the bare model under its own flavor too

@@ -235,9 +235,14 @@ def wait_for_http(url: str, proc, *, timeout: float = 120, what: str = "server")
         time.sleep(0.3)
 
 
-def start_long_training(workdir: Path, data_dir: Path, client, experiment: str, env: dict | None = None):
+SLOW_FOREST = ("--model", "random_forest", "--set", "model.params.n_estimators=400", "--cv", "10")
+
+
+def start_long_training(
+    workdir: Path, data_dir: Path, client, experiment: str, env: dict | None = None, *, model=SLOW_FOREST
+):
     """A `tabtrack train` subprocess slow enough to interrupt, returned once its run exists in ./mlflow.db.
-    `env` adds to the environment."""
+    `env` adds to the environment; `model` gives the model and CV options."""
     import os
     import subprocess
     import time
@@ -251,8 +256,7 @@ def start_long_training(workdir: Path, data_dir: Path, client, experiment: str, 
         **(env or {}),
     }
     proc = subprocess.Popen(
-        [TABTRACK, "train", str(big), "--target", "target", "--model", "random_forest",
-         "--set", "model.params.n_estimators=400", "--cv", "10", "--experiment", experiment],
+        [TABTRACK, "train", str(big), "--target", "target", *model, "--experiment", experiment],
         cwd=workdir, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
         preexec_fn=_as_in_a_terminal,
     )  # fmt: skip

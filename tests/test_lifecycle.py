@@ -111,3 +111,28 @@ def test_signal_marks_run_killed_and_keeps_what_was_logged(workdir, data_dir, cl
     kept = {a.path for a in client.list_artifacts(parent.info.run_id)}
     assert {"config", "env"} <= kept
     assert any(r.info.status == "FINISHED" for r in runs if r.info.run_id != parent.info.run_id)
+
+
+def test_a_signal_while_the_fit_runs_beside_mlflow_start_kills_the_run(workdir, data_dir, client):
+    """Without CV, `tabtrack train` fits a gradient-boosting model in a worker thread while MLflow and the run
+    start (FitAhead): Ctrl-C while the main thread waits for that fit still ends the run KILLED, with what was
+    logged before it, and the command exits at once instead of waiting for the fit."""
+    import time
+
+    endless = ("--model", "hist_gradient_boosting", "--cv", "0",
+               "--set", "model.params.max_iter=200000", "--set", "model.params.early_stopping=false")  # fmt: skip
+    proc = start_long_training(workdir, data_dir, client, "ahead", model=endless)
+    deadline = time.time() + 120
+    run_id = runs_of(client, "ahead")[0].info.run_id
+    while "config" not in {a.path for a in client.list_artifacts(run_id)}:  # logged before the wait for the fit
+        assert proc.poll() is None and time.time() < deadline
+        time.sleep(0.3)
+    proc.send_signal(signal.SIGINT)
+    started = time.time()
+    _, stderr = proc.communicate(timeout=60)
+    assert proc.returncode == 130, stderr[-3000:]
+    assert time.time() - started < 20  # the fit alone takes minutes
+    (run,) = runs_of(client, "ahead")
+    assert run.info.status == "KILLED"
+    assert run.data.params["model_type"] == "hist_gradient_boosting" and run.data.params["max_iter"] == "200000"
+    assert {"config", "env"} <= {a.path for a in client.list_artifacts(run_id)}

@@ -162,6 +162,7 @@ def train(
             progress=progress,
             test_data=test_data,
             offline=offline,
+            fit_ahead=True,  # a fresh process: the fit overlaps MLflow's start-up
         )
     print_train_result(result, console)
     if metrics_file:

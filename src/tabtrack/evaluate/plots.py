@@ -20,6 +20,12 @@ DPI = 100
 TITLE_Y = 1.0
 
 
+def import_matplotlib() -> None:
+    """What drawing and rendering import (~1 s), for a caller with time to spare (one waiting for a fit)."""
+    import matplotlib.backends.backend_agg
+    import matplotlib.figure  # noqa: F401
+
+
 def _figure(title: str, model: str, figsize: tuple[float, float] = FIGSIZE, left: float = LEFT):
     from matplotlib.figure import Figure
 

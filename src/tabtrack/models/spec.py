@@ -46,6 +46,10 @@ class ModelSpec:
     device_param: str | None = None  # estimator parameter that takes "cpu" / "cuda"
     # How far a re-run's test metrics may drift and still count as reproduced (0: bit-identical).
     reproduce_tolerance: float = 0.0
+    # Its fit runs in native threads that leave the GIL free, so `tabtrack train` fits it while MLflow starts
+    # (workflows/train.py:FitAhead). Measured per family: it pays for HGB and LightGBM; a forest's Python per
+    # tree and XGBoost's OpenMP threads beside the import thread made the run slower.
+    fits_beside_python: bool = False
 
     @property
     def tasks(self) -> tuple[str, ...]:

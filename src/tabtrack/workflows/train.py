@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import random
+import threading
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -16,6 +17,7 @@ import pandas as pd
 from tabtrack.config import RunConfig, deep_merge, drop_none, resolve_config
 from tabtrack.evaluate.importance import final_estimator
 from tabtrack.evaluate.metrics import prefixed
+from tabtrack.evaluate.plots import import_matplotlib
 from tabtrack.evaluate.slices import SLICES_FILE
 from tabtrack.lineage import requirements_txt
 from tabtrack.models import build_pipeline
@@ -108,13 +110,17 @@ def train(
     run_name: str | None = None,
     log_params: Mapping[str, Any] | None = None,
     code_paths: Iterable[str | Path] = (),
+    fit_ahead: bool = False,
 ) -> TrainResult:
     """Train one model and record it as one standard MLflow run.
 
     `data` is a CSV/Parquet file or a DataFrame (its lineage is then a digest of the frame). `model` is a
     family name, your own factory `"path/to/file.py:function"`, or an estimator or Pipeline object (a
     Pipeline of yours is trained as it is, with no tabtrack preprocessing added). `log_params` are recorded
-    as given; `code_paths` ship with the model.
+    as given; `code_paths` ship with the model. `fit_ahead` (what `tabtrack train` does) fits a family's
+    model in a worker thread while MLflow starts, where it can (see FitAhead); it is off by default because
+    a new thread does not see settings the caller made for its own thread (threadpoolctl's limits,
+    `sklearn.config_context`, joblib's `parallel_config`).
 
     Example:
         >>> result = tabtrack.train("examples/breast_cancer.csv", target="target",
@@ -132,7 +138,7 @@ def train(
     checked = check_training(resolved, frame=frame, model=obj)
     return run_training(
         resolved, tracker=tracker, tracking_uri=tracking_uri, track=track, progress=progress, offline=offline,
-        checked=checked,
+        checked=checked, fit_ahead=fit_ahead,
     )  # fmt: skip
 
 
@@ -190,16 +196,20 @@ def run_training(
     progress: Progress | None = None,
     checked: CheckedInputs | None = None,
     offline: bool = False,
+    fit_ahead: bool = False,
 ) -> TrainResult:
     """Check every input first (no run, not even a store, exists if one is bad), then train and record.
     `checked` passes inputs a caller (compare) already checked."""
     checked = checked or check_training(config)
-    tracker = tracker or make_tracker(track=track, tracking_uri=tracking_uri, offline=offline)
     run_name = checked.config.run_name or f"{run_name_stem(checked.spec.name)}_{datetime.now():%Y%m%d_%H%M%S}"
     _seed_everything(checked.config.random_state)
+    fitting = FitAhead(checked) if fit_ahead and track and tracker is None and FitAhead.possible(checked) else None
+    tracker = tracker or make_tracker(track=track, tracking_uri=tracking_uri, offline=offline)
     params, tags = run_params(checked), run_tags(checked)
     with tracker.run(experiment=checked.experiment, run_name=run_name, tags=tags) as run:
-        result = record_training(run, checked, run_name=run_name, params=params, tags=tags, progress=progress)
+        result = record_training(
+            run, checked, run_name=run_name, params=params, tags=tags, progress=progress, fitting=fitting
+        )
     result.offline_bundle = run.offline_bundle  # known only once the run has ended (it may fail over late)
     if result.offline_bundle:
         result.ui_url = None
@@ -214,8 +224,10 @@ def record_training(
     params: dict[str, Any],
     tags: dict[str, str],
     progress: Progress | None = None,
+    fitting: FitAhead | None = None,
 ) -> TrainResult:
-    """Everything a standard run holds, logged into the already started `run` (tune refits into its parent)."""
+    """Everything a standard run holds, logged into the already started `run` (tune refits into its parent).
+    `fitting`: the final model, already being fitted."""
     spec, cfg, split = checked.spec, checked.config, checked.split
     run.log_params(params)
     run.log_text(resolved_yaml(cfg), "config/resolved.yaml")
@@ -235,9 +247,14 @@ def record_training(
         )  # fmt: skip
         run.log_metrics(prefixed("cv", metrics["cv"]))
 
-    pipeline = new_pipeline(checked)
-    _report_epochs(final_estimator(pipeline), run, progress)
-    pipeline.fit(split.X_train, split.y_train)
+    if fitting is not None:
+        if run.stores_artifacts:
+            import_matplotlib()  # while the fit runs
+        pipeline = fitting.result()
+    else:
+        pipeline = new_pipeline(checked)
+        _report_epochs(final_estimator(pipeline), run, progress)
+        pipeline.fit(split.X_train, split.y_train)
     artifact = model_artifact(pipeline, checked)
     run.save_model_ahead(artifact)  # while the model is evaluated
     evaluation = evaluate_fitted(
@@ -308,6 +325,43 @@ def new_pipeline(checked: CheckedInputs):
         categorical=checked.dataset.categorical_columns,
         columns=checked.split.X_train.columns,
     )
+
+
+class FitAhead:
+    """The final model fitted in a worker thread while the calling thread starts MLflow and its run: in a fresh
+    process (the CLI), MLflow's import and store take seconds, and a model's fit runs mostly in native code
+    that releases the GIL. The run's records and their order are the same; `result()` re-raises the fit's
+    exception inside the run, so a failed fit still fails its run.
+
+    Only for families that declare `fits_beside_python`, without CV (folds are child runs, so the run comes
+    first). The thread is a daemon: a command that fails before its run starts exits without waiting for the
+    fit."""
+
+    def __init__(self, checked: CheckedInputs) -> None:
+        self.pipeline = new_pipeline(checked)
+        self._error: BaseException | None = None
+        split = checked.split
+        self._thread = threading.Thread(
+            target=self._fit, args=(split.X_train, split.y_train), name="tabtrack-fit", daemon=True
+        )
+        self._thread.start()
+
+    @staticmethod
+    def possible(checked: CheckedInputs) -> bool:
+        return checked.spec.fits_beside_python and checked.config.cv_folds < 2
+
+    def _fit(self, X, y) -> None:
+        try:
+            self.pipeline.fit(X, y)
+        except BaseException as exc:  # re-raised by result(), in the run
+            self._error = exc
+
+    def result(self):
+        """The fitted pipeline, once the fit is done."""
+        self._thread.join()
+        if self._error is not None:
+            raise self._error
+        return self.pipeline
 
 
 def named_metrics(checked: CheckedInputs) -> list[NamedMetric]:

@@ -27,5 +27,6 @@ SPECS = (
         trusted_types=("sklearn.ensemble._hist_gradient_boosting.predictor.TreePredictor",),
         requires=("scikit-learn",),
         iterative=True,
+        fits_beside_python=True,
     ),
 )

@@ -41,5 +41,6 @@ SPECS = (
         ),
         requires=("lightgbm",),
         iterative=True,
+        fits_beside_python=True,
     ),
 )

@@ -3,6 +3,10 @@ clears a sanity floor; plus the family-specific behaviour (XGBoost's class weigh
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
+
 import mlflow
 import numpy as np
 import pandas as pd
@@ -11,6 +15,8 @@ from sklearn.model_selection import train_test_split
 
 import tabtrack
 from conftest import mixed_frame, require
+from real_tables import TABLES
+from real_tables import write as write_table
 
 FAMILIES = {
     "logistic_regression": None,
@@ -154,3 +160,46 @@ def test_device_errors_are_user_errors(workdir, data_dir, cli):
     if not torch.cuda.is_available():
         code, _, err = cli("train", data_dir / "wine.csv", "--target", "target", "--model", "mlp", "--device", "cuda")
         assert code == 2 and "no CUDA device is visible" in err
+
+
+def _imported_torch(importtime_stderr: str) -> bool:
+    """Whether `python -X importtime` imported torch itself (a failed attempt under another name does not count)."""
+    return any(line.split("|")[-1].strip() == "torch" for line in importtime_stderr.splitlines() if "|" in line)
+
+
+@pytest.mark.multiprocess
+def test_torch_is_imported_only_by_the_models_that_use_it(workdir):
+    """Fresh processes, as users run them: an XGBoost `train` and a `predict` of its model never import torch
+    (~2.5 s; no NVIDIA driver here, and skops' import is kept from it); an MLP model, loaded the same way,
+    imports torch to predict and gives the predictions of the process that trained it."""
+    for module in ("xgboost", "torch"):
+        require(module)
+    path = write_table(TABLES["penguins"], workdir)
+    drop = ["--set", "drop_columns=[rownames]"]
+
+    def tabtrack_cli(*args) -> subprocess.CompletedProcess:
+        done = subprocess.run(
+            [sys.executable, "-X", "importtime", "-m", "tabtrack", *map(str, args)], cwd=workdir,
+            env={k: v for k, v in os.environ.items() if k != "MLFLOW_TRACKING_URI"}, capture_output=True,
+            text=True, timeout=600,
+        )  # fmt: skip
+        assert done.returncode == 0, done.stderr[-3000:]
+        return done
+
+    trained = tabtrack_cli(
+        "train", path, "--target", "species", "--model", "xgboost", *drop, *("--set", "model.params.n_estimators=30")
+    )
+    assert not _imported_torch(trained.stderr)
+    run_id = next(line.split()[2] for line in trained.stdout.splitlines() if line.startswith("run id:"))
+    predicted = tabtrack_cli("predict", f"runs:/{run_id}/model", path, "-o", "xgb.csv")
+    assert not _imported_torch(predicted.stderr)
+    assert pd.read_csv(workdir / "xgb.csv")["prediction"].isin(["Adelie", "Chinstrap", "Gentoo"]).all()
+
+    mlp = tabtrack.train(
+        path, target="species", model="mlp", tracking_uri=f"sqlite:///{workdir / 'mlflow.db'}",
+        overrides=["drop_columns=[rownames]", *FAST["mlp"]],
+    )  # fmt: skip
+    predicted = tabtrack_cli("predict", mlp.model_uri, path, "-o", "mlp.csv")
+    assert _imported_torch(predicted.stderr)
+    expected = mlp.pipeline.predict(pd.read_csv(path))
+    np.testing.assert_array_equal(pd.read_csv(workdir / "mlp.csv")["prediction"].to_numpy(), expected)

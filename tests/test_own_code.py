@@ -386,6 +386,11 @@ def test_a_pytorch_module_through_its_adapter(workdir, store_uri, client, data_d
     assert loaded.returncode == 0, loaded.stderr[-2000:]
     predictions, native = loaded.stdout.strip().splitlines()[-2:]
     assert eval(predictions) == [int(v) for v in model.predict(X)] and native == "True"
+    # `tabtrack predict` there too: it keeps torch from skops' import, and the module's loading imports it
+    done = run_tabtrack("predict", result.model_uri, data_dir / "wine.csv", "-o", "p.csv", "--tracking-uri", store_uri,
+                        cwd=workdir / "away")  # fmt: skip
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert pd.read_csv(workdir / "away" / "p.csv")["prediction"].tolist() == [int(v) for v in model.predict(X)]
 
 
 def test_a_saved_torch_checkpoint_may_only_name_module_classes():

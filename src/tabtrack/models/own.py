@@ -158,11 +158,11 @@ def check_labels(model: Any, y: pd.Series, what: str) -> list:
 
 def trusted_types(model: Any, *, code_paths: Sequence[str], extra: Sequence[str] = ()) -> list[str]:
     """The type names skops must trust to load `model` (see the module docstring); refuses any other."""
-    import skops.io as sio
-
+    from tabtrack.models.loading import import_skops
     from tabtrack.models.pipeline import PREPROCESSING_TRUSTED_TYPES
     from tabtrack.models.registry import all_specs
 
+    sio = import_skops()
     try:
         needed = sio.get_untrusted_types(data=sio.dumps(model))
     except Exception as exc:

@@ -10,6 +10,7 @@ import numpy as np
 import pandas as pd
 
 from tabtrack.errors import TabtrackError
+from tabtrack.models.loading import load_logged_model
 from tabtrack.models.raw_input import RawInput, as_number_column, as_text_column
 from tabtrack.tracking.store import resolve_tracking_uri
 
@@ -149,7 +150,7 @@ def load(uri: str, *, tracking_uri: str | None = None) -> LoadedModel:
     mlflow.set_tracking_uri(resolve_tracking_uri(tracking_uri))
     try:
         info = mlflow.models.get_model_info(uri)
-        model = mlflow.sklearn.load_model(uri)
+        model = load_logged_model(uri)
     except (MlflowException, OSError) as exc:
         message = getattr(exc, "message", str(exc)).strip().splitlines()[0]
         raise TabtrackError(f"cannot load model {uri!r}: {message}") from exc

@@ -9,7 +9,6 @@ import importlib
 import json
 import logging
 import os
-import sys
 import tempfile
 import warnings
 from pathlib import Path
@@ -159,10 +158,6 @@ def _save_in_child(artifact: ModelArtifact, path: Path) -> None:
     from joblib import parallel_config
     from threadpoolctl import threadpool_limits
 
-    # A scikit-learn model needs no torch, but skops' import imports every scikit-learn sub-package, one of
-    # which (array_api_compat.torch) imports torch where it is installed: ~2 s. Marked unavailable in this
-    # child (Python's own `sys.modules[name] = None`), that import fails at once, as without torch.
-    sys.modules.setdefault("torch", None)
     os.nice(10)  # the evaluation comes first: its OpenMP threads slow down badly when crowded
     # OpenMP's threads did not survive the fork; joblib's default backend refuses to start processes from a
     # child, and says so.
@@ -205,4 +200,8 @@ def flavor_module(name: str):
     """The mlflow.<flavor> module for the flavors tabtrack logs."""
     if name not in FLAVORS:
         raise ValueError(f"no MLflow flavor {name!r}")
+    if name == "sklearn":
+        from tabtrack.models.loading import import_skops
+
+        import_skops()  # before MLflow imports it: without torch
     return importlib.import_module(f"mlflow.{name}")

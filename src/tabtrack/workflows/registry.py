@@ -15,6 +15,7 @@ import numpy as np
 
 from tabtrack.errors import TabtrackError
 from tabtrack.evaluate.metrics import GREATER_IS_BETTER, compute_metrics, primary_metric
+from tabtrack.models.loading import load_logged_model
 from tabtrack.tracking.store import resolve_tracking_uri
 from tabtrack.workflows.card import write_card
 
@@ -173,14 +174,13 @@ def gate(
     """Score the new version and the current champion on the same held-out rows (the new run's test
     split); the better one by the metric's direction holds `champion`, the new one otherwise gets
     `challenger`. Records the decision and both scores as tags on the new version."""
-    import mlflow
     from mlflow.exceptions import MlflowException
 
     client = _client(tracking_uri)
     metric = metric or primary_metric(task, len(classes) if classes is not None else None)
     if metric not in GREATER_IS_BETTER:
         raise TabtrackError(f"unknown gate metric {metric!r}; use one of {', '.join(sorted(GREATER_IS_BETTER))}.")
-    new_score = _score(mlflow.sklearn.load_model(f"models:/{name}/{version}"), X_test, y_test, task, classes, metric)
+    new_score = _score(load_logged_model(f"models:/{name}/{version}"), X_test, y_test, task, classes, metric)
     try:
         champion = client.get_model_version_by_alias(name, CHAMPION)
     except MlflowException:
@@ -191,7 +191,7 @@ def gate(
         alias, reason = CHAMPION, f"no champion yet; v{version} scores {metric} {new_score:.4f}"
     else:
         try:
-            champion_model = mlflow.sklearn.load_model(f"models:/{name}/{champion.version}")
+            champion_model = load_logged_model(f"models:/{name}/{champion.version}")
             champion_score = _score(champion_model, X_test, y_test, task, classes, metric)
         except Exception as exc:
             alias, reason = (

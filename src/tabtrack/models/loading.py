@@ -1,4 +1,4 @@
-"""Loading the models tabtrack logs (MLflow's sklearn flavor, saved with skops), without torch's import.
+"""Saving and loading the models tabtrack logs (MLflow's sklearn flavor, skops inside) without torch's import.
 
 skops' import lists every scikit-learn estimator by importing every scikit-learn sub-package, and one of
 them (`array_api_compat.torch`) imports torch wherever torch is installed: ~2.5 s, a fifth of a `tabtrack

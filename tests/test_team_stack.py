@@ -268,9 +268,17 @@ def test_large_model_through_the_proxied_server_does_not_fail_over(stack, workdi
     rng = np.random.default_rng(0)
     frame = pd.DataFrame(rng.normal(size=(40_000, 4)), columns=list("abcd")).assign(y=rng.normal(size=40_000))
     frame.to_csv(workdir / "noise.csv", index=False)
-    done = stack.tabtrack("train", "noise.csv", "--target", "y", "--model", "random_forest", "--cv", "0",
-                          "--set", "model.params.n_estimators=120", cwd=workdir, timeout=900)  # fmt: skip
+    args = ("train", "noise.csv", "--target", "y", "--model", "random_forest", "--cv", "0",
+            "--set", "model.params.n_estimators=120", "--experiment", "large_model")  # fmt: skip
+    # The notice's interval is a setting, checked before anything trains; 1 s here, so that a fast machine's
+    # upload (a few seconds) is still reported.
+    refused = run_tabtrack(*args, cwd=workdir, env={**stack.env, "TABTRACK_UPLOAD_NOTICE": "0"})
+    assert refused.returncode == 2 and refused.stderr.strip().splitlines() == [
+        "error: TABTRACK_UPLOAD_NOTICE must be positive, got '0'."
+    ], refused.stderr[-2000:]
+    done = run_tabtrack(*args, cwd=workdir, env={**stack.env, "TABTRACK_UPLOAD_NOTICE": "1"}, timeout=900)
     run = stack.client().get_run(_run_id(_ok(done)))
+    assert len(stack.client().search_runs([run.info.experiment_id])) == 1  # the refused command made no run
     assert run.info.status == "FINISHED"
     assert not (workdir / ".tabtrack" / "offline").exists(), done.stderr[-2000:]
     assert "logging the model to" in done.stderr and "s so far" in done.stderr

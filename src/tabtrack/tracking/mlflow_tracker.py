@@ -38,7 +38,7 @@ from tabtrack.tracking.mlflow_io import (
     log_model,
 )
 from tabtrack.tracking.offline import OfflineTracker
-from tabtrack.tracking.store import is_local_store, resolve_tracking_uri, run_url
+from tabtrack.tracking.store import is_local_store, resolve_tracking_uri, run_url, seconds_setting
 
 # SQLite lets one writer in at a time; concurrent `tabtrack train` processes wait their turn.
 LOCKED_RETRIES, LOCKED_BACKOFF_S = 8, 0.25
@@ -51,7 +51,7 @@ HTTP_RETRY_DEFAULTS = {
     "MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR": "1",
 }
 # A model upload still running after this many seconds is reported, and again every as many seconds.
-UPLOAD_NOTICE_S = 10
+UPLOAD_NOTICE = ("TABTRACK_UPLOAD_NOTICE", 10.0)
 
 log = logging.getLogger(__name__)
 
@@ -128,6 +128,8 @@ class MlflowTracker(Tracker):
         self._offline = None  # an OfflineTracker once the server stopped answering
         self._model_id: str | None = None  # the run's `model`: metrics logged after it are linked to it
         self._ahead: list[SavedAhead] = []
+        # Read now: a bad value is an error before training, not when the model is logged after it.
+        self._upload_notice = seconds_setting(*UPLOAD_NOTICE) if self.remote else None
 
     # -- lifecycle --------------------------------------------------------------------
     def _start(self, *, experiment: str, run_name: str, tags: dict[str, str]) -> None:
@@ -377,7 +379,9 @@ class MlflowTracker(Tracker):
         self.flush()
         if self._offline is not None:  # the flush just found the server gone
             return self._offline.log_model(artifact)
-        with _reported_while_slow(f"logging the {artifact.name} to {redact_uri(self.tracking_uri)}", self.remote):
+        with _reported_while_slow(
+            f"logging the {artifact.name} to {redact_uri(self.tracking_uri)}", self._upload_notice
+        ):
             info = log_model(artifact, ahead.folder() if ahead is not None else None)
         if artifact.name == "model":
             self._model_id = info.model_id
@@ -391,16 +395,16 @@ class MlflowTracker(Tracker):
 
 
 @contextlib.contextmanager
-def _reported_while_slow(what: str, enabled: bool):
-    """Say every UPLOAD_NOTICE_S seconds that `what` is still going: a large model takes minutes to reach a
-    remote store, and a silent terminal looks hung."""
-    if not enabled:
+def _reported_while_slow(what: str, every: float | None):
+    """Say every `every` seconds (never if None) that `what` is still going: a large model takes minutes to
+    reach a remote store, and a silent terminal looks hung."""
+    if every is None:
         yield
         return
     done, started = threading.Event(), time.monotonic()
 
     def report() -> None:
-        while not done.wait(UPLOAD_NOTICE_S):
+        while not done.wait(every):
             log.warning("still %s: %.0f s so far", what, time.monotonic() - started)
 
     reporter = threading.Thread(target=report, name="tabtrack-upload-notice", daemon=True)

@@ -20,15 +20,22 @@ def resolve_tracking_uri(explicit: str | None = None) -> str:
 
 
 def connect_timeout() -> float:
+    return seconds_setting("TABTRACK_CONNECT_TIMEOUT", 3.0)
+
+
+def seconds_setting(name: str, default: float) -> float:
+    """A positive number of seconds from environment variable `name`, else `default`."""
     from tabtrack.errors import ConfigError
 
-    raw = os.environ.get("TABTRACK_CONNECT_TIMEOUT", "3")
+    raw = os.environ.get(name)
+    if raw is None:
+        return default
     try:
         value = float(raw)
     except ValueError:
-        raise ConfigError(f"TABTRACK_CONNECT_TIMEOUT must be a number of seconds, got {raw!r}.") from None
+        raise ConfigError(f"{name} must be a number of seconds, got {raw!r}.") from None
     if value <= 0:
-        raise ConfigError(f"TABTRACK_CONNECT_TIMEOUT must be positive, got {raw!r}.")
+        raise ConfigError(f"{name} must be positive, got {raw!r}.")
     return value
 
 

@@ -4,6 +4,7 @@ and a failing model that leaves the others complete."""
 from __future__ import annotations
 
 import io
+import subprocess
 
 import mlflow
 import pandas as pd
@@ -190,3 +191,6 @@ def test_a_bare_ray_starts_a_local_ray_for_the_command(workdir, client, ray_to_i
     assert all(r.info.status == "FINISHED" for r in runs)
     assert children["random_forest"].data.params["n_jobs"] == "1"  # the task's one CPU
     assert "test_accuracy" in children["logistic_regression"].data.metrics
+    # The Ray it started is gone with it (ray_to_itself: no other test runs Ray meanwhile).
+    left = subprocess.run(["pgrep", "-f", "ray/core/src/ray/(raylet/raylet|gcs/gcs_server)"], capture_output=True)
+    assert left.returncode == 1, left.stdout

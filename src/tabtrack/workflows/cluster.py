@@ -58,15 +58,20 @@ def ray_settings(address: str | None, cpus_per_task: float, gpus_per_task: float
 LOCAL_RAY = "local"  # what a bare --ray stands for
 
 
-def connect(settings: RaySettings):
+@contextlib.contextmanager
+def connected(settings: RaySettings):
     """ray, initialised: joined to the cluster at settings.address (a bare --ray: $RAY_ADDRESS when set),
-    else a new local Ray on this machine, even where one already runs (joining that is what `auto` does)."""
+    else a new local Ray on this machine, even where one already runs (joining that is what `auto` does).
+    After: disconnected, and a local Ray started here stopped (now, not at exit: that way skips the half
+    second Ray's exit hook waits for worker logs, which log_to_driver=False does not print). A Ray the
+    caller initialised is left as it was."""
     try:
         import ray
     except ImportError as exc:
         raise ConfigError("--ray needs Ray: pip install 'tabtrack[ray]'.") from exc
     if ray.is_initialized():
-        return ray
+        yield ray
+        return
     address = settings.address or os.environ.get("RAY_ADDRESS") or None
     threads = {name: str(settings.threads) for name in THREAD_ENV}
     options: dict[str, Any] = {"include_dashboard": False, "log_to_driver": False, "configure_logging": False}
@@ -85,7 +90,10 @@ def connect(settings: RaySettings):
             f"cannot join the Ray cluster at {address!r}: {str(exc).splitlines()[0]}; "
             "start it with `ray start --head` (or pass --ray without an address for a local one)."
         ) from exc
-    return ray
+    try:
+        yield ray
+    finally:
+        ray.shutdown()
 
 
 @contextlib.contextmanager
@@ -157,23 +165,23 @@ def compare_on_ray(
     settings: RaySettings, configs: dict[str, RunConfig], *, parent_run_id: str, tracking_uri: str
 ) -> tuple[dict[str, Any], dict[str, str], dict[str, float]]:
     """Each model a Ray task; results, failures and seconds by model name, as the in-process loop gives them."""
-    ray = connect(settings)
-    task = ray.remote(_train_model).options(**_options(settings))
-    pending = {
-        name: task.remote(shareable(config).model_dump(mode="json"), parent_run_id, tracking_uri, settings.threads)
-        for name, config in configs.items()
-    }
     results: dict[str, Any] = {}
     failures: dict[str, str] = {}
     seconds: dict[str, float] = {}
-    for name, ref in pending.items():
-        try:
-            results[name], seconds[name] = ray.get(ref)
-        except Exception as exc:
-            failures[name] = _reason(ray, exc)
-            log.warning("model %s failed: %s", name, failures[name])
-            if _died(ray, exc):
-                _close_dead_runs(tracking_uri, _running_children(tracking_uri, parent_run_id, name))
+    with connected(settings) as ray:
+        task = ray.remote(_train_model).options(**_options(settings))
+        pending = {
+            name: task.remote(shareable(config).model_dump(mode="json"), parent_run_id, tracking_uri, settings.threads)
+            for name, config in configs.items()
+        }
+        for name, ref in pending.items():
+            try:
+                results[name], seconds[name] = ray.get(ref)
+            except Exception as exc:
+                failures[name] = _reason(ray, exc)
+                log.warning("model %s failed: %s", name, failures[name])
+                if _died(ray, exc):
+                    _close_dead_runs(tracking_uri, _running_children(tracking_uri, parent_run_id, name))
     return results, failures, seconds
 
 
@@ -213,32 +221,32 @@ def _one_trial(study_name: str, storage: str, tracking_uri: str, threads: int, w
 def tune_on_ray(settings: RaySettings, *, storage: str, study_name: str, trials: int, tracking_uri: str) -> int:
     """`trials` Ray tasks of one trial each on the study. A task whose worker died is replaced by one more
     task, and its trial given back (see _give_back). Returns the number of tasks whose worker died."""
-    ray = connect(settings)
-    task = ray.remote(_one_trial).options(**_options(settings))
     if storage.startswith("journal:"):  # a task's working directory is not the caller's
         storage = "journal:" + str(Path(storage.removeprefix("journal:")).resolve())
+    with connected(settings) as ray:
+        task = ray.remote(_one_trial).options(**_options(settings))
 
-    def submit(worker: str):
-        return task.remote(study_name, storage, tracking_uri, settings.threads, worker)
+        def submit(worker: str):
+            return task.remote(study_name, storage, tracking_uri, settings.threads, worker)
 
-    pending = {(worker := uuid.uuid4().hex[:12]): submit(worker) for _ in range(trials)}
-    replacements: set[str] = set()
-    died = 0
-    while pending:
-        ready, _ = ray.wait(list(pending.values()), num_returns=1)
-        worker = next(w for w, ref in pending.items() if ref == ready[0])
-        del pending[worker]
-        try:
-            ray.get(ready[0])
-        except Exception as exc:
-            if not _died(ray, exc):
-                raise TabtrackError(f"a tune task failed: {_reason(ray, exc)}") from exc
-            died += 1
-            _give_back(storage, study_name, worker, tracking_uri)
-            if worker not in replacements:  # one replacement task per task that died, not a chain of them
-                replacement = uuid.uuid4().hex[:12]
-                replacements.add(replacement)
-                pending[replacement] = submit(replacement)
+        pending = {(worker := uuid.uuid4().hex[:12]): submit(worker) for _ in range(trials)}
+        replacements: set[str] = set()
+        died = 0
+        while pending:
+            ready, _ = ray.wait(list(pending.values()), num_returns=1)
+            worker = next(w for w, ref in pending.items() if ref == ready[0])
+            del pending[worker]
+            try:
+                ray.get(ready[0])
+            except Exception as exc:
+                if not _died(ray, exc):
+                    raise TabtrackError(f"a tune task failed: {_reason(ray, exc)}") from exc
+                died += 1
+                _give_back(storage, study_name, worker, tracking_uri)
+                if worker not in replacements:  # one replacement task per task that died, not a chain of them
+                    replacement = uuid.uuid4().hex[:12]
+                    replacements.add(replacement)
+                    pending[replacement] = submit(replacement)
     return died
 
 

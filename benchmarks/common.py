@@ -67,7 +67,9 @@ def time_command(args: Sequence[str], *, cwd: Path, repeats: int, env: dict | No
     times = []
     for _ in range(repeats):
         start = time.perf_counter()
-        subprocess.run(list(args), cwd=cwd, check=True, capture_output=True, env={**os.environ, **(env or {})})
+        done = subprocess.run(list(args), cwd=cwd, capture_output=True, text=True, env={**os.environ, **(env or {})})
+        if done.returncode != 0:
+            raise RuntimeError(f"{' '.join(args)} failed (exit {done.returncode}): {done.stderr[-3000:]}")
         times.append(time.perf_counter() - start)
     return times
 

@@ -4,13 +4,16 @@ and a failing model that leaves the others complete."""
 from __future__ import annotations
 
 import io
+import os
+import signal
 import subprocess
+import time
 
 import mlflow
 import pandas as pd
 import pytest
 
-from conftest import run_tabtrack
+from conftest import TABTRACK, _as_in_a_terminal, run_tabtrack
 from real_tables import TABLES
 from real_tables import write as write_table
 from tabtrack.errors import ConfigError
@@ -192,5 +195,55 @@ def test_a_bare_ray_starts_a_local_ray_for_the_command(workdir, client, ray_to_i
     assert children["random_forest"].data.params["n_jobs"] == "1"  # the task's one CPU
     assert "test_accuracy" in children["logistic_regression"].data.metrics
     # The Ray it started is gone with it (ray_to_itself: no other test runs Ray meanwhile).
+    left = subprocess.run(["pgrep", "-f", "ray/core/src/ray/(raylet/raylet|gcs/gcs_server)"], capture_output=True)
+    assert left.returncode == 1, left.stdout
+
+
+@pytest.mark.multiprocess
+@pytest.mark.slow
+@pytest.mark.parametrize(
+    ("command", "sig"), [("compare", signal.SIGTERM), ("tune", signal.SIGINT)], ids=["compare-SIGTERM", "tune-SIGINT"]
+)
+def test_a_signal_stops_the_ray_tasks_and_leaves_no_run_running(workdir, data_dir, client, ray_to_itself, command, sig):
+    """SIGTERM or Ctrl-C while `--ray` tasks run: the command exits as any other does (128 + the signal; Ray
+    would make SIGTERM exit 1), the runs the tasks had open end KILLED like the parent (for tune their trials
+    FAIL), and the Ray the command started is gone."""
+    frame = pd.read_csv(data_dir / "diabetes.csv")
+    pd.concat([frame] * 40, ignore_index=True).to_csv(workdir / "big.csv", index=False)
+    slow = {
+        "compare": ("--models", "random_forest,hist_gradient_boosting", "--params", "random_forest.n_estimators=400"),
+        "tune": ("--model", "random_forest", "--trials", "4", "--study-name", "stopped"),
+    }[command]
+    env = {k: v for k, v in os.environ.items() if k != "MLFLOW_TRACKING_URI"}
+    proc = subprocess.Popen(
+        [TABTRACK, command, "big.csv", "--target", "target", *slow, "--cv", "10", "--experiment", "stopped", "--ray"],
+        cwd=workdir, env={**env, "RAY_AUTH_MODE": "disabled", "RAY_USAGE_STATS_ENABLED": "0"},
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, preexec_fn=_as_in_a_terminal,
+    )  # fmt: skip
+
+    def runs():
+        experiment = client.get_experiment_by_name("stopped")
+        return client.search_runs([experiment.experiment_id]) if experiment else []
+
+    deadline = time.time() + 180
+    while not any("mlflow.parentRunId" in r.data.tags and r.info.status == "RUNNING" for r in runs()):
+        assert proc.poll() is None and time.time() < deadline, proc.stderr.read()[-3000:] if proc.poll() else "slow"
+        time.sleep(0.3)
+    proc.send_signal(sig)
+    _, stderr = proc.communicate(timeout=120)
+    assert proc.returncode == 128 + sig, stderr[-3000:]
+    statuses = {r.info.run_name: r.info.status for r in runs()}
+    assert "RUNNING" not in statuses.values() and "KILLED" in {
+        status for name, status in statuses.items() if not name.startswith(("compare_", "tune_"))
+    }, statuses
+    (parent,) = [r for r in runs() if "mlflow.parentRunId" not in r.data.tags]
+    assert parent.info.status == "KILLED"
+    if command == "tune":
+        import optuna
+        from optuna.storages.journal import JournalFileBackend
+
+        storage = optuna.storages.JournalStorage(JournalFileBackend(str(workdir / ".tabtrack" / "optuna.journal")))
+        states = [t.state.name for t in optuna.load_study(study_name="stopped", storage=storage).trials]
+        assert "RUNNING" not in states and "FAIL" in states, states
     left = subprocess.run(["pgrep", "-f", "ray/core/src/ray/(raylet/raylet|gcs/gcs_server)"], capture_output=True)
     assert left.returncode == 1, left.stdout

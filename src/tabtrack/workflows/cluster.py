@@ -4,13 +4,16 @@ Every task opens the data itself (a shared path or an s3:// URL) and logs a comp
 child of the command's parent run on the shared tracking server: MLflow stays the record, and for `tune`
 the Optuna study in its shared storage does. Ray's own task retries are off: a task whose worker dies
 leaves a RUNNING run (and, for tune, a RUNNING trial) that only the driver can close, so the driver marks
-the run FAILED, gives the trial back to the study and goes on."""
+the run FAILED, gives the trial back to the study and goes on. A command that ends early (Ctrl-C, SIGTERM,
+an error) stops its tasks, and the driver ends the runs they had open (and FAILs their trials)."""
 
 from __future__ import annotations
 
 import contextlib
 import logging
 import os
+import signal
+import threading
 import time
 import uuid
 from dataclasses import dataclass
@@ -30,6 +33,7 @@ log = logging.getLogger(__name__)
 FORWARDED_ENV_PREFIXES = ("MLFLOW_", "AWS_", "TABTRACK_")
 THREAD_ENV = ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS")
 WORKER_DIED = "the Ray worker running it died"
+STOPPED = "stopped with the command, which failed"
 
 
 @dataclass(frozen=True)
@@ -74,6 +78,7 @@ def connected(settings: RaySettings):
         return
     address = settings.address or os.environ.get("RAY_ADDRESS") or None
     threads = {name: str(settings.threads) for name in THREAD_ENV}
+    on_sigterm = signal.getsignal(signal.SIGTERM)
     options: dict[str, Any] = {"include_dashboard": False, "log_to_driver": False, "configure_logging": False}
     try:
         if address is None:
@@ -90,10 +95,39 @@ def connected(settings: RaySettings):
             f"cannot join the Ray cluster at {address!r}: {str(exc).splitlines()[0]}; "
             "start it with `ray start --head` (or pass --ray without an address for a local one)."
         ) from exc
+    with _sigterm_through_ray(on_sigterm):
+        try:
+            yield ray
+        finally:
+            ray.shutdown()
+
+
+@contextlib.contextmanager
+def _sigterm_through_ray(caller_handler):
+    """SIGTERM ends the command as it ends any other (runs KILLED, exit 143), not as Ray would.
+
+    ray.init replaces the caller's SIGTERM handler with Ray's own (its core's prints a stack dump, then exit
+    1), and an exception a handler raises while ray.get or ray.wait blocks comes out of them as Ray's
+    SystemExit(1), except KeyboardInterrupt. So here SIGTERM raises KeyboardInterrupt, and once the tasks
+    are stopped that becomes SIGTERM's SystemExit again. The caller's handler is back after."""
+    if caller_handler is None or threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    received: list[int] = []
+
+    def on_sigterm(signum, frame):
+        received.append(signum)
+        raise KeyboardInterrupt
+
+    signal.signal(signal.SIGTERM, on_sigterm)
     try:
-        yield ray
+        yield
+    except KeyboardInterrupt:
+        if received:
+            raise SystemExit(128 + received[0]) from None
+        raise
     finally:
-        ray.shutdown()
+        signal.signal(signal.SIGTERM, caller_handler)
 
 
 @contextlib.contextmanager
@@ -168,7 +202,11 @@ def compare_on_ray(
     results: dict[str, Any] = {}
     failures: dict[str, str] = {}
     seconds: dict[str, float] = {}
-    with connected(settings) as ray:
+
+    def close(status: str, error: str | None) -> None:
+        end_open_runs(tracking_uri, parent_run_id, status=status, error=error)
+
+    with _runs_ended_if_stopped(close), connected(settings) as ray:
         task = ray.remote(_train_model).options(**_options(settings))
         pending = {
             name: task.remote(shareable(config).model_dump(mode="json"), parent_run_id, tracking_uri, settings.threads)
@@ -181,31 +219,55 @@ def compare_on_ray(
                 failures[name] = _reason(ray, exc)
                 log.warning("model %s failed: %s", name, failures[name])
                 if _died(ray, exc):
-                    _close_dead_runs(tracking_uri, _running_children(tracking_uri, parent_run_id, name))
+                    end_open_runs(tracking_uri, parent_run_id, model=name, status="FAILED", error=WORKER_DIED)
     return results, failures, seconds
 
 
-def _running_children(tracking_uri: str, parent_run_id: str, model: str) -> list[str]:
+@contextlib.contextmanager
+def _runs_ended_if_stopped(close):
+    """Whatever ends the command while its tasks run (Ctrl-C, SIGTERM, an error) ends them too: Ray stops
+    the tasks of a driver that disconnects. `close(status, error)` then ends the runs they had open: KILLED
+    when the command was interrupted (as its parent run is), else FAILED."""
+    try:
+        yield
+    except BaseException as exc:
+        interrupted = isinstance(exc, (KeyboardInterrupt, SystemExit))
+        try:
+            close("KILLED" if interrupted else "FAILED", None if interrupted else STOPPED)
+        except Exception:  # the original exception is what the user must see
+            log.warning("could not end the runs of the stopped tasks", exc_info=True)
+        raise
+
+
+def end_open_runs(
+    tracking_uri: str, root_run_id: str, *, status: str, error: str | None = None, model: str | None = None
+) -> None:
+    """End as `status` the runs below `root_run_id` that are still RUNNING (with `model`: only that model's
+    run and the runs below it). A task that died or was stopped cannot end the runs it had open."""
     from mlflow import MlflowClient
 
     client = MlflowClient(tracking_uri)
-    experiment = client.get_run(parent_run_id).info.experiment_id
-    query = (
-        f"tags.mlflow.parentRunId = '{parent_run_id}' and attributes.status = 'RUNNING' "
-        f"and params.model_type = '{model}'"
-    )
-    return [run.info.run_id for run in client.search_runs([experiment], query)]
+    experiment = client.get_run(root_run_id).info.experiment_id
+    running = {
+        run.info.run_id: run
+        for run in client.search_runs([experiment], "attributes.status = 'RUNNING'", max_results=10_000)
+    }
+
+    def below_root(run_id: str) -> bool:
+        run = running[run_id]
+        parent = run.data.tags.get("mlflow.parentRunId")
+        if parent == root_run_id:
+            return model is None or run.data.params.get("model_type") == model
+        return parent in running and below_root(parent)
+
+    for run_id in [run_id for run_id in running if run_id != root_run_id and below_root(run_id)]:
+        _terminate(client, run_id, status, error)
 
 
-def _close_dead_runs(tracking_uri: str, run_ids: list[str]) -> None:
-    """Mark FAILED the runs a dead task left RUNNING (a task that died cannot end its own run)."""
-    from mlflow import MlflowClient
-
-    client = MlflowClient(tracking_uri)
-    for run_id in run_ids:
-        if client.get_run(run_id).info.status == "RUNNING":
-            client.set_tag(run_id, "error", WORKER_DIED)
-            client.set_terminated(run_id, status="FAILED")
+def _terminate(client, run_id: str, status: str, error: str | None) -> None:
+    if error:
+        client.set_tag(run_id, "error", error)
+    client.set_terminated(run_id, status=status)
 
 
 # -- tune -----------------------------------------------------------------------------------------------------
@@ -220,46 +282,64 @@ def _one_trial(study_name: str, storage: str, tracking_uri: str, threads: int, w
 
 def tune_on_ray(settings: RaySettings, *, storage: str, study_name: str, trials: int, tracking_uri: str) -> int:
     """`trials` Ray tasks of one trial each on the study. A task whose worker died is replaced by one more
-    task, and its trial given back (see _give_back). Returns the number of tasks whose worker died."""
+    task, and its trial given back (see _end_trials). Returns the number of tasks whose worker died."""
     if storage.startswith("journal:"):  # a task's working directory is not the caller's
         storage = "journal:" + str(Path(storage.removeprefix("journal:")).resolve())
-    with connected(settings) as ray:
+    pending: dict[str, Any] = {}
+
+    def close(status: str, error: str | None) -> None:
+        _end_trials(storage, study_name, set(pending), tracking_uri, status=status, error=error)
+
+    with _runs_ended_if_stopped(close), connected(settings) as ray:
         task = ray.remote(_one_trial).options(**_options(settings))
 
         def submit(worker: str):
             return task.remote(study_name, storage, tracking_uri, settings.threads, worker)
 
-        pending = {(worker := uuid.uuid4().hex[:12]): submit(worker) for _ in range(trials)}
+        pending.update({(worker := uuid.uuid4().hex[:12]): submit(worker) for _ in range(trials)})
         replacements: set[str] = set()
         died = 0
         while pending:
             ready, _ = ray.wait(list(pending.values()), num_returns=1)
             worker = next(w for w, ref in pending.items() if ref == ready[0])
-            del pending[worker]
             try:
                 ray.get(ready[0])
             except Exception as exc:
                 if not _died(ray, exc):
                     raise TabtrackError(f"a tune task failed: {_reason(ray, exc)}") from exc
                 died += 1
-                _give_back(storage, study_name, worker, tracking_uri)
+                _end_trials(storage, study_name, {worker}, tracking_uri, status="FAILED", error=WORKER_DIED, retry=True)
                 if worker not in replacements:  # one replacement task per task that died, not a chain of them
                     replacement = uuid.uuid4().hex[:12]
                     replacements.add(replacement)
                     pending[replacement] = submit(replacement)
+            del pending[worker]
     return died
 
 
-def _give_back(storage: str, study_name: str, worker: str, tracking_uri: str) -> None:
-    """The trial a dead task left RUNNING: FAIL in the study, its run FAILED, its parameters enqueued so
-    the replacement task tries them again."""
+def _end_trials(
+    storage: str,
+    study_name: str,
+    workers: set[str],
+    tracking_uri: str,
+    *,
+    status: str,
+    error: str | None,
+    retry: bool = False,
+) -> None:
+    """The trials the tasks `workers` left RUNNING: FAIL in the study, their runs ended as `status`. With
+    `retry` (a task's worker died), a trial's parameters are enqueued so that a replacement task tries them."""
+    from mlflow import MlflowClient
+
     optuna = _optuna()
+    client = MlflowClient(tracking_uri)
     study = optuna.load_study(study_name=study_name, storage=_storage(optuna, storage))
     for trial in study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.RUNNING,)):
-        if trial.user_attrs.get(WORKER_ATTR) != worker:
+        if trial.user_attrs.get(WORKER_ATTR) not in workers:
             continue
-        log.warning("trial %d: %s; given back to the study", trial.number, WORKER_DIED)
         study.tell(trial.number, state=optuna.trial.TrialState.FAIL)
-        if trial.user_attrs.get("run_id"):
-            _close_dead_runs(tracking_uri, [trial.user_attrs["run_id"]])
-        study.enqueue_trial(trial.params, skip_if_exists=False)
+        if retry:
+            log.warning("trial %d: %s; given back to the study", trial.number, WORKER_DIED)
+            study.enqueue_trial(trial.params, skip_if_exists=False)
+        if (run_id := trial.user_attrs.get("run_id")) and client.get_run(run_id).info.status == "RUNNING":
+            _terminate(client, run_id, status, error)

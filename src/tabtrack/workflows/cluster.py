@@ -66,9 +66,9 @@ LOCAL_RAY = "local"  # what a bare --ray stands for
 def connected(settings: RaySettings):
     """ray, initialised: joined to the cluster at settings.address (a bare --ray: $RAY_ADDRESS when set),
     else a new local Ray on this machine, even where one already runs (joining that is what `auto` does).
-    After: disconnected, and a local Ray started here stopped (now, not at exit: that way skips the half
-    second Ray's exit hook waits for worker logs, which log_to_driver=False does not print). A Ray the
-    caller initialised is left as it was."""
+    After: disconnected, and a local Ray started here stopped (here rather than by Ray's exit hook, which
+    first waits half a second for worker logs that log_to_driver=False never prints). A Ray the caller
+    initialised is left as it was."""
     try:
         import ray
     except ImportError as exc:

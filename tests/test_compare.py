@@ -172,6 +172,12 @@ def test_compare_registers_its_best_model(workdir, data_dir, cli, client):
     assert version.tags["source_run_id"] == parent.data.tags["best.run_id"]
 
 
+def _assert_no_ray_left() -> None:
+    """No raylet or GCS on this machine (ray_to_itself: no other test runs Ray meanwhile)."""
+    left = subprocess.run(["pgrep", "-f", "ray/core/src/ray/(raylet/raylet|gcs/gcs_server)"], capture_output=True)
+    assert left.returncode == 1, left.stdout
+
+
 @pytest.mark.multiprocess
 @pytest.mark.slow
 def test_a_bare_ray_starts_a_local_ray_for_the_command(workdir, client, ray_to_itself):
@@ -194,9 +200,7 @@ def test_a_bare_ray_starts_a_local_ray_for_the_command(workdir, client, ray_to_i
     assert all(r.info.status == "FINISHED" for r in runs)
     assert children["random_forest"].data.params["n_jobs"] == "1"  # the task's one CPU
     assert "test_accuracy" in children["logistic_regression"].data.metrics
-    # The Ray it started is gone with it (ray_to_itself: no other test runs Ray meanwhile).
-    left = subprocess.run(["pgrep", "-f", "ray/core/src/ray/(raylet/raylet|gcs/gcs_server)"], capture_output=True)
-    assert left.returncode == 1, left.stdout
+    _assert_no_ray_left()  # the Ray it started is gone with it
 
 
 @pytest.mark.multiprocess
@@ -245,5 +249,4 @@ def test_a_signal_stops_the_ray_tasks_and_leaves_no_run_running(workdir, data_di
         storage = optuna.storages.JournalStorage(JournalFileBackend(str(workdir / ".tabtrack" / "optuna.journal")))
         states = [t.state.name for t in optuna.load_study(study_name="stopped", storage=storage).trials]
         assert "RUNNING" not in states and "FAIL" in states, states
-    left = subprocess.run(["pgrep", "-f", "ray/core/src/ray/(raylet/raylet|gcs/gcs_server)"], capture_output=True)
-    assert left.returncode == 1, left.stdout
+    _assert_no_ray_left()

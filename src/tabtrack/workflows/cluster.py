@@ -202,16 +202,17 @@ def compare_on_ray(
     results: dict[str, Any] = {}
     failures: dict[str, str] = {}
     seconds: dict[str, float] = {}
+    pending: dict[str, Any] = {}
 
     def close(status: str, error: str | None) -> None:
-        end_open_runs(tracking_uri, parent_run_id, status=status, error=error)
+        if pending:  # else no task started (Ray could not be joined, say): no run to look for
+            end_open_runs(tracking_uri, parent_run_id, status=status, error=error)
 
     with _runs_ended_if_stopped(close), connected(settings) as ray:
         task = ray.remote(_train_model).options(**_options(settings))
-        pending = {
-            name: task.remote(shareable(config).model_dump(mode="json"), parent_run_id, tracking_uri, settings.threads)
-            for name, config in configs.items()
-        }
+        for name, config in configs.items():
+            config_json = shareable(config).model_dump(mode="json")
+            pending[name] = task.remote(config_json, parent_run_id, tracking_uri, settings.threads)
         for name, ref in pending.items():
             try:
                 results[name], seconds[name] = ray.get(ref)
@@ -288,7 +289,8 @@ def tune_on_ray(settings: RaySettings, *, storage: str, study_name: str, trials:
     pending: dict[str, Any] = {}
 
     def close(status: str, error: str | None) -> None:
-        _end_trials(storage, study_name, set(pending), tracking_uri, status=status, error=error)
+        if pending:  # else no task is left to stop: no trial to look for
+            _end_trials(storage, study_name, set(pending), tracking_uri, status=status, error=error)
 
     with _runs_ended_if_stopped(close), connected(settings) as ray:
         task = ray.remote(_one_trial).options(**_options(settings))

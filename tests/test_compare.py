@@ -13,7 +13,7 @@ import mlflow
 import pandas as pd
 import pytest
 
-from conftest import TABTRACK, _as_in_a_terminal, run_tabtrack
+from conftest import TABTRACK, _as_in_a_terminal, free_port, require, run_tabtrack, runs_of
 from real_tables import TABLES
 from real_tables import write as write_table
 from tabtrack.errors import ConfigError
@@ -170,6 +170,25 @@ def test_compare_registers_its_best_model(workdir, data_dir, cli, client):
         if r.info.run_name.startswith("compare_")
     )
     assert version.tags["source_run_id"] == parent.data.tags["best.run_id"]
+
+
+@pytest.mark.multiprocess
+def test_a_ray_address_where_nothing_listens_is_one_line_at_once(workdir, data_dir, client):
+    """Ray itself retries such an address for minutes; tabtrack says so within TABTRACK_CONNECT_TIMEOUT."""
+    require("ray")
+    address = f"127.0.0.1:{free_port()}"
+    flags = ("--target", "target", "--experiment", "nowhere")
+    by_flag = run_tabtrack("compare", data_dir / "wine.csv", *flags, "--models", "logistic_regression",
+                           "--ray", address, cwd=workdir, timeout=60)  # fmt: skip
+    by_env = run_tabtrack("tune", data_dir / "wine.csv", *flags, "--model", "logistic_regression", "--trials", "2",
+                          "--ray", cwd=workdir, env={"RAY_ADDRESS": address}, timeout=60)  # fmt: skip
+    for done in (by_flag, by_env):
+        assert done.returncode == 2, done.stderr[-3000:]
+        assert done.stderr.strip().splitlines() == [
+            f"error: cannot join the Ray cluster at '{address}': cannot connect to it (Connection refused); "
+            "start it with `ray start --head` (or pass --ray without an address for a local one)."
+        ]
+    assert [r.info.status for r in runs_of(client, "nowhere")] == ["FAILED", "FAILED"]
 
 
 def _assert_no_ray_left() -> None:

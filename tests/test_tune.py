@@ -9,6 +9,7 @@ import uuid
 import optuna
 import pytest
 
+from conftest import run_tabtrack
 from tabtrack.errors import ConfigError, TabtrackError
 from tabtrack.workflows.train import build_config
 from tabtrack.workflows.tune import tune
@@ -89,6 +90,27 @@ def test_two_workers_share_one_postgres_study(workdir, data_dir, store_uri, clie
     hosts_pids = {c.data.tags.get("mlflow.source.name", "") for c in children}
     assert hosts_pids  # trials were logged by the worker processes
     assert "***" in client.get_run(result.run_id).data.tags["optuna.storage"]  # the password never reaches MLflow
+
+
+def test_workers_stop_at_the_trial_count_with_trials_still_running(workdir, data_dir):
+    """--until and --trials count the trials other workers are still running, so no worker adds one more."""
+    data = data_dir / "wine.csv"
+    first = run_tabtrack("tune", data, "--target", "target", "--model", "logistic_regression", "--trials", "2",
+                         "--study-name", "s", "--experiment", "until", cwd=workdir)  # fmt: skip
+    assert first.returncode == 0, first.stderr
+    journal = optuna.storages.journal.JournalFileBackend(str(workdir / ".tabtrack/optuna.journal"))
+    study = optuna.load_study(study_name="s", storage=optuna.storages.JournalStorage(journal))
+    in_flight = study.ask()  # another worker's trial, still running
+    worker = run_tabtrack("tune-worker", "--study-name", "s", "--storage", "journal:.tabtrack/optuna.journal",
+                          "--until", "4", cwd=workdir)  # fmt: skip
+    assert worker.returncode == 0, worker.stderr
+    states = [t.state.name for t in study.trials]
+    assert states == ["COMPLETE", "COMPLETE", "RUNNING", "COMPLETE"] and study.trials[2].number == in_flight.number
+    # more workers than trials: every worker would start one before its first stop check
+    capped = run_tabtrack("tune", data, "--target", "target", "--model", "logistic_regression", "--trials", "1",
+                          "--jobs", "2", "--study-name", "one", "--experiment", "until", cwd=workdir)  # fmt: skip
+    assert capped.returncode == 0, capped.stderr
+    assert len(optuna.load_study(study_name="one", storage=optuna.storages.JournalStorage(journal)).trials) == 1
 
 
 def test_bad_tune_requests_are_user_errors(workdir, data_dir, store_uri):

@@ -490,7 +490,9 @@ def tune_worker(
     storage: Annotated[
         str, typer.Option("--storage", help="the study's storage URL (shared PostgreSQL for other machines)")
     ],
-    until: Annotated[int, typer.Option("--until", help="stop when the study holds this many finished trials")],
+    until: Annotated[
+        int, typer.Option("--until", help="stop once the study holds this many trials, running ones included")
+    ],
     timeout: Annotated[float | None, typer.Option("--timeout")] = None,
     tracking_uri: TrackingUri = None,
 ) -> None:

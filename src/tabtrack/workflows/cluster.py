@@ -88,6 +88,7 @@ def connected(settings: RaySettings):
             with _environment(threads):
                 ray.init(address="local", **options)
         else:
+            _answers(address)
             env = {k: v for k, v in os.environ.items() if k.startswith(FORWARDED_ENV_PREFIXES)}
             ray.init(address=address, runtime_env={"env_vars": {**env, **threads}}, **options)
     except (ConnectionError, RuntimeError, ValueError) as exc:
@@ -100,6 +101,22 @@ def connected(settings: RaySettings):
             yield ray
         finally:
             ray.shutdown()
+
+
+def _answers(address: str) -> None:
+    """A HOST:PORT (or ray://HOST:PORT) address accepts a connection within TABTRACK_CONNECT_TIMEOUT:
+    ray.init retries one where nothing listens for minutes before it gives up."""
+    import socket
+
+    from tabtrack.tracking.store import connect_timeout
+
+    host, _, port = address.removeprefix("ray://").rpartition(":")
+    if not host or not port.isdigit():
+        return  # `auto`, or a form Ray resolves itself
+    try:
+        socket.create_connection((host.strip("[]"), int(port)), timeout=connect_timeout()).close()
+    except OSError as exc:
+        raise ConnectionError(f"cannot connect to it ({exc.strerror or type(exc).__name__})") from exc
 
 
 @contextlib.contextmanager

@@ -71,6 +71,7 @@ def tune(
     optuna = _optuna()
     if trials < 1 or jobs < 1:
         raise ConfigError("--trials and --jobs must be at least 1.")
+    jobs = min(jobs, trials)  # each worker starts a trial before any stop check
     if ray is not None:
         from tabtrack.workflows.cluster import shareable
 
@@ -325,9 +326,10 @@ def _storage(optuna, url: str):
 
 
 def _stop_at(optuna, total: int):
-    return optuna.study.MaxTrialsCallback(
-        total, states=(optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.PRUNED, optuna.trial.TrialState.FAIL)
-    )
+    """Stop once the study holds `total` trials, those other workers are still running included (as `total`
+    counts them): counting finished ones only let every other worker's trial in flight add one too many.
+    Two workers that finish within the same few milliseconds can still both start one more."""
+    return optuna.study.MaxTrialsCallback(total, states=tuple(optuna.trial.TrialState))
 
 
 def _study_plots(optuna, study, metric: str) -> dict[str, bytes]:

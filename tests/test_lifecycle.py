@@ -124,7 +124,7 @@ def test_a_signal_while_the_fit_runs_beside_mlflow_start_kills_the_run(workdir, 
     proc = start_long_training(workdir, data_dir, client, "ahead", model=endless)
     deadline = time.time() + 120
     run_id = runs_of(client, "ahead")[0].info.run_id
-    while "config" not in {a.path for a in client.list_artifacts(run_id)}:  # logged before the wait for the fit
+    while not {"config", "env"} <= {a.path for a in client.list_artifacts(run_id)}:  # logged before the fit's wait
         assert proc.poll() is None and time.time() < deadline
         time.sleep(0.3)
     proc.send_signal(signal.SIGINT)

@@ -43,16 +43,22 @@ def server_reachable(uri: str) -> bool:
     """A TCP connect to an http(s) tracking server within the connect timeout; local stores always are."""
     if is_local_store(uri):
         return True
-    import socket
     from urllib.parse import urlsplit
 
     parts = urlsplit(uri)
     port = parts.port or (443 if parts.scheme == "https" else 80)
+    return connect_error(parts.hostname or "localhost", port) is None
+
+
+def connect_error(host: str, port: int) -> str | None:
+    """Why nothing accepts a TCP connection at host:port within the connect timeout; None when something does."""
+    import socket
+
     try:
-        with socket.create_connection((parts.hostname or "localhost", port), timeout=connect_timeout()):
-            return True
-    except OSError:
-        return False
+        with socket.create_connection((host, port), timeout=connect_timeout()):
+            return None
+    except OSError as exc:
+        return exc.strerror or type(exc).__name__
 
 
 def is_local_store(uri: str) -> bool:

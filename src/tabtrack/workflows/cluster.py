@@ -106,17 +106,13 @@ def connected(settings: RaySettings):
 def _answers(address: str) -> None:
     """A HOST:PORT (or ray://HOST:PORT) address accepts a connection within TABTRACK_CONNECT_TIMEOUT:
     ray.init retries one where nothing listens for minutes before it gives up."""
-    import socket
-
-    from tabtrack.tracking.store import connect_timeout
+    from tabtrack.tracking.store import connect_error
 
     host, _, port = address.removeprefix("ray://").rpartition(":")
     if not host or not port.isdigit():
         return  # `auto`, or a form Ray resolves itself
-    try:
-        socket.create_connection((host.strip("[]"), int(port)), timeout=connect_timeout()).close()
-    except OSError as exc:
-        raise ConnectionError(f"cannot connect to it ({exc.strerror or type(exc).__name__})") from exc
+    if (why := connect_error(host.strip("[]"), int(port))) is not None:
+        raise ConnectionError(f"cannot connect to it ({why})")
 
 
 @contextlib.contextmanager

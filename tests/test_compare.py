@@ -13,7 +13,7 @@ import mlflow
 import pandas as pd
 import pytest
 
-from conftest import TABTRACK, _as_in_a_terminal, free_port, require, run_tabtrack, runs_of
+from conftest import TABTRACK, _as_in_a_terminal, free_port, parent_run, require, run_tabtrack, runs_of
 from real_tables import TABLES
 from real_tables import write as write_table
 from tabtrack.errors import ConfigError
@@ -244,23 +244,20 @@ def test_a_signal_stops_the_ray_tasks_and_leaves_no_run_running(workdir, data_di
         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, preexec_fn=_as_in_a_terminal,
     )  # fmt: skip
 
-    def runs():
-        experiment = client.get_experiment_by_name("stopped")
-        return client.search_runs([experiment.experiment_id]) if experiment else []
-
     deadline = time.time() + 180
-    while not any("mlflow.parentRunId" in r.data.tags and r.info.status == "RUNNING" for r in runs()):
+    while not any(
+        "mlflow.parentRunId" in r.data.tags and r.info.status == "RUNNING" for r in runs_of(client, "stopped")
+    ):
         assert proc.poll() is None and time.time() < deadline, proc.stderr.read()[-3000:] if proc.poll() else "slow"
         time.sleep(0.3)
     proc.send_signal(sig)
     _, stderr = proc.communicate(timeout=120)
     assert proc.returncode == 128 + sig, stderr[-3000:]
-    statuses = {r.info.run_name: r.info.status for r in runs()}
+    statuses = {r.info.run_name: r.info.status for r in runs_of(client, "stopped")}
     assert "RUNNING" not in statuses.values() and "KILLED" in {
         status for name, status in statuses.items() if not name.startswith(("compare_", "tune_"))
     }, statuses
-    (parent,) = [r for r in runs() if "mlflow.parentRunId" not in r.data.tags]
-    assert parent.info.status == "KILLED"
+    assert parent_run(client, "stopped").info.status == "KILLED"
     if command == "tune":
         import optuna
         from optuna.storages.journal import JournalFileBackend

@@ -16,15 +16,15 @@ import pytest
 from conftest import TABTRACK, _as_in_a_terminal, free_port, parent_run, require, run_tabtrack, runs_of
 from real_tables import TABLES
 from real_tables import write as write_table
+from tabtrack.commands.compare import compare
+from tabtrack.core.training import build_config
 from tabtrack.errors import ConfigError
-from tabtrack.workflows.compare import compare
-from tabtrack.workflows.train import build_config
 
 MODELS = ["logistic_regression", "random_forest", "hist_gradient_boosting"]
 
 
 def test_leaderboard_order_matches_the_children(workdir, data_dir, store_uri, client):
-    config = build_config(data_dir / "breast_cancer.csv", target="target", cv=3)
+    config = build_config(data_dir / "breast_cancer.csv", target="target", cv_folds=3)
     result = compare(config, models=MODELS, tracking_uri=store_uri)
     assert result.metric == "roc_auc" and not result.failures
 
@@ -65,7 +65,7 @@ def test_leaderboard_order_matches_the_children(workdir, data_dir, store_uri, cl
 
 
 def _result(cv_mean: float, cv_std: float, test: float, metric: str = "roc_auc"):
-    from tabtrack.workflows.train import TrainResult
+    from tabtrack.core.training import TrainResult
 
     return TrainResult(
         run_id=f"run-{cv_mean}", experiment="e", run_name="r", task="classification", model="m",
@@ -76,7 +76,7 @@ def _result(cv_mean: float, cv_std: float, test: float, metric: str = "roc_auc")
 
 def test_the_cv_ranking_wins_where_the_test_split_disagrees():
     """The model that looks best on the test split is not the winner when cross-validation says otherwise."""
-    from tabtrack.workflows.compare import leaderboard
+    from tabtrack.commands.compare import leaderboard
 
     results = {
         "steady": _result(0.95, 0.01, 0.93),
@@ -98,7 +98,7 @@ def test_compare_defaults_to_five_folds_and_refuses_fewer_than_two(workdir, data
 
 
 def test_lower_is_better_metrics_rank_ascending(workdir, data_dir, store_uri):
-    config = build_config(data_dir / "diabetes.csv", target="target", cv=3)
+    config = build_config(data_dir / "diabetes.csv", target="target", cv_folds=3)
     result = compare(config, models=["ridge", "random_forest"], tracking_uri=store_uri)
     assert result.metric == "rmse"
     values = list(result.leaderboard["cv_rmse_mean"])
@@ -130,9 +130,9 @@ def test_a_failing_model_leaves_the_others_complete(workdir, data_dir, store_uri
 
 
 def test_default_models_are_every_installed_family_for_the_task(workdir, data_dir):
-    from tabtrack.models import available_models
+    from tabtrack.models.families import available_models
 
-    config = build_config(data_dir / "diabetes.csv", target="target", cv=2, overrides=["model.params={}"])
+    config = build_config(data_dir / "diabetes.csv", target="target", cv_folds=2, overrides=["model.params={}"])
     result = compare(config, track=False, params={"mlp": {"epochs": 20}, "xgboost": {"n_estimators": 30}})
     assert set(result.leaderboard["model"]) == set(available_models("regression"))
     assert "logistic_regression" not in set(result.leaderboard["model"])

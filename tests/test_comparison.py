@@ -13,8 +13,8 @@ import pytest
 
 import tabtrack
 from conftest import runs_of
-from tabtrack.evaluate.comparison import PREDICTIONS_FILE, RunView, overlaid_curves, render_comparison
 from tabtrack.evaluate.slices import metric_key, slice_gaps, slice_labels, slice_table
+from tabtrack.pages.comparison_page import PREDICTIONS_FILE, RunView, overlaid_curves, render_comparison
 
 
 def _view(name: str, seed: int, task: str = "classification", rows: int = 300) -> RunView:
@@ -63,6 +63,10 @@ def test_the_page_marks_the_best_flags_different_test_data_and_missing_curves():
     assert "class='num best'>0.9300" in page  # roc_auc: greater is better, c's 0.93 is the best
     assert "(+0.0200)" in page  # c against the first run
     assert "max_depth" in page  # a parameter that differs
+    # each run's full id, to copy; a link to it only where the runs live on a tracking server
+    assert all(f"<code class='id'>{view.run_id}</code>" in page for view in (a, b, c)) and "MLflow UI" not in page
+    c.ui_url = f"http://mlflow.internal:5000/#/experiments/3/runs/{c.run_id}"
+    assert f"<a href='{c.ui_url}'>MLflow UI</a>" in render_comparison([a, c], {}, title="t")
 
 
 def test_slices_are_quartiles_categories_with_other_and_recomputed_metrics():

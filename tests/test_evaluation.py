@@ -271,7 +271,7 @@ def test_unknown_run_for_report_is_a_user_error(workdir, store_uri, cli):
 def test_plotting_leaves_no_figures_and_no_memory_growth(data_dir):
     import matplotlib.pyplot as plt
 
-    from tabtrack.evaluate.evidence import build_evidence, draw_model_plots, draw_prediction_plots, prediction_plot_data
+    from tabtrack.evaluate.evidence import draw_model_plots, draw_prediction_plots, model_evidence, prediction_plot_data
 
     result = tabtrack.train(data_dir / "wine.csv", target="target", model="logistic_regression", track=False)
     frame = pd.read_csv(data_dir / "wine.csv")
@@ -279,8 +279,7 @@ def test_plotting_leaves_no_figures_and_no_memory_growth(data_dir):
     y_pred, proba = result.pipeline.predict(X), result.pipeline.predict_proba(X)
 
     def once():
-        evidence = build_evidence(result.pipeline, X, y, y_pred, proba, task="classification",
-                                  classes=result.classes, model_name="lr", thresholds=[0.5], random_state=0)  # fmt: skip
+        evidence = model_evidence(result.pipeline, X, y, model_name="lr", random_state=0)
         predictions = prediction_plot_data(
             y, y_pred, proba, task="classification", classes=result.classes, model_name="lr"
         )

@@ -52,6 +52,14 @@ def test_heart_disease_two_models_on_a_server_and_the_better_one_registered(tmp_
         _run(["tabtrack", "predict", "models:/heart-disease@champion", "data/heart.csv", "-o", "p.csv"], project,
              MLFLOW_TRACKING_URI=uri)  # fmt: skip
         assert (project / "p.csv").read_text().count("\n") == 601
+        # the comparison page names each run by its full id and links it to the server's UI
+        ids = [runs[name].info.run_id for name in ("logreg", "rf")]
+        _run(["tabtrack", "report", *ids, "-o", "compare.html"], project, MLFLOW_TRACKING_URI=uri)
+        page = (project / "compare.html").read_text()
+        experiment = runs["rf"].info.experiment_id
+        for run_id in ids:
+            assert f"<code class='id'>{run_id}</code>" in page
+            assert f"href='{uri}/#/experiments/{experiment}/runs/{run_id}'" in page
     finally:
         stop_server(server)
 

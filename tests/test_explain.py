@@ -17,7 +17,8 @@ from sklearn.ensemble import HistGradientBoostingClassifier, RandomForestClassif
 from sklearn.linear_model import LogisticRegression
 
 from conftest import run_tabtrack, runs_of
-from tabtrack.evaluate.explain import ExplainError, _isolated, per_input_column, shap_values
+from tabtrack import forked
+from tabtrack.evaluate.explain import per_input_column, shap_values
 
 
 def _data(classes: int = 2, rows: int = 300, seed: int = 0):
@@ -65,12 +66,16 @@ def test_one_hot_outputs_are_summed_back_onto_their_input_column():
     np.testing.assert_allclose(summed, [[0.1 - 0.3 + 0.05, 0.5], [0.0 + 0.4 - 0.1, -0.2]])
 
 
-def test_a_native_crash_of_the_explainer_is_an_error_not_the_end_of_the_process():
-    with pytest.raises(ExplainError, match="crashed"):
-        _isolated(lambda: os.kill(os.getpid(), signal.SIGSEGV))  # getpid runs in the forked child
-    with pytest.raises(ExplainError, match="ZeroDivisionError"):
-        _isolated(lambda: 1 / 0)
-    assert _isolated(lambda a, b: a + b, 2, b=3) == 5
+def test_a_native_crash_in_the_explainers_child_is_an_error_not_the_end_of_the_process():
+    """The explainer's child (forked.Beside, redo_after_crash=False): a crash there is ChildFailed here."""
+    if not forked.fork_safe():
+        pytest.skip("another thread is alive in this test process: it would not fork")
+    crash = forked.Beside("crash", lambda: os.kill(os.getpid(), signal.SIGSEGV), redo_after_crash=False)
+    with pytest.raises(forked.ChildFailed, match="crashed"):  # getpid runs in the forked child
+        crash.result()
+    with pytest.raises(forked.ChildFailed, match="ZeroDivisionError"):
+        forked.Beside("divide", lambda: 1 / 0, redo_after_crash=False).result()
+    assert forked.Beside("add", lambda a, b: a + b, 2, b=3).result() == 5
 
 
 def test_train_explain_logs_shap_per_input_column(workdir, data_dir, store_uri, client):

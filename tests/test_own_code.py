@@ -242,6 +242,42 @@ def test_a_class_outside_code_paths_is_refused_by_name(penguins, store_uri, clie
         sys.modules.pop("odd_steps", None)
 
 
+def test_scikit_learns_own_idioms_pass_the_trust_check_and_load_back(penguins, store_uri, client):
+    """make_column_selector (its dtype_include=object holds Python's `object`), a FunctionTransformer with a numpy
+    function, a TransformedTargetRegressor: public scikit-learn, so trusted, and the model loads back through
+    MLflow's own tools in a fresh process."""
+    from sklearn.compose import TransformedTargetRegressor, make_column_selector
+    from sklearn.linear_model import Ridge
+    from sklearn.preprocessing import FunctionTransformer
+
+    path, X_train, X_test, y_train, y_test = penguins
+    selected = ColumnTransformer([
+        ("numbers", Pipeline([("fill", SimpleImputer()), ("log", FunctionTransformer(np.log1p))]),
+         make_column_selector(dtype_include=np.number)),
+        ("words", Pipeline([("fill", SimpleImputer(strategy="most_frequent")),
+                            ("encode", OneHotEncoder(handle_unknown="ignore"))]), make_column_selector(dtype_include=object)),
+    ])  # fmt: skip
+    classifier = Pipeline([("prep", selected), ("clf", LogisticRegression(max_iter=2000))]).fit(X_train, y_train)
+    mass = ["bill_length_mm", "bill_depth_mm", "flipper_length_mm"]
+    regressor = TransformedTargetRegressor(
+        regressor=Pipeline([("fill", SimpleImputer()), ("fit", Ridge())]), func=np.log, inverse_func=np.exp
+    ).fit(X_train[mass], X_train["body_mass_g"].fillna(4000))
+    uris = []
+    for model, X, y in ((classifier, X_test, y_test), (regressor, X_test[mass], X_test["body_mass_g"].fillna(4000))):
+        with tabtrack.start_run(experiment="idioms", tracking_uri=store_uri) as run:
+            result = run.evaluate(model, X, y)
+        assert client.get_run(run.run_id).info.status == "FINISHED"
+        uris.append(result.model_uri)
+    code = (
+        f"import mlflow, pandas as pd; mlflow.set_tracking_uri({store_uri!r}); raw = pd.read_csv({str(path)!r}); "
+        f"print(len(mlflow.pyfunc.load_model({uris[0]!r}).predict(raw)), "
+        f"len(mlflow.pyfunc.load_model({uris[1]!r}).predict(raw)))"
+    )
+    loaded = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
+    assert loaded.returncode == 0, loaded.stderr[-2000:]
+    assert loaded.stdout.split()[-2:] == ["344", "344"]
+
+
 def test_the_track_decorator_logs_scalar_arguments_and_masks_secrets(store_uri, client):
     @tabtrack.track(experiment="decorated", tracking_uri=store_uri)
     def main(n_estimators: int = 200, learning_rate: float = 0.1, api_key: str = "s3cr3t", data=None):
@@ -395,7 +431,7 @@ def test_a_pytorch_module_through_its_adapter(workdir, store_uri, client, data_d
 
 def test_a_saved_torch_checkpoint_may_only_name_module_classes():
     pytest.importorskip("torch")
-    from tabtrack.models.adapters import _module_class
+    from tabtrack_runtime.adapters import _module_class
 
     assert _module_class("torch.nn.modules.linear.Linear").__name__ == "Linear"
     for name in ("os.system", "builtins.eval", "subprocess.Popen"):
@@ -550,8 +586,8 @@ def test_artifacts_figures_and_every_command_on_an_own_code_run(penguins, store_
     assert list(pd.read_csv(workdir / "p.csv")["prediction"]) == list(expected)
     from fastapi.testclient import TestClient
 
-    from tabtrack.serving.app import _prepared_app
     from tabtrack.serving.model import load
+    from tabtrack.serving.service import _prepared_app
 
     records = json.loads(raw.head(5).drop(columns=["species", "rownames"]).to_json(orient="records"))
     answer = TestClient(_prepared_app(load("models:/own-species/1", tracking_uri=store_uri))).post(

@@ -130,8 +130,8 @@ def test_raw_rows_through_every_path(name, workdir, cli):
     # tabtrack serve's app, records as JSON clients send them (NaN as null)
     from fastapi.testclient import TestClient
 
-    from tabtrack.serving.app import _prepared_app
     from tabtrack.serving.model import load
+    from tabtrack.serving.service import _prepared_app
 
     service = TestClient(_prepared_app(load(uri)))
     records = json.loads(raw.head(50).to_json(orient="records"))

@@ -18,8 +18,8 @@ from mlflow import MlflowClient
 
 import tabtrack
 from conftest import TABTRACK, free_port, wait_for_http
+from tabtrack.commands import registry
 from tabtrack.errors import TabtrackError
-from tabtrack.workflows import registry
 
 
 @pytest.fixture(scope="module")
@@ -347,9 +347,9 @@ def test_service_scores_without_a_joblib_pool_per_request(workdir, data_dir, sto
     the service scores in its own thread, here for a request too big for the compiled forest."""
     from fastapi.testclient import TestClient
 
-    from tabtrack.serving.app import create_app
     from tabtrack.serving.compiled import FOREST_MAX_ROWS
     from tabtrack.serving.model import load
+    from tabtrack.serving.service import create_app
 
     path = data_dir / "breast_cancer.csv"
     result = tabtrack.train(path, target="target", model="random_forest", tracking_uri=store_uri)

@@ -11,12 +11,13 @@ import pytest
 import requests
 from mlflow.exceptions import MlflowException
 
-from tabtrack.cli import _bare_ray
-from tabtrack.data import fingerprint, load_table
+from tabtrack.cli.app import bare_ray
+from tabtrack.cli.options import ray_settings
+from tabtrack.data.fingerprint import fingerprint
+from tabtrack.data.load import load_table
 from tabtrack.data.remote import is_remote, local_file, shown
 from tabtrack.errors import ConfigError, DataError
-from tabtrack.tracking.mlflow_tracker import unreachable
-from tabtrack.workflows.cluster import ray_settings
+from tabtrack.tracking.mlflow_errors import unreachable
 
 
 def test_a_url_is_read_as_its_bytes_and_recorded_by_its_url(data_dir):
@@ -59,9 +60,9 @@ def test_failover_is_decided_on_connection_failures_not_read_timeouts():
 
 
 def test_bare_ray_means_a_local_ray():
-    assert _bare_ray(["compare", "d.csv", "--ray"]) == ["compare", "d.csv", "--ray", "local"]
-    assert _bare_ray(["tune", "--ray", "--trials", "4"]) == ["tune", "--ray", "local", "--trials", "4"]
-    assert _bare_ray(["tune", "--ray", "auto"]) == ["tune", "--ray", "auto"]
+    assert bare_ray(["compare", "d.csv", "--ray"]) == ["compare", "d.csv", "--ray", "local"]
+    assert bare_ray(["tune", "--ray", "--trials", "4"]) == ["tune", "--ray", "local", "--trials", "4"]
+    assert bare_ray(["tune", "--ray", "auto"]) == ["tune", "--ray", "auto"]
     assert ray_settings("local", 1, 0).address is None and ray_settings("auto", 2, 0).threads == 2
     assert ray_settings(None, 1, 0) is None
     with pytest.raises(ConfigError, match="put DATA first"):

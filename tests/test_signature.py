@@ -13,7 +13,7 @@ import pytest
 
 import tabtrack
 from tabtrack.data.validate import validate_frame
-from tabtrack.models.raw_input import RawInput
+from tabtrack_runtime.raw_input import RawInput
 
 
 def test_raw_input_gives_the_training_types_whatever_arrives():
@@ -49,7 +49,7 @@ def test_raw_input_gives_the_training_types_whatever_arrives():
 
 
 def test_text_columns_pass_through_without_a_copy():
-    from tabtrack.models.raw_input import as_number_column, as_text_column
+    from tabtrack_runtime.raw_input import as_number_column, as_text_column
 
     text = pd.Series(["a", "b"], dtype=object)
     assert np.shares_memory(as_text_column(text).to_numpy(), text.to_numpy())
@@ -136,8 +136,15 @@ def test_a_row_index_is_a_warning_and_a_sorted_one_leaks(tmp_path):
         (finding,) = [f for f in report.findings if f.column == "rownames"]
         assert (finding.check, finding.severity) == ("identifier_column", "warning"), name
         assert "--set 'drop_columns=[rownames]'" in finding.message
-    sparse = validate_frame(frame.assign(customer=np.arange(200) * 7 + 3), target="y")
-    assert not [f for f in sparse.findings if f.column == "customer"]  # unique, but not a run of row numbers
+    # unique IDs that rise with the rows (employee numbers 1, 2, 4, 5, 7, ...) are reported like a row index
+    numbers = np.sort(rng.choice(np.arange(1, 1000), 200, replace=False))
+    (rising,) = [
+        f for f in validate_frame(frame.assign(employee=numbers), target="y").findings if f.column == "employee"
+    ]
+    assert rising.check == "identifier_column" and "rises with the row order" in rising.message
+    # a sample of such rows, unordered, stays silent
+    sample = validate_frame(frame.assign(employee=rng.permutation(numbers)), target="y")
+    assert not [f for f in sample.findings if f.column == "employee"]
     gappy = frame.assign(rownames=pd.array(np.where(np.arange(200) == 5, None, np.arange(200)), dtype="Int64"))
     assert not [f for f in validate_frame(gappy, target="y").findings if f.column == "rownames"]
     ordered = frame.sort_values("y").assign(rownames=np.arange(1, 201))  # a table sorted by class

@@ -160,7 +160,7 @@ def test_team_stack_proxied_every_command(stack, workdir):
     assert run.info.status == "FINISHED"
     assert run.data.tags["data.path"] == url and run.data.tags["data.sha256"] == sha
     assert run.info.artifact_uri.startswith("mlflow-artifacts:")  # proxied: the client never sees s3://
-    assert [d.dataset.source for d in run.inputs.dataset_inputs] == [json.dumps({"uri": url})] * 2
+    assert [d.dataset.source for d in run.inputs.dataset_inputs] == [json.dumps({"uri": url})] * 3
     folds = client.search_runs([run.info.experiment_id], f"tags.mlflow.parentRunId = '{run_id}'")
     assert len(folds) == 2 and all(f.info.status == "FINISHED" for f in folds)
     stored = stack.keys(f"mlflow/{run.info.experiment_id}/{run_id}/artifacts/")

@@ -117,7 +117,7 @@ def test_a_model_saved_ahead_is_logged_as_mlflow_would_log_it(tmp_path):
     artifact = ModelArtifact(
         model=model, flavor="sklearn", input_example=head, output_example=model.predict(head),
         input_columns=list(X.columns), pip_requirements=["scikit-learn", "skops"],
-        trusted_types=["numpy.dtype", "numpy.median", "tabtrack.models.raw_input.RawInput", "sklearn.tree._tree.Tree"],
+        trusted_types=["numpy.dtype", "numpy.median", "tabtrack_runtime.raw_input.RawInput", "sklearn.tree._tree.Tree"],
         code_paths=[str(Path(tabtrack.__file__).parent)],
     )  # fmt: skip
     mlflow.set_tracking_uri(f"sqlite:///{tmp_path / 'mlflow.db'}")
@@ -143,7 +143,7 @@ import tabtrack
 from sklearn.ensemble import HistGradientBoostingClassifier
 from sklearn.model_selection import train_test_split
 from tabtrack.models.pipeline import PREPROCESSING_TRUSTED_TYPES, build_pipeline
-from tabtrack.models.registry import get_spec
+from tabtrack.models.families import get_spec
 from tabtrack.tracking import ModelArtifact, make_tracker
 
 frame = pd.read_csv(sys.argv[1])

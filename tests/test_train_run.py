@@ -96,9 +96,9 @@ def test_classification_run_records_the_standard(git_repo, data_dir, client, sto
     assert m["cv_accuracy_std"] == pytest.approx(np.std(fold_acc))
     assert sorted(result.fold_run_ids) == sorted(c.info.run_id for c in children)
 
-    # datasets: train and test with digest and source
+    # datasets: the file itself (its sha256 as digest), train and test with digest and source
     inputs = {next(t.value for t in d.tags): d.dataset for d in run.inputs.dataset_inputs}
-    assert set(inputs) == {"training", "test"}
+    assert set(inputs) == {"source", "training", "test"}
     assert all(d.digest for d in inputs.values())
     assert str(data.resolve()) in inputs["training"].source
     assert json.loads(inputs["test"].profile)["num_rows"] == 114

@@ -10,9 +10,9 @@ import optuna
 import pytest
 
 from conftest import run_tabtrack
+from tabtrack.commands.tune import tune
+from tabtrack.core.training import build_config
 from tabtrack.errors import ConfigError, TabtrackError
-from tabtrack.workflows.train import build_config
-from tabtrack.workflows.tune import tune
 
 POSTGRES_URL = os.environ.get(
     "TABTRACK_TEST_POSTGRES_URL", "postgresql://tabtrack:tabtrack@127.0.0.1:5432/tabtrack_test"

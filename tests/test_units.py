@@ -8,11 +8,11 @@ import pytest
 import yaml
 
 from tabtrack.config import parse_overrides, resolve_config, valid_keys
-from tabtrack.data import detect_task
 from tabtrack.data.fingerprint import dvc_md5
+from tabtrack.data.prepare import detect_task
 from tabtrack.errors import ConfigError
 from tabtrack.evaluate.metrics import GREATER_IS_BETTER, aggregate_folds, compute_metrics, primary_metric
-from tabtrack.models import available_models, get_spec, model_names
+from tabtrack.models.families import available_models, get_spec, model_names
 from tabtrack.redact import redact, redact_uri
 
 

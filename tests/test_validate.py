@@ -79,7 +79,7 @@ def test_each_check_fires(frame, expected):
 def test_leakage_on_columns_longer_than_the_first_rows_it_looks_at():
     """Past SAMPLE_ROWS the checks look at the first rows before the whole column; a column that only
     differs, or only overlaps, after them must not be flagged, and one that leaks throughout must be."""
-    from tabtrack.data.validate import SAMPLE_ROWS
+    from tabtrack.data.leakage import SAMPLE_ROWS
 
     n = SAMPLE_ROWS + 2_000
     frame = clean_frame(n)

@@ -22,25 +22,25 @@ __all__ = [
 ]
 
 if TYPE_CHECKING:
+    from tabtrack.commands.registry import promote, register
+    from tabtrack.core.run import Run, active_run, start_run, track
+    from tabtrack.core.training import TrainResult, train
     from tabtrack.errors import TabtrackError
-    from tabtrack.models.adapters import BoosterModel, TorchModel
-    from tabtrack.run import Run, active_run, start_run, track
-    from tabtrack.workflows.registry import promote, register
-    from tabtrack.workflows.train import TrainResult, train
+    from tabtrack_runtime.adapters import BoosterModel, TorchModel
 
 # Lazy, so `import tabtrack` (and `tabtrack --help`) does not pay for pandas, sklearn or mlflow.
 _LAZY = {
-    "train": "tabtrack.workflows.train",
-    "TrainResult": "tabtrack.workflows.train",
+    "train": "tabtrack.core.training",
+    "TrainResult": "tabtrack.core.training",
     "TabtrackError": "tabtrack.errors",
-    "start_run": "tabtrack.run",
-    "active_run": "tabtrack.run",
-    "track": "tabtrack.run",
-    "Run": "tabtrack.run",
-    "TorchModel": "tabtrack.models.adapters",
-    "BoosterModel": "tabtrack.models.adapters",
-    "register": "tabtrack.workflows.registry",
-    "promote": "tabtrack.workflows.registry",
+    "start_run": "tabtrack.core.run",
+    "active_run": "tabtrack.core.run",
+    "track": "tabtrack.core.run",
+    "Run": "tabtrack.core.run",
+    "TorchModel": "tabtrack_runtime.adapters",
+    "BoosterModel": "tabtrack_runtime.adapters",
+    "register": "tabtrack.commands.registry",
+    "promote": "tabtrack.commands.registry",
 }
 
 

@@ -116,9 +116,6 @@ class RunConfig(_Strict):
             return {str(k): str(v) for k, v in value.items()}
         return value
 
-    def to_yaml(self) -> str:
-        return yaml.safe_dump(self.model_dump(mode="json"), sort_keys=False)
-
 
 def valid_keys(model: type[BaseModel] = RunConfig, prefix: str = "") -> list[str]:
     """Dotted keys accepted by `--set` (dict-valued fields accept any sub-key)."""

@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import json
 import os
 import platform
 import socket
 import subprocess
+import sys
+from collections.abc import Sequence
 from importlib import metadata
 from pathlib import Path
 
@@ -105,3 +108,30 @@ def requirements_txt() -> str:
     lines = [f"# python {platform.python_version()}"]
     lines += [f"{name}=={version}" for name, version in package_versions().items()]
     return "\n".join(lines) + "\n"
+
+
+def entrypoint_tags(argv: Sequence[str]) -> dict[str, str]:
+    """`tabtrack.entrypoint` (the script's path relative to the git root, else as run), `tabtrack.argv` (its
+    arguments as JSON, secrets masked), `tabtrack.workdir` (where it ran, relative to the git root) and
+    `tabtrack.argv_redacted` when something was masked. Nothing where there is no script (a notebook)."""
+    from tabtrack.redact import redact_argv
+
+    script = Path(argv[0]) if argv and argv[0] else None
+    if script is None or script.suffix != ".py" or not script.is_file() or interactive():
+        return {}
+    arguments, masked = redact_argv(argv[1:])
+    root = git_root(Path.cwd())
+    absolute, cwd = script.resolve(), Path.cwd().resolve()
+    tags = {
+        "tabtrack.entrypoint": str(absolute.relative_to(root) if root and absolute.is_relative_to(root) else absolute),
+        "tabtrack.argv": json.dumps(arguments),
+        "tabtrack.workdir": str(cwd.relative_to(root) if root and cwd.is_relative_to(root) else cwd),
+    }
+    if masked:
+        tags["tabtrack.argv_redacted"] = "true"
+    return tags
+
+
+def interactive() -> bool:
+    """A notebook or a REPL: there is no script of the user's to record (argv[0] is the kernel's launcher)."""
+    return hasattr(sys, "ps1") or "ipykernel" in sys.modules

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import re
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from typing import Any
 
 MASK = "***"
@@ -31,3 +31,28 @@ def redact(value: Any) -> Any:
     if isinstance(value, str):
         return redact_uri(value)
     return value
+
+
+def redact_argv(arguments: Iterable[str]) -> tuple[list[str], bool]:
+    """Arguments with secrets masked: the value after (or `=` in) a secret-looking option, and URI credentials."""
+    out: list[str] = []
+    masked = False
+    hide_next = False
+    for argument in arguments:
+        if hide_next:
+            out.append(MASK)
+            masked, hide_next = True, False
+            continue
+        option, sep, _ = argument.partition("=")
+        if option.startswith("-") and is_secret_key(option.lstrip("-").replace("-", "_")):
+            if sep:
+                out.append(f"{option}={MASK}")
+                masked = True
+            else:
+                out.append(argument)
+                hide_next = True
+            continue
+        clean = redact_uri(argument)
+        masked |= clean != argument
+        out.append(clean)
+    return out, masked

@@ -15,7 +15,7 @@ import pandas as pd
 
 from tabtrack.data.load import release_arrow_memory
 from tabtrack.errors import DataError
-from tabtrack.models.raw_input import as_number_column, as_text_column
+from tabtrack_runtime.raw_input import as_number_column, as_text_column
 
 log = logging.getLogger(__name__)
 
@@ -175,6 +175,17 @@ def presplit_dataset(data: Dataset, n_train: int) -> Split:
     return Split(X.iloc[:n_train], X.iloc[n_train:], y.iloc[:n_train], y.iloc[n_train:])
 
 
+def is_numeric_feature(values: pd.Series) -> bool:
+    """A column the model takes as a number (booleans as 0/1); every other column is a category."""
+    return pd.api.types.is_bool_dtype(values) or pd.api.types.is_numeric_dtype(values)
+
+
+def feature_kinds(X: pd.DataFrame) -> tuple[list[str], list[str]]:
+    """(numeric, categorical) columns of X, as tabtrack's preprocessing would treat them."""
+    numeric = [str(c) for c in X.columns if is_numeric_feature(X[c])]
+    return numeric, [str(c) for c in X.columns if str(c) not in set(numeric)]
+
+
 def _missing_target_message(target: str, columns: list[str], source: str) -> str:
     lowered = {str(c).strip().lower(): str(c) for c in columns}
     close = difflib.get_close_matches(target, [str(c) for c in columns], n=3, cutoff=0.6)
@@ -208,7 +219,7 @@ def _normalise_features(
     categorical: list[str] = []
     for column in X.columns:
         values = X[column]
-        if pd.api.types.is_bool_dtype(values) or pd.api.types.is_numeric_dtype(values):
+        if is_numeric_feature(values):
             as_float = as_number_column(values, column)
             if np.isinf(as_float).any():
                 raise DataError(

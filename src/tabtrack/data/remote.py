@@ -12,7 +12,9 @@ import tempfile
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 
+from tabtrack import settings
 from tabtrack.errors import DataError
+from tabtrack.extras import install_hint, installed
 from tabtrack.redact import redact_uri
 
 CHUNK = 8 << 20
@@ -85,19 +87,14 @@ def _download(url: str) -> Path:
 
 
 def _open(url: str):
-    try:
-        import fsspec
-    except ImportError as exc:  # pragma: no cover - fsspec comes with MLflow's dependencies
-        raise DataError(f"reading '{url}' needs fsspec: pip install 'tabtrack[s3]'.") from exc
+    import fsspec  # comes with MLflow
+
     options = {}
     if url.startswith("s3://"):
-        try:
-            import s3fs  # noqa: F401
-        except ImportError as exc:
-            raise DataError(f"reading '{url}' needs s3fs: pip install 'tabtrack[s3]'.") from exc
+        if not installed("s3fs"):
+            raise DataError(f"reading '{redact_uri(url)}' needs s3fs: {install_hint('s3fs')}.")
         # The endpoint MLflow's own S3 client uses (MinIO, moto, Ceph), unless AWS's variable names one.
-        endpoint = os.environ.get("AWS_ENDPOINT_URL_S3") or os.environ.get("AWS_ENDPOINT_URL")
-        endpoint = endpoint or os.environ.get("MLFLOW_S3_ENDPOINT_URL")
+        endpoint = next((os.environ[name] for name in settings.S3_ENDPOINTS if os.environ.get(name)), None)
         if endpoint:
             options["client_kwargs"] = {"endpoint_url": endpoint}
     try:

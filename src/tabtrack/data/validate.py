@@ -12,7 +12,6 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
-import numpy as np
 import pandas as pd
 import yaml
 
@@ -36,7 +35,6 @@ CHECKS = (
 MIN_ROWS_FOR_LEAKAGE = 50
 # A text column with a distinct value on every row and at least this many rows is an identifier, not a feature.
 MIN_ROWS_FOR_IDENTIFIER = 50
-SAMPLE_ROWS = 10_000
 
 
 @dataclass(frozen=True)
@@ -136,100 +134,14 @@ def validate_frame(
 # -- the checks ------------------------------------------------------------------------------------------
 def _check_columns(frame: pd.DataFrame, target: str, settings: ValidationSettings) -> list[Finding]:
     findings: list[Finding] = []
-    features = [c for c in frame.columns if c != target]
-    for column in features:
+    for column in (c for c in frame.columns if c != target):
         values = frame[column]
         nulls = float(values.isna().mean()) if len(values) else 0.0
-        if nulls == 1.0:
-            findings.append(
-                Finding("empty_column", "error", f"column {column!r} has no values at all; drop it.", column)
-            )
-            continue
-        if nulls > settings.max_null_share:
-            findings.append(
-                Finding(
-                    "null_share",
-                    "warning",
-                    f"column {column!r} is {nulls:.0%} empty (over {settings.max_null_share:.0%}).",
-                    column,
-                )
-            )
-        if pd.api.types.is_datetime64_any_dtype(values):
-            findings.append(
-                Finding(
-                    "date_column",
-                    "error",
-                    f"column {column!r} holds dates, which a model cannot take as they are; derive numeric "
-                    f"features from it (year, month, days since a reference date) or drop it with "
-                    f"--set 'drop_columns=[{column}]'.",
-                    column,
-                )
-            )
-            continue
-        if not _is_text(values):
-            if _numbers_the_rows(values):
-                findings.append(
-                    Finding(
-                        "identifier_column",
-                        "warning",
-                        f"integer column {column!r} numbers the rows ({int(values.min())} to {int(values.max())}, "
-                        f"each once), like a row index: as a feature it fits the row order, not the data; "
-                        f"drop it with --set 'drop_columns=[{column}]'.",
-                        column,
-                    )
-                )
-                continue
-            # min == max is the constant test for numbers; no need to count distinct values (slow on 1M rows)
-            if values.min() == values.max():
-                findings.append(
-                    Finding(
-                        "constant_column",
-                        "warning",
-                        f"column {column!r} holds a single value; it adds nothing.",
-                        column,
-                    )
-                )
-            continue
-        example = _date_example(values)
-        if example is not None:
-            findings.append(
-                Finding(
-                    "date_column",
-                    "warning",
-                    f"text column {column!r} holds dates (e.g. {example!r}), so each date is its own category; "
-                    f"derive numeric features from it (year, month, days since a reference date) or drop it "
-                    f"with --set 'drop_columns=[{column}]'.",
-                    column,
-                )
-            )
-            continue
-        distinct = values.nunique(dropna=True)
-        if distinct <= 1:
-            findings.append(
-                Finding(
-                    "constant_column", "warning", f"column {column!r} holds a single value; it adds nothing.", column
-                )
-            )
-        elif distinct == values.notna().sum() and len(values) >= MIN_ROWS_FOR_IDENTIFIER:
-            findings.append(
-                Finding(
-                    "identifier_column",
-                    "error",
-                    f"text column {column!r} has a different value on every row ({distinct}), like an ID; "
-                    f"drop it with --set 'drop_columns=[{column}]'.",
-                    column,
-                )
-            )
-        elif distinct > settings.max_categories:
-            findings.append(
-                Finding(
-                    "high_cardinality",
-                    "warning",
-                    f"text column {column!r} has {distinct} distinct values (over {settings.max_categories}); "
-                    "one-hot encoding it makes a very wide matrix.",
-                    column,
-                )
-            )
+        if nulls > settings.max_null_share and nulls < 1.0:
+            findings.append(Finding("null_share", "warning", f"column {column!r} is {nulls:.0%} empty (over "
+                                    f"{settings.max_null_share:.0%}).", column))  # fmt: skip
+        if (found := _column_finding(values, column, nulls, settings)) is not None:
+            findings.append(Finding(*found, column))
     # One 64-bit hash per row, then duplicates among the hashes: ~10x faster than DataFrame.duplicated.
     duplicates = int(pd.util.hash_pandas_object(frame, index=False).duplicated().sum())
     if duplicates:
@@ -237,6 +149,55 @@ def _check_columns(frame: pd.DataFrame, target: str, settings: ValidationSetting
             Finding("duplicate_rows", "warning", f"{duplicates} duplicate row(s) ({duplicates / len(frame):.1%}).")
         )
     return findings
+
+
+def _column_finding(
+    values: pd.Series, column: str, nulls: float, settings: ValidationSettings
+) -> tuple[str, Severity, str] | None:
+    """What is wrong with one feature column, if anything: (check, severity, message)."""
+    drop = f"drop it with --set 'drop_columns=[{column}]'"
+    derive = "derive numeric features from it (year, month, days since a reference date)"
+    if nulls == 1.0:
+        return "empty_column", "error", f"column {column!r} has no values at all; drop it."
+    if pd.api.types.is_datetime64_any_dtype(values):
+        return (
+            "date_column",
+            "error",
+            f"column {column!r} holds dates, which a model cannot take as they are; {derive} or {drop}.",
+        )
+    if not _is_text(values):
+        if how := _numbers_the_rows(values):
+            return (
+                "identifier_column",
+                "warning",
+                f"integer column {column!r} {how}: as a feature it fits the row order, not the data; {drop}.",
+            )
+        # min == max is the constant test for numbers; no need to count distinct values (slow on 1M rows)
+        if values.min() == values.max():
+            return "constant_column", "warning", f"column {column!r} holds a single value; it adds nothing."
+        return None
+    if (example := _date_example(values)) is not None:
+        return (
+            "date_column",
+            "warning",
+            f"text column {column!r} holds dates (e.g. {example!r}), so each date is its own category; {derive} or {drop}.",
+        )
+    distinct = values.nunique(dropna=True)
+    if distinct <= 1:
+        return "constant_column", "warning", f"column {column!r} holds a single value; it adds nothing."
+    if distinct == values.notna().sum() and len(values) >= MIN_ROWS_FOR_IDENTIFIER:
+        return (
+            "identifier_column",
+            "error",
+            f"text column {column!r} has a different value on every row ({distinct}), like an ID; {drop}.",
+        )
+    if distinct > settings.max_categories:
+        return (
+            "high_cardinality",
+            "warning",
+            f"text column {column!r} has {distinct} distinct values (over {settings.max_categories}); one-hot encoding it makes a very wide matrix.",
+        )
+    return None
 
 
 def _check_target(frame: pd.DataFrame, target: str, settings: ValidationSettings) -> list[Finding]:
@@ -269,94 +230,37 @@ def _check_target(frame: pd.DataFrame, target: str, settings: ValidationSettings
 
 def _check_leakage(frame: pd.DataFrame, target: str, settings: ValidationSettings) -> list[Finding]:
     """A feature equal to the target, or one that predicts it perfectly, means the model learns the answer."""
-    labelled = frame.loc[frame[target].notna()]
-    y = labelled[target]
-    from tabtrack.data.prepare import detect_task
+    from tabtrack.data.leakage import leaking_columns
 
-    classification = detect_task(y) == "classification"
-    y_codes = pd.Series(pd.factorize(y)[0], index=y.index)  # one hashing pass, reused for every column
-    enough_rows = len(labelled) >= MIN_ROWS_FOR_LEAKAGE
-    findings: list[Finding] = []
-    for column in (c for c in labelled.columns if c != target):
-        x = labelled[column]
-        if x.isna().all():
-            continue
-        how = _leak(x, y, y_codes, classification=classification, enough_rows=enough_rows)
-        if how:
-            findings.append(
-                Finding(
-                    "leakage",
-                    "error",
-                    f"column {column!r} {how} target {target!r} (target leakage); drop it with "
-                    f"--set 'drop_columns=[{column}]', or keep it with --set 'validation.ignore=[leakage]'.",
-                    column,
-                )
-            )
-    return findings
+    return [
+        Finding(
+            "leakage",
+            "error",
+            f"column {column!r} {how} target {target!r} (target leakage); drop it with "
+            f"--set 'drop_columns=[{column}]', or keep it with --set 'validation.ignore=[leakage]'.",
+            column,
+        )
+        for column, how in leaking_columns(frame, target, min_rows=MIN_ROWS_FOR_LEAKAGE)
+    ]
 
 
-def _leak(x: pd.Series, y: pd.Series, y_codes: pd.Series, *, classification: bool, enough_rows: bool) -> str | None:
-    numeric = pd.api.types.is_numeric_dtype(x) and not pd.api.types.is_bool_dtype(x)
-    y_numeric = pd.api.types.is_numeric_dtype(y) and not pd.api.types.is_bool_dtype(y)
-    if _identical(x, y, numeric=numeric and y_numeric):
-        return "is identical to"
-    if not enough_rows or x.isna().any():
-        return None
-    if classification:
-        # Every value of x maps to one class (and values repeat, so x is not an ID). A sample with mostly
-        # distinct values settles "continuous" without counting a million of them.
-        sample = x.iloc[:SAMPLE_ROWS]
-        repeats = sample.nunique() <= len(sample) // 2 and 2 <= x.nunique() <= len(x) // 2
-        if repeats and (y_codes.groupby(x.to_numpy()).nunique() == 1).all():
-            return "predicts"
-        if numeric and _classes_separated(x.astype("float64"), y_codes):
-            return "separates the classes of"
-        return None
-    varies = numeric and y_numeric and x.std() > 0 and y.std() > 0
-    if varies and abs(np.corrcoef(x.astype("float64"), y.astype("float64"))[0, 1]) > 0.9999:
-        return "is a linear function of"
-    return None
-
-
-def _identical(x: pd.Series, y: pd.Series, *, numeric: bool) -> bool:
-    # The first rows nearly always differ: compare them before converting a million of each.
-    head = slice(None, SAMPLE_ROWS)
-    return _same_values(x.iloc[head], y.iloc[head], numeric=numeric) and (
-        len(x) <= SAMPLE_ROWS or _same_values(x, y, numeric=numeric)
-    )
-
-
-def _same_values(x: pd.Series, y: pd.Series, *, numeric: bool) -> bool:
-    if numeric:
-        return np.array_equal(x.to_numpy(dtype="float64"), y.to_numpy(dtype="float64"), equal_nan=True)
-    return x.astype(str).equals(y.astype(str))
-
-
-def _classes_separated(x: pd.Series, y_codes: pd.Series) -> bool:
-    """True when the classes occupy disjoint ranges of x, so thresholds on x alone classify perfectly."""
-    if len(x) > SAMPLE_ROWS:
-        head = _class_ranges(x.iloc[:SAMPLE_ROWS], y_codes.iloc[:SAMPLE_ROWS])
-        if len(head) >= 2 and not _disjoint(head):
-            return False  # ranges that overlap among the first rows overlap in the whole column
-    return _disjoint(_class_ranges(x, y_codes))
-
-
-def _class_ranges(x: pd.Series, y_codes: pd.Series) -> pd.DataFrame:
-    return x.groupby(y_codes).agg(["min", "max"]).sort_values("min")
-
-
-def _disjoint(ranges: pd.DataFrame) -> bool:
-    return len(ranges) >= 2 and bool((ranges["min"].to_numpy()[1:] > ranges["max"].to_numpy()[:-1]).all())
-
-
-def _numbers_the_rows(values: pd.Series) -> bool:
-    """An integer column holding each of a run of consecutive numbers once (1..N, 0..N-1, or any offset):
-    a row index or row number saved with the data."""
+def _numbers_the_rows(values: pd.Series) -> str | None:
+    """How an integer column follows the rows, if it does: each of a run of consecutive numbers once (a row
+    number, R's `rownames`), or unique values that only rise (or only fall) from row to row (employee numbers
+    1, 2, 4, 5, 7, ... in a file kept in ID order). A sample of such rows, unordered, says nothing."""
     if len(values) < MIN_ROWS_FOR_IDENTIFIER or pd.api.types.is_bool_dtype(values):
-        return False
+        return None
     if not pd.api.types.is_integer_dtype(values) or values.isna().any():
-        return False
-    return int(values.max()) - int(values.min()) == len(values) - 1 and values.is_unique
+        return None
+    low, high = int(values.min()), int(values.max())
+    consecutive = high - low == len(values) - 1
+    ordered = "rises" if values.is_monotonic_increasing else "falls" if values.is_monotonic_decreasing else None
+    if not (consecutive or ordered) or not values.is_unique:  # the cheap tests first: is_unique hashes every value
+        return None
+    if consecutive:
+        return f"numbers the rows ({low} to {high}, each once), like a row index"
+    first, second, last = (int(values.iloc[i]) for i in (0, 1, -1))
+    return f"{ordered} with the row order ({first}, {second}, ... {last}, each once), like a row index or a record ID"
 
 
 # Dates and times as text: 2021-03-04, 2021/03/04, 04/03/2021, 4.3.21, each optionally with a time.

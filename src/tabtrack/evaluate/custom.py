@@ -22,7 +22,6 @@ class CustomMetric:
     reference: str  # as written in the config
     name: str
     fn: Callable
-    source_file: str | None  # the .py file defining it, so it can ship with a model that needs it
 
     def __call__(self, y_true, y_pred, y_proba) -> float:
         try:
@@ -38,8 +37,8 @@ class CustomMetric:
 
 def load_metric(reference: str) -> CustomMetric:
     """Import the function now, so a bad reference is a config error before any run exists."""
-    fn, source = load_function(reference, what="custom metric")
-    return CustomMetric(reference=reference, name=reference.rpartition(":")[2], fn=fn, source_file=source)
+    fn, _ = load_function(reference, what="custom metric")
+    return CustomMetric(reference=reference, name=reference.rpartition(":")[2], fn=fn)
 
 
 def load_function(reference: str, *, what: str, module_name: str | None = None) -> tuple[Callable, str | None]:

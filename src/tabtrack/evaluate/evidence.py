@@ -3,11 +3,11 @@ plots, classification report, feature importance and threshold metrics. Pure: re
 text keyed by artifact path; the workflow decides where they are logged.
 
 Plots are drawn from plain inputs: `PredictionPlotData`, the test predictions, by `draw_prediction_plots`,
-and `ModelPlotData`, which `model_evidence` returns with the importance texts, by `draw_model_plots`.
-`build_evidence` computes both halves of the evidence at once."""
+and `ModelPlotData`, which `model_evidence` returns with the importance texts, by `draw_model_plots`."""
 
 from __future__ import annotations
 
+import json
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -24,7 +24,6 @@ from tabtrack.evaluate.plots import (
     regression_plots,
     render_png,
 )
-from tabtrack.evaluate.reports import classification_report
 
 
 @dataclass
@@ -63,25 +62,6 @@ class Evidence:
             getattr(self, name).update(getattr(other, name))
         self.model_plots = other.model_plots or self.model_plots
         return self
-
-
-def build_evidence(
-    pipeline,
-    X_test: pd.DataFrame,
-    y_test: pd.Series,
-    y_pred: np.ndarray,
-    proba: np.ndarray | None,
-    *,
-    task: str,
-    classes: Sequence | None,
-    model_name: str,
-    thresholds: Sequence[float],
-    random_state: int,
-) -> Evidence:
-    """Both halves below at once. The model's plots are drawn from `evidence.model_plots` by `draw_model_plots`."""
-    evidence = prediction_evidence(y_test, y_pred, proba, task=task, classes=classes, thresholds=thresholds)
-    evidence.add(model_evidence(pipeline, X_test, y_test, model_name=model_name, random_state=random_state))
-    return evidence
 
 
 def model_evidence(pipeline, X_test: pd.DataFrame, y_test: pd.Series, *, model_name: str, random_state: int):
@@ -162,3 +142,14 @@ def draw_model_plots(data: ModelPlotData) -> dict[str, bytes]:
 
 def _rendered(figures: dict[str, object]) -> dict[str, bytes]:
     return {f"plots/{name}.png": render_png(fig) for name, fig in figures.items()}
+
+
+def classification_report(y_true: Sequence, y_pred: Sequence, *, classes: Sequence) -> tuple[str, str]:
+    """scikit-learn's classification report as (text, json)."""
+    from sklearn.metrics import classification_report as sk_report
+
+    labels = list(classes)
+    names = [str(c) for c in labels]
+    text = sk_report(y_true, y_pred, labels=labels, target_names=names, zero_division=0, digits=4)
+    as_dict = sk_report(y_true, y_pred, labels=labels, target_names=names, zero_division=0, output_dict=True)
+    return text, json.dumps(as_dict, indent=2)

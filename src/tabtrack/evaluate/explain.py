@@ -7,21 +7,22 @@ its output minus the expected value): probability for scikit-learn forests, log-
 logistic models, the prediction for regressors; per class for multiclass. One-hot outputs are summed back
 onto their input column, as feature importance is.
 
-TreeSHAP on scikit-learn trees (and linear models) runs in a forked child process: shap's C extension is
-known to crash the whole process on deep forests (shap issues #3726, #2777), and a crash there must only
-cost the explanation. The child starts before the rest of the evaluation and is collected after it.
+TreeSHAP on scikit-learn trees (and linear models) runs in a forked child process where forking is safe
+(tabtrack/forked.py): shap's C extension is known to crash the whole process on deep forests (shap issues
+#3726, #2777), and a crash there must only cost the explanation. The child starts before the rest of the
+evaluation and is collected after it.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
 
 import numpy as np
 import pandas as pd
 
 from tabtrack import forked
+from tabtrack.models.spec import unwrap
 
 MAX_ROWS = 1000  # test rows explained at most
 AGNOSTIC_MAX_ROWS = 100  # the permutation explainer scores (2 x features + 1) x background rows per row
@@ -59,19 +60,13 @@ class Explanation:
         return table.sort_values("mean_abs_shap", ascending=False, kind="stable").reset_index(drop=True)
 
 
-def explain(model, X: pd.DataFrame, *, task: str, random_state: int) -> Explanation:
-    """SHAP values of `model` (a fitted tabtrack pipeline, or an estimator fed X as it is) on up to MAX_ROWS
-    rows of X (a seeded sample), per input column."""
-    return start_explanation(model, X, task=task, random_state=random_state)()
-
-
 def start_explanation(model, X: pd.DataFrame, *, task: str, random_state: int) -> Callable[[], Explanation]:
     """Begin `explain`; the returned function waits for it and returns the Explanation (or raises).
 
-    scikit-learn trees and linear models are explained in a forked child (the crash guard), which also lets
-    the explainer, shap's import included, run beside the rest of the evaluation on another core. XGBoost and
-    LightGBM (whose TreeSHAP is their own OpenMP code, unsafe in a child forked after OpenMP ran) and the
-    permutation explainer run in this process, when the function is called."""
+    scikit-learn trees and linear models are explained in a forked child where forking is safe (the crash guard),
+    which also lets the explainer, shap's import included, run beside the rest of the evaluation on another core.
+    XGBoost and LightGBM (whose TreeSHAP is their own OpenMP code, unsafe in a child forked after OpenMP ran) and
+    the permutation explainer run in this process, when the function is called."""
     transform, estimator, owners = _split(model, X)
     kind = explainer_kind(estimator)
     limit = AGNOSTIC_MAX_ROWS if kind == "permutation" else MAX_ROWS
@@ -84,13 +79,19 @@ def start_explanation(model, X: pd.DataFrame, *, task: str, random_state: int) -
         size = BACKGROUND_ROWS if kind == "linear" else AGNOSTIC_BACKGROUND_ROWS
         sample = X.sample(min(size, len(X)), random_state=random_state + 1)
         background = _dense(transform(sample))
-    forkable = (kind == "linear" or type(estimator).__module__.startswith(FOREST_MODULES)) and forked.available()
-    values_of = (_forked if forkable else _deferred)(
-        shap_values, estimator, features, task=task, background=background, seed=random_state
-    )
+    job = (shap_values, estimator, features)
+    options = {"task": task, "background": background, "seed": random_state}
+    if kind == "linear" or type(estimator).__module__.startswith(FOREST_MODULES):
+        pending = forked.Beside("SHAP values", *job, redo_after_crash=False, **options)
+        values_of = pending.result
+    else:
+        values_of = lambda: shap_values(estimator, features, **options)  # noqa: E731
 
     def finish() -> Explanation:
-        values, _, output = values_of()
+        try:
+            values, _, output = values_of()
+        except forked.ChildFailed as exc:
+            raise ExplainError(f"the explainer failed: {exc}") from None
         chosen = _explained_output(values, estimator, features, task)
         per_column = per_input_column(chosen, owners, list(X.columns))
         return Explanation(
@@ -170,24 +171,17 @@ def _split(model, X: pd.DataFrame):
     columns = list(X.columns)
     steps = getattr(model, "steps", None)
     if not steps:
-        return (lambda rows: rows), _unwrapped(model), columns
+        return (lambda rows: rows), unwrap(model), columns
     preprocess = dict(steps).get("preprocess")
     owners = feature_owners(preprocess, columns) if preprocess is not None else None
     if owners is not None:
-        return model[:-1].transform, _unwrapped(steps[-1][1]), owners
+        return model[:-1].transform, unwrap(steps[-1][1]), owners
     if all(pd.api.types.is_numeric_dtype(dtype) for dtype in X.dtypes):
         return (lambda rows: rows), model, columns
     raise ExplainError(
         "cannot map this pipeline's features back to its input columns (not tabtrack's preprocessing, and "
         "some inputs are not numbers)"
     )
-
-
-def _unwrapped(estimator):
-    """XGBoost's classifier sits inside tabtrack's label encoder, which changes labels, not scores."""
-    from tabtrack.models.label_encoded import LabelEncodedClassifier
-
-    return estimator.estimator_ if isinstance(estimator, LabelEncodedClassifier) else estimator
 
 
 def _dense(matrix) -> np.ndarray:
@@ -207,26 +201,3 @@ def _tree_row_budget(estimator) -> int:
         if structure is not None:
             work += structure.n_leaves * max(structure.max_depth, 1) ** 2
     return int(max(50, min(MAX_ROWS, TREE_WORK_BUDGET / max(work, 1.0))))
-
-
-def _deferred(fn, *args, **kwargs) -> Callable[[], Any]:
-    return lambda: fn(*args, **kwargs)
-
-
-def _isolated(fn, *args, **kwargs):
-    """`fn(*args, **kwargs)` in a forked child, so a native crash there is an ExplainError here."""
-    return _forked(fn, *args, **kwargs)()
-
-
-def _forked(fn, *args, **kwargs) -> Callable[[], Any]:
-    """Start `fn(*args, **kwargs)` in a forked child; the returned function waits for its result, raising
-    ExplainError if it failed or crashed."""
-    child = forked.Forked(fn, *args, **kwargs)
-
-    def wait():
-        try:
-            return child.result()
-        except forked.ChildFailed as exc:
-            raise ExplainError(f"the explainer failed: {exc}") from None
-
-    return wait

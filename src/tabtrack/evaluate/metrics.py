@@ -39,6 +39,17 @@ def primary_metric(task: str, n_classes: int | None = None) -> str:
     return "roc_auc" if n_classes == 2 else "f1_macro"
 
 
+def chosen_metric(metric: str | None, task: str, n_classes: int | None, *, option: str = "--metric") -> str:
+    """`metric`, else the task's primary one, once its direction is known (a ConfigError lists the metrics whose
+    direction is)."""
+    from tabtrack.errors import ConfigError
+
+    metric = metric or primary_metric(task, n_classes)
+    if metric not in GREATER_IS_BETTER:
+        raise ConfigError(f"unknown {option} {metric!r}; use one of {', '.join(sorted(GREATER_IS_BETTER))}.")
+    return metric
+
+
 def compute_metrics(
     task: str,
     y_true: Sequence,
@@ -144,6 +155,11 @@ def threshold_metrics(
         result["best_f1_threshold"] = float(cutoffs[best])
         result["best_f1"] = float(f1[best])
     return result
+
+
+def flatten(by_split: Mapping[str, Mapping[str, float]]) -> dict[str, float]:
+    """`{"test": {"f1": .9}, "cv": {"f1_mean": .8}}` -> `{"test_f1": .9, "cv_f1_mean": .8}`, as logged."""
+    return {f"{split}_{name}": value for split, values in by_split.items() for name, value in values.items()}
 
 
 def group_by_split(flat: Mapping[str, float]) -> dict[str, dict[str, float]]:

@@ -164,9 +164,12 @@ def loss_curve_plot(history: Sequence[dict[str, float]], *, best_epoch: int, mod
     """Training and validation loss per epoch, with the epoch whose weights were kept."""
     fig, ax = _figure("Loss per epoch", model)
     epochs = np.arange(1, len(history) + 1)
-    for key, label in (("train_loss", "train"), ("val_loss", "validation")):
+    # every loss logged per epoch (a booster's per-round `val_logloss` too), the usual two first
+    losses = list(dict.fromkeys(["train_loss", "val_loss", *(k for record in history for k in record if "loss" in k)]))
+    for key in losses:
         values = [record.get(key) for record in history]
         if any(v is not None for v in values):
+            label = {"train_loss": "train", "val_loss": "validation"}.get(key, key)
             ax.plot(epochs, values, label=label, marker="o" if len(history) <= 30 else None, markersize=3)
     if best_epoch:
         ax.axvline(best_epoch, color="tab:red", linestyle="--", linewidth=1, label=f"best epoch ({best_epoch})")

@@ -7,7 +7,7 @@ from typing import Any
 
 # Types skops must trust to load the preprocessing (the fitted imputers keep their input dtype; the
 # numeric imputer's strategy is numpy's median function; tabtrack's own first step).
-PREPROCESSING_TRUSTED_TYPES = ("numpy.dtype", "numpy.median", "tabtrack.models.raw_input.RawInput")
+PREPROCESSING_TRUSTED_TYPES = ("numpy.dtype", "numpy.median", "tabtrack_runtime.raw_input.RawInput")
 # One-hot encodes at most this many categories per column; rarer ones share one column.
 MAX_CATEGORIES = 50
 
@@ -53,7 +53,7 @@ def build_pipeline(
     training order of the input columns (default: numeric, then categorical)."""
     from sklearn.pipeline import Pipeline
 
-    from tabtrack.models.raw_input import RawInput
+    from tabtrack_runtime.raw_input import RawInput
 
     columns = list(columns) if columns is not None else [*numeric, *categorical]
     return Pipeline(

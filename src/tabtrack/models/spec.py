@@ -1,4 +1,4 @@
-"""What a model family declares: how to build it, its defaults, search space and flavor."""
+"""What a model family declares: how to build it, its defaults, search space and the types loading it trusts."""
 
 from __future__ import annotations
 
@@ -15,7 +15,7 @@ SearchSpace = Callable[[Any, str], dict[str, Any]]  # (optuna.Trial, task) -> pa
 DataParams = Callable[[str, Any, str], dict[str, Any]]
 
 IMPORT_NAMES = {"scikit-learn": "sklearn"}
-LABEL_WRAPPER_TYPE = "tabtrack.models.label_encoded.LabelEncodedClassifier"
+LABEL_WRAPPER_TYPE = "tabtrack_runtime.label_encoded.LabelEncodedClassifier"
 
 
 @dataclass(frozen=True)
@@ -33,9 +33,6 @@ class ModelSpec:
     seed_param: str | None = "random_state"
     search_space: SearchSpace | None = None
     data_params: DataParams | None = None
-    flavor: str = "sklearn"
-    # The MLflow flavor that also logs the bare estimator as `model_native` (e.g. "xgboost").
-    native_flavor: str | None = None
     # Types skops must trust to load this estimator (MLflow 3 saves sklearn models with skops).
     trusted_types: tuple[str, ...] = ()
     # Distributions the estimator needs at inference time, pinned to installed versions.
@@ -47,7 +44,7 @@ class ModelSpec:
     # How far a re-run's test metrics may drift and still count as reproduced (0: bit-identical).
     reproduce_tolerance: float = 0.0
     # Its fit runs in native threads that leave the GIL free, so `tabtrack train` fits it while MLflow starts
-    # (workflows/train.py:FitAhead). Measured per family: it pays for HGB and LightGBM; a forest's Python per
+    # (core/training.py:FitAhead). Measured per family: it pays for HGB and LightGBM; a forest's Python per
     # tree and XGBoost's OpenMP threads beside the import thread made the run slower.
     fits_beside_python: bool = False
 
@@ -67,18 +64,14 @@ class ModelSpec:
             raise ConfigError(f"model {self.name!r} does not support {task}; it supports {', '.join(self.tasks)}.")
         missing = self.missing_packages()
         if missing:
+            from tabtrack.extras import install_hint
+
             raise ConfigError(
                 f"model {self.name!r} needs {', '.join(missing)}, which is not installed; "
-                f"install it with: pip install 'tabtrack[{self.name}]'"
+                f"install it with: {install_hint(missing[0])}"
             )
         module_name, _, class_name = self.estimators[task].partition(":")
-        try:
-            module = importlib.import_module(module_name)
-        except ImportError as exc:
-            raise ConfigError(
-                f"model {self.name!r} needs the package {module_name.split('.')[0]!r}; "
-                f"install it with: pip install 'tabtrack[{self.name}]'"
-            ) from exc
+        module = importlib.import_module(module_name)
         return getattr(module, class_name)
 
     def resolve_params(
@@ -115,7 +108,7 @@ class ModelSpec:
         estimator = cls(**self.resolve_params(task, params, random_state=random_state, y_train=y_train, device=device))
         _check_param_values(estimator, self.name)
         if self.encode_labels and task == "classification":
-            from tabtrack.models.label_encoded import LabelEncodedClassifier
+            from tabtrack_runtime.label_encoded import LabelEncodedClassifier
 
             return LabelEncodedClassifier(estimator)
         return estimator
@@ -157,25 +150,35 @@ def _check_no_bools_for_numbers(cls: type, params: Mapping[str, Any], family: st
             raise ConfigError(f"model.params.{key} for {family!r} must be a number, got {value!r}.")
 
 
-def hyperparameters(estimator: Any) -> dict[str, Any]:
-    """The estimator's own parameters, looking through tabtrack's label-encoding wrapper; for a Pipeline, its
-    steps' parameters as scikit-learn names them (`model__max_depth`), the plain values only."""
-    inner = getattr(estimator, "estimator", None)
-    if inner is not None and type(estimator).__name__ == "LabelEncodedClassifier":
-        estimator = inner
-    if hasattr(estimator, "steps"):
-        plain = (str, int, float, bool, type(None), list, tuple)
-        return {k: v for k, v in estimator.get_params(deep=True).items() if isinstance(v, plain) and k != "steps"}
-    return estimator.get_params(deep=False)
+def hyperparameters(model: Any) -> dict[str, Any]:
+    """The hyperparameters a run records for `model`, whichever door trained it: for tabtrack's pipeline (its
+    input step first) or a bare estimator, the estimator's own parameters (through tabtrack's label-encoding
+    wrapper); for any other Pipeline, its steps' parameters as scikit-learn names them (`clf__max_depth`).
+    Plain values only (no estimators, functions or types); none for a model whose get_params needs more."""
+    from tabtrack_runtime.label_encoded import LabelEncodedClassifier
+    from tabtrack_runtime.raw_input import RawInput
+
+    steps = getattr(model, "steps", None)
+    if steps and isinstance(steps[0][1], RawInput):
+        model = steps[-1][1]
+    if isinstance(model, LabelEncodedClassifier):
+        model = model.estimator
+    plain = (str, int, float, bool, type(None), list, tuple, dict)
+    try:
+        if hasattr(model, "steps"):
+            values = {k: v for k, v in model.get_params(deep=True).items() if k != "steps"}
+        else:
+            values = model.get_params(deep=False) if hasattr(model, "get_params") else {}
+    except Exception:  # a third-party get_params that needs more: its hyperparameters stay unrecorded
+        return {}
+    return {k: v for k, v in values.items() if isinstance(v, plain)}
 
 
 def unwrap(estimator: Any) -> Any:
-    """The fitted algorithm itself (for native flavors and importances)."""
-    return (
-        getattr(estimator, "estimator_", estimator)
-        if type(estimator).__name__ == "LabelEncodedClassifier"
-        else estimator
-    )
+    """The fitted algorithm inside tabtrack's label-encoding wrapper (for native flavors and explanations)."""
+    from tabtrack_runtime.label_encoded import LabelEncodedClassifier
+
+    return estimator.estimator_ if isinstance(estimator, LabelEncodedClassifier) else estimator
 
 
 def _check_param_values(estimator: Any, name: str) -> None:

@@ -11,8 +11,8 @@ import pandas as pd
 
 from tabtrack.errors import TabtrackError
 from tabtrack.models.loading import load_logged_model
-from tabtrack.models.raw_input import RawInput, as_number_column, as_text_column
-from tabtrack.tracking.store import resolve_tracking_uri
+from tabtrack.tracking.store import registered_version, resolve_tracking_uri
+from tabtrack_runtime.raw_input import RawInput, as_number_column, as_text_column
 
 log = logging.getLogger(__name__)
 NUMERIC_TYPES = {"double", "float", "long", "integer", "boolean"}
@@ -180,24 +180,16 @@ def _lineage(uri: str, info) -> dict[str, Any]:
 
     client = MlflowClient()
     meta: dict[str, Any] = {"model_uri": uri, "name": None, "version": None, "aliases": [], "run_id": info.run_id}
-    if uri.startswith("models:/") and not uri.startswith("models:/m-"):
-        path = uri.removeprefix("models:/")
-        try:
-            if "@" in path:
-                name, alias = path.split("@", 1)
-                version = client.get_model_version_by_alias(name, alias)
-            else:
-                name, number = path.split("/", 1)
-                version = client.get_model_version(name, number)
-            registered = client.get_registered_model(name)
-            meta.update(
-                name=name,
-                version=str(version.version),
-                run_id=version.run_id or meta["run_id"],
-                aliases=sorted(a for a, v in (registered.aliases or {}).items() if str(v) == str(version.version)),
-            )
-        except (MlflowException, ValueError):
-            pass
+    try:
+        version = registered_version(client, uri)
+    except MlflowException:
+        version = None
+    if version is not None:
+        aliases = client.get_registered_model(version.name).aliases or {}
+        meta.update(
+            name=version.name, version=str(version.version), run_id=version.run_id or meta["run_id"],
+            aliases=sorted(a for a, v in aliases.items() if str(v) == str(version.version)),
+        )  # fmt: skip
     if meta["run_id"]:
         try:
             run = client.get_run(meta["run_id"])

@@ -25,7 +25,9 @@ PARENT_TAG = "mlflow.parentRunId"
 SCHEMA_SAMPLE_ROWS = 1000
 FLAVORS = ("sklearn", "xgboost", "lightgbm", "pytorch")
 # Models whose every estimator comes from these modules are saved in a child beside the evaluation.
-SAVED_AHEAD_MODULES = ("sklearn.", "tabtrack.models.raw_input")
+SAVED_AHEAD_MODULES = ("sklearn.", "tabtrack_runtime.raw_input")
+# ... and whose parameters hold no code but these modules' (numpy's functions, Python's own types).
+SAVED_AHEAD_CODE = ("sklearn", "numpy", "builtins")
 
 log = logging.getLogger(__name__)
 
@@ -120,8 +122,9 @@ def save_model(artifact: ModelArtifact, path: str | Path) -> None:
 class SavedAhead:
     """`save_and_check(artifact)` in a forked child, started as soon as the model is fitted, so the save (for
     scikit-learn models mostly `import skops.io`, which imports every scikit-learn module) and MLflow's serving
-    check run on another core while this process evaluates the model. `folder()` waits for it: None if it
-    failed, and log_model then saves in this process (where the same failure raises with its traceback)."""
+    check run on another core while this process evaluates the model. `folder()` waits for it, up to the fork
+    timeout: None if it failed, crashed or timed out, and log_model then saves in this process (where the same
+    failure raises with its traceback)."""
 
     def __init__(self, artifact: ModelArtifact) -> None:
         self.artifact = artifact
@@ -131,18 +134,15 @@ class SavedAhead:
 
     @staticmethod
     def possible(artifact: ModelArtifact) -> bool:
-        """Models made of scikit-learn's own estimators (and tabtrack's input step), where fork is safe."""
-        model = artifact.model
-        if artifact.flavor != "sklearn" or not hasattr(model, "get_params") or not forked.available():
-            return False
-        parts = [model, *(v for v in model.get_params(deep=True).values() if hasattr(v, "get_params"))]
-        # scikit-learn's OpenMP code obeys the child's one-thread limit; XGBoost, LightGBM, torch (the MLP) and
-        # unknown code may start thread teams of their own, which hang in a child forked after they ran.
-        return all(type(part).__module__.startswith(SAVED_AHEAD_MODULES) for part in parts)
+        """Where fork is safe (tabtrack/forked.py), for a scikit-learn model that runs known code only."""
+        return artifact.flavor == "sklearn" and forked.fork_safe() and runs_known_code_only(artifact.model)
 
     def folder(self) -> Path | None:
         try:
             self._child.result()
+        except forked.ChildTimedOut as exc:
+            log.warning("saving the model in a child process: %s; saving it in this process", exc)
+            return None
         except forked.ChildFailed as exc:
             log.debug("saving the model ahead failed (%s); saving it in this process", exc)
             return None
@@ -151,6 +151,25 @@ class SavedAhead:
     def discard(self) -> None:
         self._child.cancel()
         self._tmp.cleanup()
+
+
+def runs_known_code_only(model: Any) -> bool:
+    """A model made of scikit-learn's own estimators and tabtrack's input step, whose parameters hold no code of
+    anyone else's (a FunctionTransformer with a user's function, a callable column selector). scikit-learn's
+    OpenMP code obeys a child's one-thread limit; XGBoost, LightGBM, torch (the MLP) and unknown code may start
+    thread teams of their own, which hang in a child forked after they ran, or take locks another thread held."""
+    return hasattr(model, "get_params") and all(_known(v) for v in (model, *model.get_params(deep=True).values()))
+
+
+def _known(value: Any) -> bool:
+    if isinstance(value, list | tuple):
+        return all(_known(item) for item in value)
+    if hasattr(value, "get_params"):
+        return type(value).__module__.startswith(SAVED_AHEAD_MODULES)
+    if callable(value):
+        module = getattr(value, "__module__", None) or type(value).__module__
+        return module.partition(".")[0] in SAVED_AHEAD_CODE
+    return True
 
 
 def _save_in_child(artifact: ModelArtifact, path: Path) -> None:
@@ -172,7 +191,11 @@ def save_and_check(artifact: ModelArtifact, path: Path) -> None:
     save_model(artifact, path)
     serving_input = Model.load(str(path)).get_serving_input(str(path))
     if serving_input:
-        validate_serving_input(str(path), serving_input)
+        with warnings.catch_warnings():
+            # Deprecated as a public helper (MLflow 3.13) in favour of mlflow.models.predict in a fresh environment;
+            # Model.log still runs the same check in-process, which is what is mirrored here.
+            warnings.filterwarnings("ignore", category=FutureWarning, message=".*validate_serving_input")
+            validate_serving_input(str(path), serving_input)
 
 
 class _SavedFlavor:

@@ -11,7 +11,6 @@ from __future__ import annotations
 import contextlib
 import functools
 import logging
-import os
 import tempfile
 import threading
 import time
@@ -24,9 +23,11 @@ from mlflow import MlflowClient
 from mlflow.entities import Metric, Param, RunTag
 from mlflow.exceptions import MlflowException
 
+from tabtrack import settings
 from tabtrack.errors import TrackingError
 from tabtrack.redact import redact_uri
 from tabtrack.tracking.base import ModelArtifact, Tracker
+from tabtrack.tracking.mlflow_errors import refusal, retry_locked, unreachable
 from tabtrack.tracking.mlflow_io import (
     MAX_METRICS,
     MAX_PARAM_LENGTH,
@@ -38,58 +39,9 @@ from tabtrack.tracking.mlflow_io import (
     log_model,
 )
 from tabtrack.tracking.offline import OfflineTracker
-from tabtrack.tracking.store import is_local_store, resolve_tracking_uri, run_url, seconds_setting
-
-# SQLite lets one writer in at a time; concurrent `tabtrack train` processes wait their turn.
-LOCKED_RETRIES, LOCKED_BACKOFF_S = 8, 0.25
-# MLflow's own HTTP retry (backoff 2, 7 retries) waits minutes on a dead server before reporting it;
-# these defaults report it in about 7 s, and the run carries on offline. Users can still override them.
-# (MLFLOW_HTTP_REQUEST_TIMEOUT keeps MLflow's 120 s: a proxied upload answers only once the object store
-# has the file.)
-HTTP_RETRY_DEFAULTS = {
-    "MLFLOW_HTTP_REQUEST_MAX_RETRIES": "3",
-    "MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR": "1",
-}
-# A model upload still running after this many seconds is reported, and again every as many seconds.
-UPLOAD_NOTICE = ("TABTRACK_UPLOAD_NOTICE", 10.0)
+from tabtrack.tracking.store import is_local_store, resolve_tracking_uri, run_url
 
 log = logging.getLogger(__name__)
-
-
-def unreachable(exc: BaseException) -> bool:
-    """True for a tracking server that cannot be connected to (as opposed to one that refuses a request, or
-    one that is slow to answer: a read time-out while a large upload is stored is not an outage, and going
-    offline then would upload the model twice). A TrackingError raised from such a failure counts too."""
-    import requests
-
-    if isinstance(exc, TrackingError) and exc.__cause__ is not None:
-        exc = exc.__cause__
-    text = str(exc)
-    if isinstance(exc, requests.exceptions.ReadTimeout) or "Read timed out" in text or "ReadTimeoutError" in text:
-        return False
-    if isinstance(exc, (requests.exceptions.ConnectionError, ConnectionError)):
-        return True
-    return isinstance(exc, MlflowException) and any(
-        marker in text
-        for marker in ("Max retries exceeded", "Connection refused", "Failed to establish a new connection",
-                       "RemoteDisconnected", "Connection aborted")
-    )  # fmt: skip
-
-
-def _locked(exc: BaseException) -> bool:
-    return "database is locked" in str(exc)
-
-
-def _retry_locked(call, *args, **kwargs):
-    """`call` again with backoff while SQLite reports a lock; a locked transaction wrote nothing."""
-    for attempt in range(LOCKED_RETRIES):
-        try:
-            return call(*args, **kwargs)
-        except MlflowException as exc:
-            if not _locked(exc) or attempt == LOCKED_RETRIES - 1:
-                raise
-            time.sleep(LOCKED_BACKOFF_S * 2**attempt)
-    return None
 
 
 def _failover(method):
@@ -115,8 +67,7 @@ class MlflowTracker(Tracker):
         self.tracking_uri = resolve_tracking_uri(tracking_uri)
         self.remote = not is_local_store(self.tracking_uri)
         if self.remote:
-            for name, value in HTTP_RETRY_DEFAULTS.items():
-                os.environ.setdefault(name, value)
+            settings.defaults(settings.MLFLOW_HTTP_RETRIES)  # a dead server reported in ~7 s, not minutes
         self._parent = _parent
         self._client = _parent._client if _parent else MlflowClient(self.tracking_uri)
         self._params: dict[str, str] = {}
@@ -129,7 +80,7 @@ class MlflowTracker(Tracker):
         self._model_id: str | None = None  # the run's `model`: metrics logged after it are linked to it
         self._ahead: list[SavedAhead] = []
         # Read now: a bad value is an error before training, not when the model is logged after it.
-        self._upload_notice = seconds_setting(*UPLOAD_NOTICE) if self.remote else None
+        self._upload_notice = settings.seconds(settings.UPLOAD_NOTICE) if self.remote else None
 
     # -- lifecycle --------------------------------------------------------------------
     def _start(self, *, experiment: str, run_name: str, tags: dict[str, str]) -> None:
@@ -203,12 +154,12 @@ class MlflowTracker(Tracker):
 
     def _begin(self, run_name: str, tags: dict[str, str], *, nested: bool) -> None:
         try:
-            run = _retry_locked(
+            run = retry_locked(
                 mlflow.start_run, experiment_id=self.experiment_id, run_name=run_name, tags=tags, nested=nested
             )
         except MlflowException as exc:
             raise TrackingError(
-                f"could not start an MLflow run at {redact_uri(self.tracking_uri)}: {_reason(exc)}"
+                f"could not start an MLflow run at {redact_uri(self.tracking_uri)}: {refusal(exc)}"
             ) from exc
         self.run_id = run.info.run_id
 
@@ -231,9 +182,9 @@ class MlflowTracker(Tracker):
     def _end_online(self, status: str) -> None:
         active = mlflow.active_run()
         if active is not None and active.info.run_id == self.run_id:
-            _retry_locked(mlflow.end_run, status=status)
+            retry_locked(mlflow.end_run, status=status)
         else:  # not on top of the fluent stack (should not happen): end it directly
-            _retry_locked(self._client.set_terminated, self.run_id, status=status)
+            retry_locked(self._client.set_terminated, self.run_id, status=status)
 
     def _go_offline(self, exc: BaseException) -> None:
         """Continue this run in an offline bundle that names the server's run, so sync completes it."""
@@ -272,17 +223,17 @@ class MlflowTracker(Tracker):
 
     def _experiment_id(self, name: str) -> str:
         try:
-            experiment = _retry_locked(self._client.get_experiment_by_name, name)
+            experiment = retry_locked(self._client.get_experiment_by_name, name)
             if experiment is None:
                 try:
-                    return _retry_locked(self._client.create_experiment, name)
+                    return retry_locked(self._client.create_experiment, name)
                 except MlflowException as exc:
                     if exc.error_code != "RESOURCE_ALREADY_EXISTS":  # another process created it first
                         raise
                     experiment = self._client.get_experiment_by_name(name)
         except MlflowException as exc:
             raise TrackingError(
-                f"MLflow store {redact_uri(self.tracking_uri)} refused the request: {_reason(exc)}"
+                f"MLflow store {redact_uri(self.tracking_uri)} refused the request: {refusal(exc)}"
             ) from exc
         if experiment.lifecycle_stage == "deleted":
             raise TrackingError(
@@ -323,17 +274,17 @@ class MlflowTracker(Tracker):
         # (A chunk the server took before a later one failed may be re-sent: sync skips duplicates.)
         while self._params:
             chunk = dict(list(self._params.items())[:MAX_PARAMS])
-            _retry_locked(self._client.log_batch, self.run_id, params=[Param(k, v) for k, v in chunk.items()])
+            retry_locked(self._client.log_batch, self.run_id, params=[Param(k, v) for k, v in chunk.items()])
             for key in chunk:
                 del self._params[key]
         while self._tags:
             chunk = dict(list(self._tags.items())[:MAX_TAGS])
-            _retry_locked(self._client.log_batch, self.run_id, tags=[RunTag(k, v) for k, v in chunk.items()])
+            retry_locked(self._client.log_batch, self.run_id, tags=[RunTag(k, v) for k, v in chunk.items()])
             for key in chunk:
                 del self._tags[key]
         while self._metrics:
             chunk = self._metrics[:MAX_METRICS]
-            _retry_locked(self._client.log_batch, self.run_id, metrics=chunk)
+            retry_locked(self._client.log_batch, self.run_id, metrics=chunk)
             del self._metrics[: len(chunk)]
 
     # -- artifacts --------------------------------------------------------------------
@@ -414,16 +365,6 @@ def _reported_while_slow(what: str, every: float | None):
     finally:
         done.set()
         reporter.join()
-
-
-def _reason(exc: MlflowException) -> str:
-    """MLflow's message on one line; auth failures say which settings to check."""
-    text = " ".join(str(exc.message).split())
-    if exc.error_code in ("UNAUTHENTICATED", "PERMISSION_DENIED") or "error code 401" in text:
-        return "the server rejected the credentials (HTTP 401); check MLFLOW_TRACKING_USERNAME and MLFLOW_TRACKING_PASSWORD"
-    if "error code 403" in text:
-        return "the user lacks permission for this (HTTP 403); ask the server's admin for access to the experiment"
-    return text[:500]
 
 
 def _forget_fluent_run(run_id: str | None) -> None:

@@ -1,50 +1,38 @@
-"""A tracker that records nothing: `--no-track` and library use without MLflow."""
+"""A tracker that records nothing: `--no-track` and library use without MLflow (what a run computes is still
+returned: the Recorder keeps it)."""
 
 from __future__ import annotations
 
-from collections.abc import Mapping
 from typing import Any
 
 from tabtrack.tracking.base import ModelArtifact, Tracker
 
 
 class NullTracker(Tracker):
-    """Keeps what was logged in memory (handy for tests and for printing), sends nothing anywhere."""
+    """Sends nothing anywhere."""
 
     stores_artifacts = False
 
-    def __init__(self) -> None:
-        self.params: dict[str, Any] = {}
-        self.metrics: dict[str, float] = {}
-        self.tags: dict[str, str] = {}
-        self.status: str | None = None
-        self.children: list[NullTracker] = []
-
     def _start(self, *, experiment: str, run_name: str, tags: dict[str, str]) -> None:
-        self.tags.update(tags)
+        pass
 
     def _new_child(self, run_name: str, tags: dict[str, str]) -> Tracker:
-        child = NullTracker()
-        child.tags.update(tags)
-        self.children.append(child)
-        return child
+        return NullTracker()
 
     def nested(self) -> Tracker:
-        child = NullTracker()
-        self.children.append(child)
-        return child
+        return NullTracker()
 
     def _end(self, status: str) -> None:
-        self.status = status
+        pass
 
-    def log_params(self, params: Mapping[str, Any]) -> None:
-        self.params.update(params)
+    def log_params(self, params: Any) -> None:
+        pass
 
-    def log_metrics(self, metrics: Mapping[str, float], *, step: int | None = None) -> None:
-        self.metrics.update(metrics)
+    def log_metrics(self, metrics: Any, *, step: int | None = None) -> None:
+        pass
 
-    def set_tags(self, tags: Mapping[str, str]) -> None:
-        self.tags.update(tags)
+    def set_tags(self, tags: Any) -> None:
+        pass
 
     def log_text(self, text: str, artifact_file: str) -> None:
         pass
@@ -52,9 +40,7 @@ class NullTracker(Tracker):
     def log_bytes(self, data: bytes, artifact_file: str) -> None:
         pass
 
-    def log_dataset(
-        self, frame: Any, *, context: str, source: str, name: str, target: str | None, digest: str | None = None
-    ) -> None:
+    def log_dataset(self, frame: Any, **_: Any) -> None:
         pass
 
     def log_model(self, artifact: ModelArtifact) -> str | None:

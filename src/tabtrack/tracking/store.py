@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+from tabtrack import settings
 from tabtrack.redact import redact_uri
 
 DEFAULT_DB = "mlflow.db"
@@ -13,30 +14,10 @@ DEFAULT_UI = "http://127.0.0.1:5000"
 
 def resolve_tracking_uri(explicit: str | None = None) -> str:
     """`--tracking-uri`, then MLFLOW_TRACKING_URI, then the embedded SQLite file in the working directory."""
-    uri = explicit or os.environ.get("MLFLOW_TRACKING_URI")
+    uri = explicit or os.environ.get(settings.TRACKING_URI)
     if uri:
         return uri
     return f"sqlite:///{Path.cwd() / DEFAULT_DB}"
-
-
-def connect_timeout() -> float:
-    return seconds_setting("TABTRACK_CONNECT_TIMEOUT", 3.0)
-
-
-def seconds_setting(name: str, default: float) -> float:
-    """A positive number of seconds from environment variable `name`, else `default`."""
-    from tabtrack.errors import ConfigError
-
-    raw = os.environ.get(name)
-    if raw is None:
-        return default
-    try:
-        value = float(raw)
-    except ValueError:
-        raise ConfigError(f"{name} must be a number of seconds, got {raw!r}.") from None
-    if value <= 0:
-        raise ConfigError(f"{name} must be positive, got {raw!r}.")
-    return value
 
 
 def server_reachable(uri: str) -> bool:
@@ -50,12 +31,36 @@ def server_reachable(uri: str) -> bool:
     return connect_error(parts.hostname or "localhost", port) is None
 
 
+def mlflow_client(tracking_uri: str | None = None):
+    """MLflow's client for `--tracking-uri` (else MLflow's own resolution, else ./mlflow.db), the registry on the same
+    store; MLflow's fluent API is pointed there too."""
+    import mlflow
+    from mlflow import MlflowClient
+
+    uri = resolve_tracking_uri(tracking_uri)
+    mlflow.set_tracking_uri(uri)
+    return MlflowClient(uri, registry_uri=uri)
+
+
+def registered_version(client, model_uri: str):
+    """The registered version `models:/NAME@ALIAS` or `models:/NAME/N` names (MLflow's ModelVersion), or None for
+    another kind of URI. Raises MlflowException where the registry holds no such model, alias or version."""
+    path = model_uri.removeprefix("models:/") if model_uri.startswith("models:/") else None
+    if not path or path.startswith("m-"):  # a logged model's own id
+        return None
+    name, sep, alias = path.partition("@")
+    if sep:
+        return client.get_model_version_by_alias(name, alias)
+    name, _, number = path.partition("/")
+    return client.get_model_version(name, number) if number.isdigit() else None
+
+
 def connect_error(host: str, port: int) -> str | None:
     """Why nothing accepts a TCP connection at host:port within the connect timeout; None when something does."""
     import socket
 
     try:
-        with socket.create_connection((host, port), timeout=connect_timeout()):
+        with socket.create_connection((host, port), timeout=settings.seconds(settings.CONNECT_TIMEOUT)):
             return None
     except OSError as exc:
         return exc.strerror or type(exc).__name__

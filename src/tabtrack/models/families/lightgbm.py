@@ -32,7 +32,6 @@ SPECS = (
             "force_col_wise": True,
         },
         search_space=_space,
-        native_flavor="lightgbm",
         trusted_types=(
             "collections.OrderedDict",
             "lightgbm.basic.Booster",

@@ -1,4 +1,4 @@
-"""A PyTorch MLP (see tabtrack.models.torch_mlp): per-epoch loss curves, early stopping, CPU or CUDA."""
+"""A PyTorch MLP (tabtrack_runtime.torch_mlp): per-epoch loss curves, early stopping, CPU or CUDA."""
 
 from __future__ import annotations
 
@@ -21,12 +21,11 @@ SPECS = (
         name="mlp",
         summary="PyTorch multilayer perceptron (Adam, early stopping; CPU or CUDA)",
         estimators={
-            "classification": "tabtrack.models.torch_mlp:TorchMLPClassifier",
-            "regression": "tabtrack.models.torch_mlp:TorchMLPRegressor",
+            "classification": "tabtrack_runtime.torch_mlp:TorchMLPClassifier",
+            "regression": "tabtrack_runtime.torch_mlp:TorchMLPRegressor",
         },
         search_space=_space,
-        native_flavor="pytorch",
-        trusted_types=("tabtrack.models.torch_mlp.TorchMLPClassifier", "tabtrack.models.torch_mlp.TorchMLPRegressor"),
+        trusted_types=("tabtrack_runtime.torch_mlp.TorchMLPClassifier", "tabtrack_runtime.torch_mlp.TorchMLPRegressor"),
         requires=("torch",),
         iterative=True,
         device_param="device",

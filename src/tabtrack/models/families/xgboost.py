@@ -43,7 +43,6 @@ SPECS = (
         defaults={"n_estimators": 300, "learning_rate": 0.1, "max_depth": 6, "tree_method": "hist", "n_jobs": -1},
         search_space=_space,
         data_params=_data_params,
-        native_flavor="xgboost",
         trusted_types=("xgboost.core.Booster", "xgboost.sklearn.XGBClassifier", "xgboost.sklearn.XGBRegressor"),
         requires=("xgboost",),
         iterative=True,

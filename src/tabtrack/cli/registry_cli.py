@@ -1,0 +1,126 @@
+"""`tabtrack register`, `promote`, `models`, `card`, `predict`, `serve` and `families`: models after training."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+import tabtrack.cli.options as o
+from tabtrack.cli.app import app
+
+
+@app.command("register")
+def register_model(
+    run_id: Annotated[str, typer.Argument(help="run whose `model` to register")],
+    name: Annotated[str, typer.Option("--name", "-n", help="registered model name")],
+    description: Annotated[str | None, typer.Option("--description", help="version description")] = None,
+    tracking_uri: o.TrackingUri = None,
+) -> None:
+    """Register a run's model as a new version, tagged with its lineage and test metrics."""
+    from tabtrack.commands import registry
+
+    version = registry.register(run_id, name=name, description=description, tracking_uri=tracking_uri)
+    typer.echo(f"registered: {name} version {version.version}  (models:/{name}/{version.version})")
+
+
+@app.command()
+def promote(
+    name: Annotated[str, typer.Argument(help="registered model name")],
+    version: Annotated[str, typer.Option("--version", help="version to point the alias at")],
+    alias: Annotated[str | None, typer.Option("--alias", help="alias, e.g. champion")] = None,
+    stage: Annotated[
+        str | None, typer.Option("--stage", help="deprecated: staging|production, mapped to an alias")
+    ] = None,
+    tracking_uri: o.TrackingUri = None,
+) -> None:
+    """Point an alias (champion, challenger, ...) at a model version."""
+    from tabtrack.commands import registry
+
+    chosen = registry.promote(name, version=version, alias=alias, stage=stage, tracking_uri=tracking_uri)
+    typer.echo(f"{name}@{chosen} -> version {version}  (models:/{name}@{chosen})")
+
+
+models_app = typer.Typer(help="Registered models: list and show.", no_args_is_help=True)
+app.add_typer(models_app, name="models")
+
+
+@models_app.command("list")
+def models_list(tracking_uri: o.TrackingUri = None) -> None:
+    """Registered models with their latest version and aliases."""
+    from tabtrack.cli.output import console, simple_table
+    from tabtrack.commands import registry
+
+    rows = [
+        [m["name"], str(m["latest_version"]), ", ".join(f"{a}=v{v}" for a, v in sorted(m["aliases"].items()))]
+        for m in registry.list_models(tracking_uri)
+    ]
+    console.print(simple_table(["name", "latest", "aliases"], rows))
+
+
+@models_app.command("show")
+def models_show(name: Annotated[str, typer.Argument()], tracking_uri: o.TrackingUri = None) -> None:
+    """Versions of one model: aliases, source run and test metrics."""
+    from tabtrack.cli.output import console, headline, simple_table
+    from tabtrack.commands import registry
+
+    rows = [
+        [str(v["version"]), ", ".join(v["aliases"]), v["run_id"] or "", headline(v["metrics"])]
+        for v in registry.show_model(name, tracking_uri)
+    ]
+    console.print(simple_table(["version", "aliases", "run id", "test metrics"], rows, title=name))
+
+
+@app.command()
+def card(model_uri: o.ModelUri, output: o.Output = None, tracking_uri: o.TrackingUri = None) -> None:
+    """Write the model card of a registered version or a run's model (Mitchell et al., 2019): Markdown, or HTML
+    when --output ends in .html (default: card.md)."""
+    from tabtrack.commands.card import model_card
+    from tabtrack.pages.card_page import card_html
+
+    output = output or Path("card.md")
+    markdown = model_card(model_uri, tracking_uri=tracking_uri)
+    output.write_text(card_html(markdown) if output.suffix in (".html", ".htm") else markdown, encoding="utf-8")
+    typer.echo(f"wrote {output}")
+
+
+@app.command()
+def predict(
+    model_uri: o.ModelUri,
+    data: Annotated[Path, typer.Argument(help="CSV or Parquet rows to score")],
+    output: o.Output = None,
+    tracking_uri: o.TrackingUri = None,
+) -> None:
+    """Score a file with a logged or registered model into a CSV (default: predictions.csv); classifiers add one
+    probability column per class."""
+    from tabtrack.serving.predict import predict_file
+
+    output = output or Path("predictions.csv")
+    rows = predict_file(model_uri, data, output, tracking_uri=tracking_uri)
+    typer.echo(f"wrote {rows} predictions to {output}")
+
+
+@app.command()
+def serve(
+    model_uri: o.ModelUri,
+    host: Annotated[str, typer.Option("--host")] = "127.0.0.1",
+    port: Annotated[int, typer.Option("--port", "-p")] = 8080,
+    workers: Annotated[int, typer.Option("--workers", "-w", min=1, help="processes, each with the model loaded")] = 1,
+    tracking_uri: o.TrackingUri = None,
+) -> None:
+    """Serve a model over HTTP: POST /predict, GET /health, GET /metadata."""
+    from tabtrack.serving.service import run_server
+
+    run_server(model_uri, host=host, port=port, tracking_uri=tracking_uri, workers=workers)
+
+
+@app.command()
+def families() -> None:
+    """List the model families and the tasks each supports."""
+    from tabtrack.models.families import get_spec, model_names
+
+    for name in model_names():
+        spec = get_spec(name)
+        status = "" if spec.available() else "  (not installed)"
+        typer.echo(f"{name:<24} {'/'.join(spec.tasks):<28} {spec.summary}{status}")

@@ -1,0 +1,1 @@
+"""Pages for people, rendered from plain values: a run's report, runs compared, a model card."""

@@ -183,6 +183,8 @@ class Recorder:
         sha256 as the digest."""
         from tabtrack.data.load import read_head
 
+        if not self.stores_artifacts:  # a run that records nothing
+            return
         for path, fp in files:
             source = Path(fp.path).as_uri() if Path(fp.path).is_absolute() else fp.path
             self.run.log_dataset(
@@ -201,6 +203,8 @@ class Recorder:
     ) -> None:
         """The training and test rows as MLflow dataset inputs (their digests), named after the file they came from
         (`{stem}_train`, `{stem}_test`; a pre-split test file by its own name) and with it as their source."""
+        if not self.stores_artifacts:  # a run that records nothing
+            return
         for context, rows, fp in (("training", train_rows, data_file), ("test", test_rows, test_file or data_file)):
             if rows is None or not hasattr(rows[0], "columns"):
                 continue

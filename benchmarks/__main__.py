@@ -146,8 +146,8 @@ def throughput(work: Path, repeats: int, epochs: int = 1000, metrics: int = 4) -
     from mlflow import MlflowClient
 
     sys.path.insert(0, str(REPO / "src"))
+    from tabtrack.commands.ui import ui_env
     from tabtrack.tracking.mlflow_tracker import MlflowTracker
-    from tabtrack.workflows.ui import ui_env
 
     port = _free_port()
     server = subprocess.Popen(

@@ -23,7 +23,13 @@ def main() -> None:
     import pandas as pd
 
     import tabtrack
-    from tabtrack.evaluate.evidence import build_evidence, draw_model_plots, draw_prediction_plots, prediction_plot_data
+    from tabtrack.evaluate.evidence import (
+        draw_model_plots,
+        draw_prediction_plots,
+        model_evidence,
+        prediction_evidence,
+        prediction_plot_data,
+    )
 
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
@@ -46,10 +52,10 @@ def main() -> None:
                 proba = pipeline.predict_proba(X_test) if task == "classification" else None
                 start = time.perf_counter()
                 y_pred = pipeline.predict(X_test)
-                evidence = build_evidence(
-                    pipeline, X_test, y_test, y_pred, proba, task=task, classes=result.classes,
-                    model_name=model, thresholds=[0.3, 0.5, 0.7], random_state=42,
-                )  # fmt: skip
+                prediction_evidence(
+                    y_test, y_pred, proba, task=task, classes=result.classes, thresholds=[0.3, 0.5, 0.7]
+                )
+                evidence = model_evidence(pipeline, X_test, y_test, model_name=model, random_state=42)
                 draw_prediction_plots(
                     prediction_plot_data(y_test, y_pred, proba, task=task, classes=result.classes, model_name=model)
                 )

@@ -42,7 +42,7 @@ def dataloader_epoch_seconds(X: np.ndarray, y: np.ndarray, device: str, batch_si
 
 def tabtrack_epoch_seconds(X: np.ndarray, y: np.ndarray, device: str, batch_size: int, epochs: int) -> float:
     """tabtrack's MLP: data resident on the device, index-sliced batches, loss summed on the device."""
-    from tabtrack.models.torch_mlp import TorchMLPRegressor
+    from tabtrack_runtime.torch_mlp import TorchMLPRegressor
 
     times: list[float] = []
     last = [time.perf_counter()]

@@ -33,10 +33,9 @@ def main() -> None:
     from sklearn.datasets import make_classification
 
     import tabtrack
+    from tabtrack.core.checks import check_training
+    from tabtrack.core.training import build_config
     from tabtrack.tracking.mlflow_io import model_kwargs
-    from tabtrack.workflows.checks import check_training
-    from tabtrack.workflows.recording import model_artifact
-    from tabtrack.workflows.train import build_config
 
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
@@ -46,7 +45,7 @@ def main() -> None:
         frame.to_csv(work / "train.csv", index=False)
         config = build_config(work / "train.csv", target="y", model="hist_gradient_boosting")
         result = tabtrack.train(config=config, track=False)
-        artifact = model_artifact(result.pipeline, check_training(config))
+        artifact = check_training(config).packaging.artifact(result.pipeline, frame.drop(columns=["y"]))
         kwargs = model_kwargs(artifact)
         mlflow.sklearn.save_model(result.pipeline, path=str(work / "any"), **kwargs)
         typed = {**kwargs, "signature": infer_signature(artifact.input_example, artifact.output_example)}

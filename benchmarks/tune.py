@@ -24,8 +24,8 @@ def main() -> None:
     args = parser.parse_args()
     import optuna
 
-    from tabtrack.workflows.train import build_config
-    from tabtrack.workflows.tune import tune
+    from tabtrack.commands.tune import tune
+    from tabtrack.core.training import build_config
 
     storage = os.environ.get(
         "TABTRACK_TEST_POSTGRES_URL", "postgresql://tabtrack:tabtrack@127.0.0.1:5432/tabtrack_test"

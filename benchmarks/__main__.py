@@ -30,12 +30,14 @@ from pathlib import Path
 
 from benchmarks.common import (
     big_parquet,
+    free_port,
     generated_classification,
     median,
     print_table,
     tabtrack_cmd,
     time_command,
     timed_peak,
+    wait_http,
 )
 
 Row = tuple[str, str, str, str]
@@ -149,7 +151,7 @@ def throughput(work: Path, repeats: int, epochs: int = 1000, metrics: int = 4) -
     from tabtrack.commands.ui import ui_env
     from tabtrack.tracking.mlflow_tracker import MlflowTracker
 
-    port = _free_port()
+    port = free_port()
     server = subprocess.Popen(
         [sys.executable, "-m", "mlflow", "server", "--host", "127.0.0.1", "--port", str(port),
          "--backend-store-uri", f"sqlite:///{work / 'server.db'}", "--workers", "1"],
@@ -160,7 +162,7 @@ def throughput(work: Path, repeats: int, epochs: int = 1000, metrics: int = 4) -
     buffered: list[float] = []
     try:
         uri = f"http://127.0.0.1:{port}"
-        _wait_http(f"{uri}/health", server)
+        wait_http(f"{uri}/health", server)
         names = [f"m{i}" for i in range(metrics)]
         mlflow.set_tracking_uri(uri)
         mlflow.set_experiment("throughput")
@@ -241,29 +243,6 @@ def _last_param(work: Path, experiment: str, key: str) -> str:
     )
     done = subprocess.run([sys.executable, "-c", code], cwd=work, capture_output=True, text=True, check=False)
     return done.stdout.strip() or "?"
-
-
-def _free_port() -> int:
-    import socket
-
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-def _wait_http(url: str, proc: subprocess.Popen, timeout: float = 120) -> None:
-    import urllib.request
-
-    deadline = time.time() + timeout
-    while time.time() < deadline:
-        if proc.poll() is not None:
-            raise RuntimeError("mlflow server exited")
-        try:
-            with urllib.request.urlopen(url, timeout=2):
-                return
-        except OSError:
-            time.sleep(0.5)
-    raise RuntimeError(f"{url} did not answer in {timeout} s")
 
 
 def main() -> None:

@@ -104,3 +104,29 @@ def bundled_csv(name: str, folder: Path) -> Path:
     path = folder / f"{name}.csv"
     frame.to_csv(path, index=False)
     return path
+
+
+def free_port() -> int:
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def wait_http(url: str, proc: subprocess.Popen, timeout: float = 180) -> None:
+    """Until `url` answers 200; an error when `proc` (the server) exits first or time runs out."""
+    import urllib.error
+    import urllib.request
+
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        if proc.poll() is not None:
+            output = proc.stdout.read() if proc.stdout else ""
+            raise RuntimeError(f"{' '.join(map(str, proc.args))} exited: {output}")
+        try:
+            with urllib.request.urlopen(url, timeout=2):
+                return
+        except (OSError, urllib.error.URLError):
+            time.sleep(0.5)
+    raise RuntimeError(f"{url} did not answer in {timeout} s")

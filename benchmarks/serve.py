@@ -16,7 +16,6 @@ import argparse
 import http.client
 import json
 import os
-import socket
 import statistics
 import subprocess
 import sys
@@ -25,28 +24,7 @@ import threading
 import time
 from pathlib import Path
 
-from benchmarks.common import bundled_csv, print_table
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-def _wait(port: int, path: str, proc: subprocess.Popen, timeout: float = 180) -> None:
-    deadline = time.time() + timeout
-    while time.time() < deadline:
-        if proc.poll() is not None:
-            raise RuntimeError(f"server exited: {proc.stdout.read() if proc.stdout else ''}")
-        try:
-            conn = http.client.HTTPConnection("127.0.0.1", port, timeout=2)
-            conn.request("GET", path)
-            if conn.getresponse().status == 200:
-                return
-        except OSError:
-            time.sleep(0.5)
-    raise RuntimeError("server did not start")
+from benchmarks.common import bundled_csv, free_port, print_table, wait_http
 
 
 def load_test(port: int, path: str, bodies: list[bytes], concurrency: int) -> tuple[list[float], float, int]:
@@ -183,7 +161,7 @@ def main() -> None:
                 theirs,
             ),
         ):
-            port = _free_port()
+            port = free_port()
             proc = subprocess.Popen(
                 [*command, "--port", str(port)],
                 cwd=work,
@@ -193,7 +171,7 @@ def main() -> None:
                 text=True,
             )
             try:
-                _wait(port, health, proc)
+                wait_http(f"http://127.0.0.1:{port}{health}", proc)
                 load_test(port, path, bodies[:200], args.concurrency)  # warm-up
                 if client == "wrk":
                     table.append((label, *wrk_test(port, path, bodies[0], args.concurrency, args.seconds)))

@@ -393,3 +393,37 @@ def test_compare_and_tune_on_a_ray_cluster(stack, ray_cluster, workdir):
     given_back = [t for t in trials if t.state.name == "FAIL"]
     tried = [t.params for t in trials if t.state.name != "FAIL"]
     assert all(any(all(p.get(k) == v for k, v in g.params.items()) for p in tried) for g in given_back)
+
+
+def test_predictions_logged_to_the_bucket_and_monitored_from_there(stack, workdir):
+    """`predict` writes the prediction log to s3:// on the team's object store; `monitor` reads it back from there,
+    and records its run, page and drift on the tracking server."""
+    raw = write_table(TABLES["titanicsurvival"], workdir)
+    run_id = _run_id(_ok(stack.tabtrack("train", str(raw), "--target", "survived", "--model", "random_forest",
+                                        "--cv", "0", *SMALL, *DROP, cwd=workdir)))  # fmt: skip
+    model = f"runs:/{run_id}/model"
+    frame = pd.read_csv(raw).drop(columns=["survived"])
+    frame.to_csv(workdir / "today.csv", index=False)
+    frame.assign(age=frame["age"] + 30).to_csv(workdir / "older.csv", index=False)
+    for name in ("today", "older"):
+        log = f"s3://{BUCKET}/predictions/{name}"
+        _ok(stack.tabtrack("predict", model, f"{name}.csv", "--log-predictions", log, cwd=workdir))
+    keys = stack.keys("predictions/")
+    day = f"date={time.strftime('%Y-%m-%d', time.gmtime())}"
+    assert {key.split("/")[1] for key in keys} == {"today", "older"}
+    assert all(key.split("/")[2] == day and key.endswith(".parquet") for key in keys), keys
+
+    calm = stack.tabtrack("monitor", model, "--since", "1h", "--log-predictions", f"s3://{BUCKET}/predictions/today",
+                          cwd=workdir)  # fmt: skip
+    drifted = stack.tabtrack("monitor", model, "--since", "1h", "--log-predictions",
+                             f"s3://{BUCKET}/predictions/older", cwd=workdir)  # fmt: skip
+    assert drifted.returncode == 1, drifted.stdout + drifted.stderr
+    flagged = [line.split("|")[1].strip() for line in drifted.stdout.splitlines() if line.startswith("| *")]
+    assert "* age" in flagged and not {"* sex", "* passengerClass"} & set(flagged), drifted.stdout
+    assert calm.returncode in (0, 1) and "* age" not in calm.stdout, calm.stdout + calm.stderr
+
+    client = stack.client()
+    runs = client.search_runs([client.get_experiment_by_name(f"monitoring-run-{run_id}").experiment_id])
+    assert len(runs) == 2 and {r.data.metrics["rows"] for r in runs} == {len(frame)}
+    older = next(r for r in runs if r.data.tags["monitor.drifted"] == "true" and r.data.metrics["psi_age"] > 0.2)
+    assert {a.path for a in client.list_artifacts(older.info.run_id)} >= {"monitor.html", "monitoring"}

@@ -5,6 +5,7 @@ paths, dataset inputs, fold runs and model code."""
 
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
 import textwrap
@@ -120,9 +121,18 @@ def test_both_doors_record_the_same_run(case, workdir, store_uri):
     assert by_train["artifacts"] == by_own["artifacts"]
     assert by_train["datasets"] == by_own["datasets"] == ["source", "test", "training"]
     assert by_train["folds"] == by_own["folds"] and len(by_train["folds"]) == 3
-    assert {"config/resolved.yaml", "env/requirements.txt", "data_validation.json", "report.html"} <= by_train[
-        "artifacts"
-    ]
+    assert {"config/resolved.yaml", "env/requirements.txt", "data_validation.json", "report.html",
+            "monitoring/reference.json"} <= by_train["artifacts"]  # fmt: skip
+    # the same reference for monitor from both doors, and no raw rows in it unless a config asks for them
+    references = []
+    for kind, run in runs.items():
+        (workdir / kind).mkdir()
+        saved = client.download_artifacts(run.info.run_id, "monitoring/reference.json", str(workdir / kind))
+        references.append(json.loads(Path(saved).read_text()))
+    assert references[0] == references[1] and "sample" not in references[0]
+    assert set(references[0]["columns"]) == {"island", "bill_length_mm", "bill_depth_mm", "flipper_length_mm",
+                                             "body_mass_g", "sex", "year"}  # fmt: skip
+    assert set(references[0]["predictions"]["proba"]) == {"Adelie", "Chinstrap", "Gentoo"}
     assert {"tabtrack.trusted_types", "data.sha256", "data.validation_warnings"} <= by_train["tags"]
     assert {"target", "test_size", "random_state", "cv_folds", "n_numeric_features", "n_classes"} <= by_train["params"]
 

@@ -14,15 +14,19 @@ __all__ = [
     "TrainResult",
     "__version__",
     "active_run",
+    "monitor",
     "promote",
     "register",
+    "retrain",
     "start_run",
     "track",
     "train",
 ]
 
 if TYPE_CHECKING:
+    from tabtrack.commands.monitor import monitor
     from tabtrack.commands.registry import promote, register
+    from tabtrack.commands.retrain import retrain
     from tabtrack.core.run import Run, active_run, start_run, track
     from tabtrack.core.training import TrainResult, train
     from tabtrack.errors import TabtrackError
@@ -41,6 +45,8 @@ _LAZY = {
     "BoosterModel": "tabtrack_runtime.adapters",
     "register": "tabtrack.commands.registry",
     "promote": "tabtrack.commands.registry",
+    "monitor": "tabtrack.commands.monitor",
+    "retrain": "tabtrack.commands.retrain",
 }
 
 

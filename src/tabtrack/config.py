@@ -47,6 +47,17 @@ class ValidationConfig(_Strict):
         return values
 
 
+class MonitoringConfig(_Strict):
+    """What `tabtrack monitor` calls drift (see "After deployment"), and what a run keeps for it."""
+
+    psi: float = Field(0.2, gt=0, description="a column (or the predictions) drifted when its PSI is above this")
+    null_share_jump: float = Field(0.1, gt=0, le=1, description="... or its share of missing values rose by more")
+    new_category_share: float = Field(0.05, gt=0, le=1, description="... or this share of its values is new")
+    reference_sample_rows: int = Field(
+        0, ge=0, le=100_000, description="keep this many raw training rows (seeded) with the reference; 0: none"
+    )
+
+
 class CardConfig(_Strict):
     """What the model card says that no run can measure (see `tabtrack card`); unfilled sections are flagged."""
 
@@ -93,6 +104,7 @@ class RunConfig(_Strict):
     )
     explain: bool = Field(False, description="SHAP values per input column on up to 1,000 test rows (extra: shap)")
     card: CardConfig = Field(default_factory=CardConfig)
+    monitoring: MonitoringConfig = Field(default_factory=MonitoringConfig)
 
     @field_validator("thresholds")
     @classmethod

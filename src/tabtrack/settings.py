@@ -19,8 +19,12 @@ FORK_TIMEOUT = ("TABTRACK_FORK_TIMEOUT", 120.0)
 # -- set by tabtrack for processes it starts ---------------------------------------------------------------------
 # `tabtrack reproduce` gives the script it re-runs the id of the run being reproduced.
 REPRODUCES = "TABTRACK_REPRODUCES"
-# `tabtrack serve --workers N` tells each worker process which model to load.
+# `tabtrack retrain` gives the script it re-runs on new data the id of the champion's run.
+RETRAINS = "TABTRACK_RETRAINS"
+# `tabtrack serve --workers N` tells each worker process which model to load, and where its prediction log goes.
 SERVE_MODEL_URI = "TABTRACK_SERVE_MODEL_URI"
+SERVE_LOG = "TABTRACK_SERVE_LOG"
+SERVE_LOG_SAMPLE = "TABTRACK_SERVE_LOG_SAMPLE"
 
 # -- other tools' variables ---------------------------------------------------------------------------------------
 TRACKING_URI = "MLFLOW_TRACKING_URI"

@@ -44,7 +44,19 @@ Register = Annotated[str | None, typer.Option("--register", help="register the m
 Gate = Annotated[bool, typer.Option("--gate", help="with --register: champion only if it beats the current one")]
 Output = Annotated[Path | None, typer.Option("--output", "-o", help="file to write")]
 Format = Annotated[str | None, typer.Option("--format", "-f", help="output format")]
-ModelUri = Annotated[str, typer.Argument(help="models:/NAME@alias, models:/NAME/3, runs:/ID/model or a model folder")]
+ModelUri = Annotated[
+    str, typer.Argument(help="NAME@alias, NAME/3, models:/NAME@alias, runs:/ID/model or a model folder")
+]
+
+# -- after deployment ------------------------------------------------------------------------------------------------
+LogPredictions = Annotated[
+    str,
+    typer.Option("--log-predictions", metavar="LOCATION|off",
+                 help="where the prediction log goes: a folder or an fsspec URL (s3://bucket/prefix); off: nowhere"),
+]  # fmt: skip
+LogSample = Annotated[
+    float, typer.Option("--log-sample", min=0.0, max=1.0, help="the share of requests logged (whole requests)")
+]
 
 # -- scaling out -----------------------------------------------------------------------------------------------------
 Ray = Annotated[
@@ -71,6 +83,11 @@ def ray_settings(address: str | None, cpus_per_task: float, gpus_per_task: float
     if cpus_per_task <= 0 or gpus_per_task < 0:
         raise ConfigError("--cpus-per-task must be above 0 and --gpus-per-task at least 0.")
     return RaySettings(None if address == LOCAL_RAY else address, cpus_per_task, gpus_per_task)
+
+
+def log_location(value: str) -> str | None:
+    """`--log-predictions`: None for off."""
+    return None if value.strip().lower() in ("off", "none", "") else value
 
 
 def pairs(values: list[str] | None, option: str) -> dict[str, str]:

@@ -177,3 +177,20 @@ def _value(value) -> str:
     if value is None:
         return "-"
     return f"{value:.6g}" if isinstance(value, float) else str(value)
+
+
+def drift_table(report) -> Table:
+    """`tabtrack monitor`: the input columns, biggest drift first, then the predictions."""
+    table = _table(f"{report.rows} rows from {report.source}")
+    for column in ("column", "kind", "psi", "test", "p-value", "missing", "new"):
+        table.add_column(column, justify="left" if column in ("column", "kind", "test", "new") else "right")
+    for drift in [*report.columns, *report.predictions]:
+        flag = "* " if report.crossed(drift) else ""
+        table.add_row(
+            flag + drift.column, drift.kind, f"{drift.psi:.3f}", f"{drift.test} {drift.statistic:.3g}",
+            f"{drift.p_value:.2g}", f"{drift.null_share_reference:.1%} -> {drift.null_share:.1%}",
+            f"{drift.new_share:.1%}" if drift.new_share else "",
+        )  # fmt: skip
+    for name in report.missing_columns:
+        table.add_row(f"* {name}", "missing", "", "", "", "", "")
+    return table

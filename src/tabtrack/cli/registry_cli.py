@@ -10,6 +10,8 @@ import typer
 import tabtrack.cli.options as o
 from tabtrack.cli.app import app
 
+DEFAULT_LOG = ".tabtrack/predictions"  # serving/prediction_log.py:DEFAULT_LOCATION (not imported: --help stays fast)
+
 
 @app.command("register")
 def register_model(
@@ -90,15 +92,22 @@ def predict(
     model_uri: o.ModelUri,
     data: Annotated[Path, typer.Argument(help="CSV or Parquet rows to score")],
     output: o.Output = None,
+    log_predictions: o.LogPredictions = DEFAULT_LOG,
+    log_sample: o.LogSample = 1.0,
     tracking_uri: o.TrackingUri = None,
 ) -> None:
     """Score a file with a logged or registered model into a CSV (default: predictions.csv); classifiers add one
-    probability column per class."""
+    probability column per class. The scored rows go to the prediction log, as `serve`'s do."""
     from tabtrack.serving.predict import predict_file
+    from tabtrack.serving.prediction_log import describe_log
 
     output = output or Path("predictions.csv")
-    rows = predict_file(model_uri, data, output, tracking_uri=tracking_uri)
-    typer.echo(f"wrote {rows} predictions to {output}")
+    location = o.log_location(log_predictions)
+    typer.echo(describe_log(location, log_sample), err=True)
+    rows, request_id = predict_file(
+        model_uri, data, output, tracking_uri=tracking_uri, log_predictions=location, log_sample=log_sample
+    )
+    typer.echo(f"wrote {rows} predictions to {output}  (request id {request_id})")
 
 
 @app.command()
@@ -107,12 +116,18 @@ def serve(
     host: Annotated[str, typer.Option("--host")] = "127.0.0.1",
     port: Annotated[int, typer.Option("--port", "-p")] = 8080,
     workers: Annotated[int, typer.Option("--workers", "-w", min=1, help="processes, each with the model loaded")] = 1,
+    log_predictions: o.LogPredictions = DEFAULT_LOG,
+    log_sample: o.LogSample = 1.0,
     tracking_uri: o.TrackingUri = None,
 ) -> None:
-    """Serve a model over HTTP: POST /predict, GET /health, GET /metadata."""
+    """Serve a model over HTTP: POST /predict, GET /health, GET /metadata; every scored row goes to the
+    prediction log."""
     from tabtrack.serving.service import run_server
 
-    run_server(model_uri, host=host, port=port, tracking_uri=tracking_uri, workers=workers)
+    run_server(
+        model_uri, host=host, port=port, tracking_uri=tracking_uri, workers=workers,
+        log_predictions=o.log_location(log_predictions), log_sample=log_sample,
+    )  # fmt: skip
 
 
 @app.command()

@@ -35,6 +35,7 @@ class GateDecision:
     champion_version: str | None
     champion_score: float | None
     reason: str
+    promoted: bool = True  # False: the decision is recorded, the champion left where it was
 
 
 def model_uri_of_run(client, run_id: str) -> str:
@@ -102,11 +103,13 @@ def promote(
 
 
 def _reproducing(action: str, name: str) -> bool:
-    run_id = os.environ.get(settings.REPRODUCES)
+    """A script re-run by `reproduce` or `retrain` leaves the registry to them."""
+    run_id = os.environ.get(settings.REPRODUCES) or os.environ.get(settings.RETRAINS)
     if run_id:
         log.warning(
-            "reproducing run %s: %s of %r skipped (a reproduction writes nothing to the registry)", run_id, action, name
-        )
+            "re-running run %s: %s of %r skipped (reproduce and retrain do their own registry writes)",
+            run_id, action, name,
+        )  # fmt: skip
     return bool(run_id)
 
 
@@ -160,10 +163,12 @@ def gate(
     classes: Sequence | None,
     metric: str | None = None,
     tracking_uri: str | None = None,
+    promote: bool = True,
 ) -> GateDecision:
     """Score the new version and the current champion on the same held-out rows (the new run's test
     split); the better one by the metric's direction holds `champion`, the new one otherwise gets
-    `challenger`. Records the decision and both scores as tags on the new version."""
+    `challenger`. Records the decision and both scores as tags on the new version. Without `promote` the new
+    version is the `challenger` whatever the decision (which its tags still record)."""
     from mlflow.exceptions import MlflowException
 
     client = mlflow_client(tracking_uri)
@@ -194,8 +199,11 @@ def gate(
                 f"v{version} {verb} champion v{champion.version} on {metric} "
                 f"({new_score:.4f} vs {champion_score:.4f}, same {len(y_test)} held-out rows)"
             )
-    client.set_registered_model_alias(name, alias, str(version))
-    tags = {"gate.decision": alias, "gate.metric": metric, "gate.new_score": f"{new_score:.6g}", "gate.reason": reason}
+    if not promote and alias == CHAMPION:
+        reason += "; not promoted (--promote moves champion)"
+    client.set_registered_model_alias(name, alias if promote else CHALLENGER, str(version))
+    tags = {"gate.decision": alias, "gate.metric": metric, "gate.new_score": f"{new_score:.6g}", "gate.reason": reason,
+            "gate.promoted": str(promote and alias == CHAMPION).lower()}  # fmt: skip
     if champion is not None:
         tags["gate.champion_version"] = str(champion.version)
     if champion_score is not None:
@@ -203,7 +211,9 @@ def gate(
     for key, value in tags.items():
         client.set_model_version_tag(name, str(version), key, value)
     write_card(client, name, str(version))  # again: the card reports the gate's decision
-    return GateDecision(alias, metric, new_score, champion.version if champion else None, champion_score, reason)
+    return GateDecision(
+        alias, metric, new_score, champion.version if champion else None, champion_score, reason, promote
+    )
 
 
 def _score(model, X, y, task: str, classes, metric: str) -> float:

@@ -177,12 +177,11 @@ def reproduce_script(
     return reproduction
 
 
-def _reproduced_run(client, original):
-    """The newest finished run tagged as reproducing `original`, with its run name."""
+def _reproduced_run(client, original, tag: str = "tabtrack.reproduces"):
+    """The newest finished run tagged as reproducing (or retraining) `original`, with its run name."""
     runs = client.search_runs(
         [original.info.experiment_id],
-        filter_string=f"tags.`tabtrack.reproduces` = '{original.info.run_id}' and "
-        f"attributes.run_name = '{original.info.run_name}'",
+        filter_string=f"tags.`{tag}` = '{original.info.run_id}' and attributes.run_name = '{original.info.run_name}'",
         order_by=["attributes.start_time DESC"],
         max_results=1,
     )

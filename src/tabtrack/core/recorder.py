@@ -68,6 +68,8 @@ def standard_tags(
         tags["dvc.experiment"] = os.environ[settings.DVC_EXPERIMENT]
     if os.environ.get(settings.REPRODUCES):  # set by `tabtrack reproduce` for the script it re-runs
         tags["tabtrack.reproduces"] = os.environ[settings.REPRODUCES]
+    if os.environ.get(settings.RETRAINS):  # set by `tabtrack retrain` for the script it re-runs on new data
+        tags["tabtrack.retrains"] = os.environ[settings.RETRAINS]
     tags.update(entrypoint or {})
     tags.update(redact(dict(user_tags or {})))
     return tags
@@ -295,11 +297,13 @@ class Recorder:
         custom_metrics: Sequence[NamedMetric] = (),
         slices: Sequence[str] = (),
         explain: bool = False,
+        reference_rows: int = 0,
     ) -> tuple[Evaluation, str | None]:
         """Everything a run records about a fitted model: `{train,test}_*` metrics (train ones on at most
-        `train_metrics_rows` rows, a seeded sample), the evidence and plots, the test predictions, the model facts
-        as params, the model itself (saved while the evaluation runs) and report.html. Returns the evaluation and
-        the model's URI (None where nothing is stored)."""
+        `train_metrics_rows` rows, a seeded sample), the evidence and plots, the test predictions, the reference
+        `monitor` compares later rows with (profiled on those training rows, `reference_rows` raw ones kept), the
+        model facts as params, the model itself (saved while the evaluation runs) and report.html. Returns the
+        evaluation and the model's URI (None where nothing is stored)."""
         artifact = packaging.artifact(model, train_rows[0] if train_rows else X_test) if self.stores_artifacts else None
         if artifact is not None:
             self.run.save_model_ahead(artifact)  # while the model is evaluated
@@ -330,9 +334,22 @@ class Recorder:
             self.run.log_bytes(png, path)
         self.images.update(evaluation.images)
         self.slices_csv = evaluation.evidence.texts.get(SLICES_FILE)
+        if self.stores_artifacts:
+            profiled = scored[0] if scored is not None else X_test
+            self._record_reference(profiled, evaluation, task=task, classes=classes, sample_rows=reference_rows,
+                                   random_state=random_state)  # fmt: skip
         model_uri = self._log_model(artifact, example=train_rows[0] if train_rows else X_test) if artifact else None
         self.record_report()
         return evaluation, model_uri
+
+    def _record_reference(self, X: Any, evaluation: Evaluation, **options: Any) -> None:
+        import json
+
+        from tabtrack.data.profile import REFERENCE_FILE, reference_profile
+
+        frame = X if hasattr(X, "columns") else pd.DataFrame(np.asarray(X))
+        profile = reference_profile(frame, predictions=evaluation.y_pred, proba=evaluation.proba, **options)
+        self.run.log_text(json.dumps(profile), REFERENCE_FILE)
 
     def _log_model(self, artifact: Any, *, example: Any) -> str | None:
         if artifact.trusted_types:

@@ -87,20 +87,25 @@ def _download(url: str) -> Path:
 
 
 def _open(url: str):
+    try:
+        return filesystem(url)[0].open(url, "rb")
+    except ValueError as exc:  # an unknown protocol
+        raise DataError(f"cannot read '{redact_uri(url)}': {exc}.") from exc
+
+
+def filesystem(url: str):
+    """(fsspec filesystem, path) for a URL or a local path. For s3:// the endpoint MLflow's own S3 client uses
+    (MinIO, moto, Ceph), unless AWS's variable names one."""
     import fsspec  # comes with MLflow
 
     options = {}
     if url.startswith("s3://"):
         if not installed("s3fs"):
-            raise DataError(f"reading '{redact_uri(url)}' needs s3fs: {install_hint('s3fs')}.")
-        # The endpoint MLflow's own S3 client uses (MinIO, moto, Ceph), unless AWS's variable names one.
+            raise DataError(f"'{redact_uri(url)}' needs s3fs: {install_hint('s3fs')}.")
         endpoint = next((os.environ[name] for name in settings.S3_ENDPOINTS if os.environ.get(name)), None)
         if endpoint:
             options["client_kwargs"] = {"endpoint_url": endpoint}
-    try:
-        return fsspec.open(url, "rb", **options).open()
-    except ValueError as exc:  # an unknown protocol
-        raise DataError(f"cannot read '{redact_uri(url)}': {exc}.") from exc
+    return fsspec.core.url_to_fs(url, **options)
 
 
 def _cache_dir() -> Path:

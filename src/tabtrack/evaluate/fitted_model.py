@@ -39,6 +39,8 @@ class Evaluation:
     evidence: Evidence = field(default_factory=Evidence)
     images: dict[str, bytes] = field(default_factory=dict)  # "plots/<name>.png" -> PNG
     predictions: pd.DataFrame | None = None  # the test split's (PREDICTIONS_FILE)
+    y_pred: Any = None  # the test split's predictions and class probabilities, every row
+    proba: Any = None
 
 
 def prediction_table(y_true, y_pred, proba, classes, *, random_state: int = 0) -> pd.DataFrame:
@@ -130,7 +132,7 @@ def evaluate_fitted_model(
         metrics["train"], _, _ = score_split(
             model, *train_rows, task=task, classes=classes, custom_metrics=custom_metrics
         )
-    return Evaluation(metrics=metrics, evidence=evidence, images=images, predictions=table)
+    return Evaluation(metrics=metrics, evidence=evidence, images=images, predictions=table, y_pred=y_pred, proba=proba)
 
 
 def explanation(

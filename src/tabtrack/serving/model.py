@@ -11,7 +11,7 @@ import pandas as pd
 
 from tabtrack.errors import TabtrackError
 from tabtrack.models.loading import load_logged_model
-from tabtrack.tracking.store import registered_version, resolve_tracking_uri
+from tabtrack.tracking.store import as_model_uri, registered_version, resolve_tracking_uri
 from tabtrack_runtime.raw_input import RawInput, as_number_column, as_text_column
 
 log = logging.getLogger(__name__)
@@ -144,20 +144,37 @@ class LoadedModel:
 
 def load(uri: str, *, tracking_uri: str | None = None) -> LoadedModel:
     """Load once; any failure is one clear TabtrackError naming the URI."""
-    import mlflow
-    from mlflow.exceptions import MlflowException
-
-    mlflow.set_tracking_uri(resolve_tracking_uri(tracking_uri))
-    try:
-        info = mlflow.models.get_model_info(uri)
-        model = load_logged_model(uri)
-    except (MlflowException, OSError) as exc:
-        message = getattr(exc, "message", str(exc)).strip().splitlines()[0]
-        raise TabtrackError(f"cannot load model {uri!r}: {message}") from exc
+    uri, info, metadata = _described(uri, tracking_uri)
+    model = _loading(uri, load_logged_model)
     if info.signature is None or info.signature.inputs is None:
         raise TabtrackError(f"model {uri!r} has no input signature; log it with tabtrack train.")
     columns = _column_kinds(model, info.signature.inputs.to_dict())
-    return LoadedModel(uri=uri, model=model, columns=columns, metadata=_lineage(uri, info))
+    return LoadedModel(uri=uri, model=model, columns=columns, metadata=metadata)
+
+
+def describe(uri: str, *, tracking_uri: str | None = None) -> tuple[str, dict[str, Any]]:
+    """The model's URI and lineage (what `load` puts in `metadata`) without loading the model itself."""
+    uri, _, metadata = _described(uri, tracking_uri)
+    return uri, metadata
+
+
+def _described(uri: str, tracking_uri: str | None):
+    import mlflow
+
+    mlflow.set_tracking_uri(resolve_tracking_uri(tracking_uri))
+    uri = as_model_uri(uri)
+    info = _loading(uri, mlflow.models.get_model_info)
+    return uri, info, _lineage(uri, info)
+
+
+def _loading(uri: str, call):
+    from mlflow.exceptions import MlflowException
+
+    try:
+        return call(uri)
+    except (MlflowException, OSError) as exc:
+        message = getattr(exc, "message", str(exc)).strip().splitlines()[0]
+        raise TabtrackError(f"cannot load model {uri!r}: {message}") from exc
 
 
 def _column_kinds(model: Any, specs: list[dict[str, Any]]) -> dict[str, str]:

@@ -1,4 +1,5 @@
-"""`tabtrack predict`: score a file with a logged or registered model."""
+"""`tabtrack predict`: score a file with a logged or registered model (batch scoring), its rows logged as `serve`
+logs them."""
 
 from __future__ import annotations
 
@@ -8,13 +9,31 @@ import pandas as pd
 
 from tabtrack.data.load import load_table
 from tabtrack.serving.model import load
+from tabtrack.serving.prediction_log import DEFAULT_LOCATION, new_request_id
 
 
-def predict_file(model_uri: str, data: str | Path, output: str | Path, *, tracking_uri: str | None = None) -> int:
-    """Write the input rows plus `prediction` and, for classifiers, `proba_<class>` per class; returns the row count."""
+def predict_file(
+    model_uri: str,
+    data: str | Path,
+    output: str | Path,
+    *,
+    tracking_uri: str | None = None,
+    log_predictions: str | None = DEFAULT_LOCATION,
+    log_sample: float = 1.0,
+) -> tuple[int, str]:
+    """Write the input rows plus `prediction` and, for classifiers, `proba_<class>` per class; log the scored rows
+    (one request id for the file, a row number for each row) where `log_predictions` says. Returns the row count
+    and the request id."""
+    from tabtrack.serving.prediction_log import opened_log
+
     model = load(model_uri, tracking_uri=tracking_uri)
     frame = load_table(data)
     predictions, proba = model.score(frame)
+    request_id = new_request_id()
+    prediction_log = opened_log(model, log_predictions, log_sample)
+    if prediction_log is not None:
+        prediction_log.record(frame, predictions, proba, request_id=request_id)
+        prediction_log.close()
     result = frame.copy()
     result["prediction"] = predictions
     if proba is not None:
@@ -22,4 +41,4 @@ def predict_file(model_uri: str, data: str | Path, output: str | Path, *, tracki
             result[f"proba_{label}"] = proba[:, index]
     Path(output).parent.mkdir(parents=True, exist_ok=True)
     pd.DataFrame(result).to_csv(output, index=False)
-    return len(result)
+    return len(result), request_id

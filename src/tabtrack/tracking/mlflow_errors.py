@@ -37,13 +37,21 @@ def _locked(exc: BaseException) -> bool:
     return "database is locked" in str(exc)
 
 
+def _raced(exc: BaseException) -> bool:
+    """Two runs logging the same dataset at once: MLflow looks the dataset up, then inserts it, so the slower
+    insert breaks the unique key (SQLite and PostgreSQL word it differently); the retry finds the row."""
+    text = str(exc)
+    return "datasets" in text and ("UNIQUE constraint failed" in text or "duplicate key value" in text)
+
+
 def retry_locked(call, *args, **kwargs):
-    """`call` again with backoff while SQLite reports a lock; a locked transaction wrote nothing."""
+    """`call` again with backoff while SQLite reports a lock, or a concurrent insert of the same dataset won
+    the race; the failed transaction wrote nothing."""
     for attempt in range(LOCKED_RETRIES):
         try:
             return call(*args, **kwargs)
         except MlflowException as exc:
-            if not _locked(exc) or attempt == LOCKED_RETRIES - 1:
+            if not (_locked(exc) or _raced(exc)) or attempt == LOCKED_RETRIES - 1:
                 raise
             time.sleep(LOCKED_BACKOFF_S * 2**attempt)
     return None

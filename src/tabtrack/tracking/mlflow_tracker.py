@@ -310,7 +310,7 @@ class MlflowTracker(Tracker):
             dataset_entity(frame, source=source, name=name, target=target, digest=digest),
             tags=[InputTag("mlflow.data.context", context)],
         )
-        self._client.log_inputs(self.run_id, datasets=[entity])
+        retry_locked(self._client.log_inputs, self.run_id, datasets=[entity])
 
     def save_model_ahead(self, artifact: ModelArtifact) -> None:
         if self._offline is None and SavedAhead.possible(artifact):

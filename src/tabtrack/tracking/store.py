@@ -42,6 +42,18 @@ def mlflow_client(tracking_uri: str | None = None):
     return MlflowClient(uri, registry_uri=uri)
 
 
+def as_model_uri(text: str) -> str:
+    """A model as the commands take it: `NAME@alias` and `NAME/3` are the registered models they name
+    (`models:/NAME@alias`, `models:/NAME/3`); URIs and folders stay as they are."""
+    import re
+
+    if ":/" in text or Path(text).exists():
+        return text
+    if re.fullmatch(r"[^/@\s]+@[\w.-]+", text) or re.fullmatch(r"[^/@\s]+/\d+", text):
+        return f"models:/{text}"
+    return text
+
+
 def registered_version(client, model_uri: str):
     """The registered version `models:/NAME@ALIAS` or `models:/NAME/N` names (MLflow's ModelVersion), or None for
     another kind of URI. Raises MlflowException where the registry holds no such model, alias or version."""

@@ -22,6 +22,7 @@ from typing import Any
 from tabtrack.errors import TrackingError
 from tabtrack.lineage import process_alive
 from tabtrack.redact import redact_uri
+from tabtrack.tracking.mlflow_errors import retry_locked
 from tabtrack.tracking.mlflow_io import MAX_METRICS, MAX_PARAMS, MAX_TAGS, PARENT_TAG, flavor_module
 from tabtrack.tracking.offline import offline_root, read_json, write_json
 from tabtrack.tracking.store import resolve_tracking_uri, server_reachable
@@ -248,7 +249,7 @@ def _upload_inputs(client, run: OfflineRun, remote: str, existing) -> None:
         if (record["dataset"]["digest"], record["context"]) not in have
     ]
     if datasets:
-        client.log_inputs(remote, datasets=datasets)
+        retry_locked(client.log_inputs, remote, datasets=datasets)
 
 
 def _upload_models(client, run: OfflineRun, remote: str) -> None:

@@ -1,0 +1,276 @@
+"""The prediction log: each row `tabtrack serve` and `tabtrack predict` score, its prediction and class
+probabilities, the model that answered (name, version, run id), the request's id and the time, as Parquet files
+partitioned by day (`date=YYYY-MM-DD/`) under a folder or any fsspec URL (`s3://bucket/prefix`).
+
+Written off the request path: a request puts its rows on a bounded queue and goes on; a writer thread takes them
+once a second and writes what it finds, a file per 5,000 rows. A full queue or a location that
+cannot be written never slows or fails a request: its rows are dropped and counted (`stats`, GET /health).
+
+Columns: the model's input columns (numbers as float64, the rest as text; an input named like one of the log's
+own columns as `input.<name>`), then `request_id`, `row` (its place in the request), `timestamp` (UTC),
+`model_name`, `model_version`, `model_run_id`, `role`, `prediction` and `proba_<class>`.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import os
+import queue
+import threading
+import time
+import uuid
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+log = logging.getLogger(__name__)
+
+DEFAULT_LOCATION = os.path.join(".tabtrack", "predictions")
+OWN_COLUMNS = ("request_id", "row", "timestamp", "model_name", "model_version", "model_run_id", "role", "prediction")
+BATCH_ROWS = 5_000
+FLUSH_SECONDS = 1.0
+QUEUE_REQUESTS = 20_000  # requests waiting to be written; past this, new ones are dropped (and counted)
+
+
+@dataclass
+class _Scored:
+    rows: Any  # a list of records or a DataFrame, as the model was given them
+    predictions: Any
+    proba: Any
+    request_id: str
+    when: float
+    role: str
+
+
+def new_request_id() -> str:
+    return uuid.uuid4().hex
+
+
+class PredictionLog:
+    """Logs scored rows of one model at `location`. `columns`: each input column's kind ("number", "text" or
+    "any"); `sample`: the share of requests logged (a request is in or out as a whole, decided by its id);
+    `max_waiting`: requests queued for the writer before new ones are dropped."""
+
+    def __init__(
+        self,
+        location: str,
+        *,
+        model: Mapping[str, Any],
+        columns: Mapping[str, str],
+        classes: Sequence | None,
+        sample: float = 1.0,
+        max_waiting: int = QUEUE_REQUESTS,
+    ) -> None:
+        from tabtrack.data.remote import filesystem
+
+        self.location = location.rstrip("/")
+        self.model = {
+            key: "" if model.get(key) is None else str(model.get(key)) for key in ("name", "version", "run_id")
+        }
+        self.columns = dict(columns)
+        self.classes = list(classes) if classes is not None else None
+        self.sample = sample
+        self.logged = self.dropped = 0
+        self._counting = threading.Lock()  # request threads and the writer both count
+        self._failed: str | None = None
+        self._closed = False
+        self._stopping = threading.Event()
+        self._queue: queue.Queue[_Scored] = queue.Queue(maxsize=max_waiting)
+        self._files = 0
+        try:
+            self._fs, self._root = filesystem(self.location)
+            self._fs.makedirs(self._root, exist_ok=True)
+        except Exception as exc:  # an unwritable place: serving goes on, the rows are counted as dropped
+            self._fail(exc)
+        self._writer = threading.Thread(target=self._write_forever, name="tabtrack-prediction-log", daemon=True)
+        self._writer.start()
+
+    # -- the request side: cheap, never raises ---------------------------------------------------------------
+    def record(self, rows: Any, predictions: Any, proba: Any = None, *, request_id: str, role: str = "primary") -> None:
+        if self.sample < 1.0 and _share(request_id) >= self.sample:
+            return
+        if self._closed:
+            self._count(dropped=len(rows))
+            return
+        try:
+            self._queue.put_nowait(_Scored(rows, predictions, proba, request_id, time.time(), role))
+        except queue.Full:
+            self._count(dropped=len(rows))
+
+    @property
+    def stats(self) -> dict[str, Any]:
+        return {
+            "location": self.location, "rows_logged": self.logged, "rows_dropped": self.dropped,
+            "requests_waiting": self._queue.qsize(), "error": self._failed,
+        }  # fmt: skip
+
+    def close(self) -> None:
+        """Write what is queued, then stop the writer (at shutdown, SIGTERM included). Rows recorded after
+        this are counted as dropped."""
+        if self._closed:
+            return
+        self._closed = True
+        self._stopping.set()
+        self._writer.join(timeout=60)
+        self._count(dropped=sum(len(item.rows) for item in self._drained()))  # put as it stopped
+
+    # -- the writer thread ------------------------------------------------------------------------------------
+    def _write_forever(self) -> None:
+        """Wakes once a second (not once a request: each wake-up takes the GIL from the requests), writes what
+        is queued in batches of up to BATCH_ROWS rows, until closed."""
+        while True:
+            stopping = self._stopping.wait(FLUSH_SECONDS)
+            batch: list[_Scored] = []
+            rows = 0
+            for item in self._drained():
+                batch.append(item)
+                rows += len(item.rows)
+                if rows >= BATCH_ROWS:
+                    self._write(batch)
+                    batch, rows = [], 0
+            self._write(batch)
+            if stopping:
+                return
+
+    def _drained(self) -> list[_Scored]:
+        items = []
+        while True:
+            try:
+                items.append(self._queue.get_nowait())
+            except queue.Empty:
+                return items
+
+    def _write(self, batch: list[_Scored]) -> None:
+        if not batch:
+            return
+        rows = sum(len(item.rows) for item in batch)
+        if self._failed is not None:
+            self._count(dropped=rows)
+            return
+        try:
+            days: dict[str, list[_Scored]] = {}
+            for item in batch:
+                days.setdefault(datetime.fromtimestamp(item.when, UTC).strftime("%Y-%m-%d"), []).append(item)
+            for day, items in days.items():
+                self._write_file(day, self._table(items))
+            self._count(logged=rows)
+        except Exception as exc:
+            self._count(dropped=rows)
+            self._fail(exc)
+
+    def _count(self, *, logged: int = 0, dropped: int = 0) -> None:
+        with self._counting:
+            self.logged += logged
+            self.dropped += dropped
+
+    def _table(self, items: list[_Scored]):
+        """The items' rows as one Arrow table, built column by column from what the requests held (no
+        DataFrame per request: the writer shares the GIL with the requests it must not slow)."""
+        import pyarrow as pa
+
+        counts = [len(item.rows) for item in items]
+        columns: dict[str, Any] = {}
+        for name, kind in self.columns.items():
+            key = f"input.{name}" if name in OWN_COLUMNS or name.startswith("proba_") else name
+            parts = [_values(item.rows, name) for item in items]
+            if kind == "number":
+                columns[key] = pa.array(np.concatenate([_numbers(part) for part in parts]), pa.float64())
+            else:
+                columns[key] = pa.array([text for part in parts for text in _texts(part)], pa.string())
+        columns["request_id"] = pa.array(np.repeat([item.request_id for item in items], counts), pa.string())
+        columns["row"] = pa.array(np.concatenate([np.arange(count, dtype="int32") for count in counts]))
+        when = np.repeat(np.array([int(item.when * 1e9) for item in items], dtype="int64"), counts)
+        columns["timestamp"] = pa.array(when, pa.int64()).cast(pa.timestamp("ns", tz="UTC"))
+        total = sum(counts)
+        for key in ("name", "version", "run_id"):
+            columns[f"model_{key}"] = pa.array([self.model[key]] * total, pa.string())
+        columns["role"] = pa.array(np.repeat([item.role for item in items], counts), pa.string())
+        predictions = np.concatenate([np.asarray(item.predictions).ravel() for item in items])
+        if self.classes is None:
+            columns["prediction"] = pa.array(predictions.astype("float64"), pa.float64())
+            return pa.table(columns)
+        columns["prediction"] = pa.array(predictions.astype(str), pa.string())
+        if all(item.proba is not None for item in items):
+            proba = np.vstack([np.asarray(item.proba, dtype="float64") for item in items])
+            for index, label in enumerate(self.classes):
+                columns[f"proba_{label}"] = pa.array(proba[:, index], pa.float64())
+        return pa.table(columns)
+
+    def _write_file(self, day: str, table) -> None:
+        """Written whole under a name readers skip, then renamed (on an object store a file appears whole
+        anyway): a reader never meets a half-written file."""
+        import io
+
+        import pyarrow.parquet as pq
+
+        buffer = io.BytesIO()
+        pq.write_table(table, buffer)
+        folder = f"{self._root}/date={day}"
+        self._fs.makedirs(folder, exist_ok=True)
+        self._files += 1
+        name = f"part-{datetime.now(UTC):%H%M%S%f}-{os.getpid()}-{self._files}.parquet"
+        if _is_local(self._fs):
+            self._fs.pipe_file(f"{folder}/_{name}", buffer.getvalue())
+            self._fs.mv(f"{folder}/_{name}", f"{folder}/{name}")
+        else:
+            self._fs.pipe_file(f"{folder}/{name}", buffer.getvalue())
+
+    def _fail(self, exc: Exception) -> None:
+        if self._failed is None:  # said once; every row from here on is counted as dropped
+            from tabtrack.redact import redact_uri
+
+            self._failed = f"{type(exc).__name__}: {exc}"[:300]
+            log.warning("prediction log: cannot write to %s (%s); rows are counted as dropped",
+                        redact_uri(self.location), self._failed)  # fmt: skip
+
+
+def describe_log(location: str | None, sample: float) -> str:
+    """The one line `serve` and `predict` say about the prediction log as they start."""
+    from tabtrack.redact import redact_uri
+
+    if location is None:
+        return "prediction log: off"
+    share = "" if sample >= 1 else f" (a {sample:.0%} sample of requests)"
+    return f"prediction log: {redact_uri(location)}{share}; --log-predictions off to stop it"
+
+
+def opened_log(model, location: str | None, sample: float) -> PredictionLog | None:
+    if location is None:
+        return None
+    return PredictionLog(location, model=model.metadata, columns=model.columns, classes=model.classes, sample=sample)
+
+
+def _is_local(fs) -> bool:
+    return "file" in (fs.protocol if isinstance(fs.protocol, tuple) else (fs.protocol,))
+
+
+def _share(request_id: str) -> float:
+    """Where a request falls in [0, 1): the same id always lands in the same place."""
+    return int.from_bytes(hashlib.blake2b(request_id.encode(), digest_size=8).digest(), "big") / 2**64
+
+
+def _values(rows: Any, name: str) -> Any:
+    """One input column of a request: a Series (a DataFrame's) or a list (JSON records')."""
+    if isinstance(rows, pd.DataFrame):
+        return rows[name] if name in rows.columns else pd.Series([None] * len(rows), dtype=object)
+    return [record.get(name) for record in rows]
+
+
+def _numbers(values: Any) -> np.ndarray:
+    if not isinstance(values, pd.Series):
+        try:
+            return np.array(values, dtype="float64")  # None becomes NaN
+        except (TypeError, ValueError):
+            values = pd.Series(values, dtype=object)
+    return pd.to_numeric(values, errors="coerce").to_numpy(dtype="float64", na_value=np.nan)
+
+
+def _texts(values: Any) -> list[str | None]:
+    if isinstance(values, pd.Series):
+        values = values.astype(object).where(values.notna(), None).tolist()
+    return [None if value is None or value != value else str(value) for value in values]  # NaN != NaN

@@ -74,6 +74,7 @@ def retrain(
         ),
     ] = None,
     promote: Annotated[bool, typer.Option("--promote", help="move champion when the new version wins")] = False,
+    min_improvement: o.MinImprovement = 0.0,
     tracking_uri: o.TrackingUri = None,
 ) -> None:
     """Train the champion's recipe again on new data, register it as a new version and gate it against the
@@ -84,7 +85,7 @@ def retrain(
 
     with fold_progress() as progress:
         outcome = retrain_model(name, data=data, test_data=test_data, promote=promote, tracking_uri=tracking_uri,
-                                progress=progress)  # fmt: skip
+                                progress=progress, min_improvement=min_improvement)  # fmt: skip
     decision = outcome.decision
     typer.echo(f"new run: {outcome.run_id}  registered: {name} version {outcome.version}")
     held = "champion" if decision.promoted and decision.alias == "champion" else "challenger"

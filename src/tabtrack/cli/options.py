@@ -41,7 +41,16 @@ TrackingUri = Annotated[
 ]
 NoTrack = Annotated[bool, typer.Option("--no-track", help="train and print metrics without MLflow")]
 Register = Annotated[str | None, typer.Option("--register", help="register the model under this name")]
-Gate = Annotated[bool, typer.Option("--gate", help="with --register: champion only if it beats the current one")]
+Gate = Annotated[
+    bool, typer.Option("--gate", help="with --register: champion only if it beats the current one beyond noise")
+]
+MinImprovement = Annotated[
+    float,
+    typer.Option(
+        "--min-improvement",
+        help="the gate promotes when the improvement's 95% interval lies above this (in the metric's units)",
+    ),
+]
 Output = Annotated[Path | None, typer.Option("--output", "-o", help="file to write")]
 Format = Annotated[str | None, typer.Option("--format", "-f", help="output format")]
 ModelUri = Annotated[

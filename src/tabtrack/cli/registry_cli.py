@@ -103,10 +103,10 @@ def predict(
 
     output = output or Path("predictions.csv")
     location = o.log_location(log_predictions)
-    typer.echo(describe_log(location, log_sample), err=True)
     rows, request_id = predict_file(
         model_uri, data, output, tracking_uri=tracking_uri, log_predictions=location, log_sample=log_sample
     )
+    typer.echo(describe_log(location, log_sample), err=True)  # after: a refused file gets its one line alone
     typer.echo(f"wrote {rows} predictions to {output}  (request id {request_id})")
 
 

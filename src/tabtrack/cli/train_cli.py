@@ -45,6 +45,7 @@ def train(
     ] = False,
     register: o.Register = None,
     gate: o.Gate = False,
+    min_improvement: o.MinImprovement = 0.0,
     gate_metric: Annotated[
         str | None, typer.Option("--gate-metric", help="metric the gate compares (default: primary)")
     ] = None,
@@ -56,7 +57,7 @@ def train(
     ] = None,
 ) -> None:
     """Train one model and record it as one standard MLflow run."""
-    if (gate or gate_metric) and not register:
+    if (gate or gate_metric or min_improvement) and not register:
         raise ConfigError("--gate needs --register NAME.")
     if register and no_track:
         raise ConfigError("--register needs a tracked run; drop --no-track.")
@@ -95,10 +96,13 @@ def train(
                 "the run was recorded offline, so it cannot be registered now; "
                 "run `tabtrack sync`, then `tabtrack register RUN_ID --name NAME`."
             )
-        register_result(result, register, gate=gate, metric=gate_metric, tracking_uri=tracking_uri)
+        register_result(result, register, gate=gate or bool(min_improvement), metric=gate_metric,
+                        min_improvement=min_improvement, tracking_uri=tracking_uri)  # fmt: skip
 
 
-def register_result(result, name: str, *, gate: bool, metric: str | None, tracking_uri: str | None) -> None:
+def register_result(
+    result, name: str, *, gate: bool, metric: str | None, tracking_uri: str | None, min_improvement: float = 0.0
+) -> None:
     """`--register NAME [--gate]` after a run: a new version of NAME, gated against the champion."""
     from tabtrack.commands import registry
 
@@ -109,7 +113,8 @@ def register_result(result, name: str, *, gate: bool, metric: str | None, tracki
     if gate:
         decision = registry.gate(
             name, version.version, X_test=result.X_test, y_test=result.y_test, task=result.task,
-            classes=result.classes, metric=metric, tracking_uri=tracking_uri,
+            classes=result.classes, metric=metric, tracking_uri=tracking_uri, min_improvement=min_improvement,
+            random_state=result.config.random_state,
         )  # fmt: skip
         typer.echo(f"gate: {decision.alias}: {decision.reason}")
 

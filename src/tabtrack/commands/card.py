@@ -14,7 +14,7 @@ from tabtrack.commands.runs import artifact_text
 from tabtrack.errors import TabtrackError
 from tabtrack.evaluate.slices import SLICES_FILE
 from tabtrack.pages.card_page import CardData, render_card, summary
-from tabtrack.tracking.store import mlflow_client, registered_version
+from tabtrack.tracking.store import as_model_uri, mlflow_client, registered_version
 
 
 def model_card(model_uri: str, *, tracking_uri: str | None = None) -> str:
@@ -69,9 +69,10 @@ def card_data(client, run_id: str, *, name: str | None, version: str | None) -> 
 
 
 def _resolve(client, model_uri: str) -> tuple[str | None, str | None, str]:
-    """(registered name, version, run id) of a model URI."""
+    """(registered name, version, run id) of a model URI (`NAME/3` and `NAME@alias` as `serve` takes them)."""
     from mlflow.exceptions import MlflowException
 
+    model_uri = as_model_uri(model_uri)
     try:
         if (found := registered_version(client, model_uri)) is not None:
             return found.name, found.version, found.run_id
@@ -82,7 +83,7 @@ def _resolve(client, model_uri: str) -> tuple[str | None, str | None, str]:
     except MlflowException as exc:
         raise TabtrackError(f"no model at {model_uri}: {exc.message}") from exc
     raise TabtrackError(
-        f"cannot read model URI {model_uri!r}; use models:/NAME/VERSION, models:/NAME@ALIAS or runs:/RUN_ID/model."
+        f"cannot read model URI {model_uri!r}; use NAME/VERSION, NAME@ALIAS, models:/... or runs:/RUN_ID/model."
     )
 
 

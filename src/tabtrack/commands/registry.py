@@ -16,7 +16,8 @@ import numpy as np
 from tabtrack import settings
 from tabtrack.commands.card import write_card
 from tabtrack.errors import TabtrackError
-from tabtrack.evaluate.metrics import GREATER_IS_BETTER, chosen_metric, compute_metrics
+from tabtrack.evaluate.metrics import chosen_metric, compute_metrics
+from tabtrack.evaluate.paired import RESAMPLES, PairedDifference, Scored, paired_bootstrap
 from tabtrack.models.loading import load_logged_model
 from tabtrack.tracking.store import mlflow_client
 
@@ -36,6 +37,7 @@ class GateDecision:
     champion_score: float | None
     reason: str
     promoted: bool = True  # False: the decision is recorded, the champion left where it was
+    difference: PairedDifference | None = None  # the improvement's interval, where there was a champion
 
 
 def model_uri_of_run(client, run_id: str) -> str:
@@ -164,61 +166,87 @@ def gate(
     metric: str | None = None,
     tracking_uri: str | None = None,
     promote: bool = True,
+    min_improvement: float = 0.0,
+    random_state: int = 0,
+    resamples: int = RESAMPLES,
 ) -> GateDecision:
-    """Score the new version and the current champion on the same held-out rows (the new run's test
-    split); the better one by the metric's direction holds `champion`, the new one otherwise gets
-    `challenger`. Records the decision and both scores as tags on the new version. Without `promote` the new
-    version is the `challenger` whatever the decision (which its tags still record)."""
+    """Score the new version and the current champion on the same held-out rows (the new run's test split). The
+    new one takes `champion` only when its improvement is beyond noise: the lower bound of the paired bootstrap's
+    95% interval (evaluate/paired.py, seeded by `random_state`) above `min_improvement`; otherwise it gets
+    `challenger`. The decision, both scores, the interval, the rows and the resamples become tags on the new
+    version and reach its card. Without `promote` the new version is the `challenger` whatever the decision."""
     from mlflow.exceptions import MlflowException
 
     client = mlflow_client(tracking_uri)
     metric = chosen_metric(metric, task, len(classes) if classes is not None else None, option="--gate-metric")
-    new_score = _score(load_logged_model(f"models:/{name}/{version}"), X_test, y_test, task, classes, metric)
+    new = _answers(load_logged_model(f"models:/{name}/{version}"), X_test, task)
+    new_score = _score(new, y_test, task, classes, metric)
     try:
         champion = client.get_model_version_by_alias(name, CHAMPION)
     except MlflowException:
         champion = None
 
-    champion_score = None
+    champion_score, difference = None, None
     if champion is None:
         alias, reason = CHAMPION, f"no champion yet; v{version} scores {metric} {new_score:.4f}"
     else:
         try:
-            champion_model = load_logged_model(f"models:/{name}/{champion.version}")
-            champion_score = _score(champion_model, X_test, y_test, task, classes, metric)
+            old = _answers(load_logged_model(f"models:/{name}/{champion.version}"), X_test, task)
+            champion_score = _score(old, y_test, task, classes, metric)
         except Exception as exc:
             alias, reason = (
                 CHAMPION,
                 f"champion v{champion.version} cannot score this data ({type(exc).__name__}: {exc})",
             )
         else:
-            better = new_score > champion_score if GREATER_IS_BETTER[metric] else new_score < champion_score
-            alias = CHAMPION if better else CHALLENGER
-            verb = "beats" if better else "does not beat"
-            reason = (
-                f"v{version} {verb} champion v{champion.version} on {metric} "
-                f"({new_score:.4f} vs {champion_score:.4f}, same {len(y_test)} held-out rows)"
+            difference = paired_bootstrap(
+                metric, task, y_test, new, old, classes=classes, resamples=resamples, seed=random_state
             )
+            alias = CHAMPION if difference.beyond(min_improvement) else CHALLENGER
+            reason = _gate_reason(version, champion.version, difference, new_score, champion_score, min_improvement)
     if not promote and alias == CHAMPION:
         reason += "; not promoted (--promote moves champion)"
     client.set_registered_model_alias(name, alias if promote else CHALLENGER, str(version))
     tags = {"gate.decision": alias, "gate.metric": metric, "gate.new_score": f"{new_score:.6g}", "gate.reason": reason,
-            "gate.promoted": str(promote and alias == CHAMPION).lower()}  # fmt: skip
+            "gate.promoted": str(promote and alias == CHAMPION).lower(), "gate.rows": str(len(y_test))}  # fmt: skip
     if champion is not None:
         tags["gate.champion_version"] = str(champion.version)
     if champion_score is not None:
         tags["gate.champion_score"] = f"{champion_score:.6g}"
+    if difference is not None:
+        tags.update({
+            "gate.improvement": f"{difference.improvement:.6g}", "gate.interval_low": f"{difference.low:.6g}",
+            "gate.interval_high": f"{difference.high:.6g}", "gate.level": f"{difference.level:g}",
+            "gate.resamples": str(difference.resamples), "gate.seed": str(difference.seed),
+            "gate.min_improvement": f"{min_improvement:g}",
+        })  # fmt: skip
     for key, value in tags.items():
         client.set_model_version_tag(name, str(version), key, value)
     write_card(client, name, str(version))  # again: the card reports the gate's decision
     return GateDecision(
-        alias, metric, new_score, champion.version if champion else None, champion_score, reason, promote
+        alias, metric, new_score, champion.version if champion else None, champion_score, reason, promote, difference
     )
 
 
-def _score(model, X, y, task: str, classes, metric: str) -> float:
+def _gate_reason(version, champion_version, difference, new_score: float, champion_score: float, margin: float) -> str:
+    """The decision in words, with what it rests on."""
+    scores = f"{new_score:.4f} vs {champion_score:.4f}"
+    rests_on = (f"improvement {difference.improvement:+.4f}, {difference.interval} from {difference.resamples:,} "
+                f"paired resamples of the same {difference.rows:,} held-out rows")  # fmt: skip
+    against = f"the margin {margin:g}" if margin else "0"
+    if difference.beyond(margin):
+        return f"v{version} beats champion v{champion_version} on {difference.metric} ({scores}; {rests_on})"
+    return (f"v{version} does not beat champion v{champion_version} on {difference.metric} beyond noise ({scores}; "
+            f"{rests_on}: its lower bound is not above {against})")  # fmt: skip
+
+
+def _answers(model, X, task: str) -> Scored:
     proba = model.predict_proba(X) if task == "classification" and hasattr(model, "predict_proba") else None
-    scores = compute_metrics(task, np.asarray(y), model.predict(X), proba, classes=classes)
+    return Scored(np.asarray(model.predict(X)), proba)
+
+
+def _score(answers: Scored, y, task: str, classes, metric: str) -> float:
+    scores = compute_metrics(task, np.asarray(y), answers.predictions, answers.proba, classes=classes)
     if metric not in scores:
         raise TabtrackError(
             f"gate metric {metric!r} is not defined for this {task} data; choose another --gate-metric."

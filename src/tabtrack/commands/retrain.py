@@ -39,6 +39,7 @@ def retrain(
     promote: bool = False,
     tracking_uri: str | None = None,
     progress=None,
+    min_improvement: float = 0.0,
 ) -> Retrained:
     from mlflow.exceptions import MlflowException
 
@@ -59,7 +60,9 @@ def retrain(
         run_id, rows = _retrain_config(run, data, test_data, tracking_uri, progress)
     version = registry.register(run_id, name=name, tracking_uri=tracking_uri)
     metric = champion.tags.get("gate.metric")  # the metric the champion won on, where a gate chose it
-    decision = registry.gate(name, version.version, **rows, metric=metric, tracking_uri=tracking_uri, promote=promote)
+    seed = int(client.get_run(run_id).data.params.get("random_state", 0))
+    decision = registry.gate(name, version.version, **rows, metric=metric, tracking_uri=tracking_uri, promote=promote,
+                             min_improvement=min_improvement, random_state=seed)  # fmt: skip
     return Retrained(run_id, str(version.version), decision)
 
 

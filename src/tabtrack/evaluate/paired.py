@@ -1,0 +1,199 @@
+"""How sure a difference between two models is: a paired bootstrap over the rows both were scored on.
+
+Both models' predictions on the same held-out rows are resampled together (the same rows drawn, with replacement,
+for both), so what the rows have in common (hard rows, easy rows) cancels and only the models' difference varies.
+Each resample is a vector of row counts; a metric computed with those counts as weights is the metric on the
+resampled rows. The task's default metrics are computed for a block of resamples at once (matrix products and,
+for ROC AUC, weighted ranks): 1,000 resamples of 10,000 rows take a fraction of a second. Any other metric is
+computed resample by resample with scikit-learn.
+Pure: numpy and scikit-learn's metrics; seeded, so the same inputs give the same interval.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+
+from tabtrack.evaluate.metrics import GREATER_IS_BETTER, compute_metrics
+
+RESAMPLES = 1000
+LEVEL = 0.95
+_BLOCK = 100  # resamples weighed at once: 100 x 10,000 rows of float64 is 8 MB
+
+
+@dataclass
+class Scored:
+    """One model's answers on the held-out rows."""
+
+    predictions: np.ndarray
+    proba: np.ndarray | None = None
+
+
+@dataclass
+class PairedDifference:
+    """The new model's improvement over the old on `metric` (positive: better, whichever way the metric points),
+    on all rows and as a `level` bootstrap interval."""
+
+    metric: str
+    new: float
+    old: float
+    improvement: float
+    low: float
+    high: float
+    rows: int
+    resamples: int
+    seed: int
+    level: float = LEVEL
+
+    def beyond(self, margin: float = 0.0) -> bool:
+        """Whether the improvement is above `margin` at this level: the interval's lower bound is."""
+        return bool(self.low > margin)
+
+    @property
+    def interval(self) -> str:
+        return f"{self.level:.0%} interval {self.low:+.4f} to {self.high:+.4f}"
+
+
+def paired_bootstrap(
+    metric: str,
+    task: str,
+    y_true: Sequence,
+    new: Scored,
+    old: Scored,
+    *,
+    classes: Sequence | None = None,
+    resamples: int = RESAMPLES,
+    seed: int = 0,
+    level: float = LEVEL,
+) -> PairedDifference:
+    """The paired bootstrap interval of `new`'s improvement over `old` on `metric`."""
+    y = np.asarray(y_true)
+    scorer = _Weighted(metric, task, y, classes)
+    sign = 1.0 if GREATER_IS_BETTER[metric] else -1.0
+    ones = np.ones((1, len(y)))
+    new_all, old_all = float(scorer(new, ones)[0]), float(scorer(old, ones)[0])
+    rng = np.random.default_rng(seed)
+    differences = []
+    for start in range(0, resamples, _BLOCK):
+        weights = _resampled(rng, len(y), min(_BLOCK, resamples - start))
+        differences.append(sign * (scorer(new, weights) - scorer(old, weights)))
+    drawn = np.concatenate(differences)
+    drawn = drawn[np.isfinite(drawn)]  # a resample without a class leaves some metrics undefined
+    tail = (1 - level) / 2 * 100
+    low, high = (np.percentile(drawn, [tail, 100 - tail]) if len(drawn) else (np.nan, np.nan))  # fmt: skip
+    return PairedDifference(
+        metric, new_all, old_all, sign * (new_all - old_all), float(low), float(high), len(y), resamples, seed, level
+    )
+
+
+def _resampled(rng: np.random.Generator, rows: int, count: int) -> np.ndarray:
+    """`count` bootstrap resamples of `rows` rows, as how often each row was drawn (count x rows)."""
+    drawn = rng.integers(0, rows, size=(count, rows))
+    offsets = (np.arange(count) * rows)[:, None]
+    return np.bincount((drawn + offsets).ravel(), minlength=count * rows).reshape(count, rows).astype(float)
+
+
+class _Weighted:
+    """`metric` of a model's answers under each row of a weights matrix: one score per resample."""
+
+    def __init__(self, metric: str, task: str, y: np.ndarray, classes: Sequence | None) -> None:
+        self.metric, self.task, self.y = metric, task, y
+        self.classes = list(classes) if classes is not None else sorted(set(y.tolist()))
+        if task == "regression":
+            self.y = y.astype(float)
+            fast = {"rmse": self._rmse, "mae": self._mae, "mape": self._mape, "r2": self._r2}
+        else:
+            position = {c: i for i, c in enumerate(self.classes)}
+            self.index = np.array([position.get(v, -1) for v in y.tolist()])
+            self.actual = np.stack([self.index == i for i in range(len(self.classes))], axis=1).astype(float)
+            fast = {"accuracy": self._accuracy, "log_loss": self._log_loss, "roc_auc": self._roc_auc}
+            averages = ("macro", "weighted") if len(self.classes) > 2 else ("binary",)
+            for name in ("precision", "recall", "f1"):
+                for average in averages:
+                    key = name if average == "binary" else f"{name}_{average}"
+                    fast[key] = lambda scored, weights, name=name, average=average: self._by_class(
+                        scored, weights, name, average
+                    )
+        self.fast = fast.get(metric, self._each)
+
+    def __call__(self, scored: Scored, weights: np.ndarray) -> np.ndarray:
+        return self.fast(scored, weights)
+
+    def _rmse(self, scored: Scored, weights: np.ndarray) -> np.ndarray:
+        return np.sqrt(weights @ (np.asarray(scored.predictions, float) - self.y) ** 2 / weights.sum(1))
+
+    def _mae(self, scored: Scored, weights: np.ndarray) -> np.ndarray:
+        return weights @ np.abs(np.asarray(scored.predictions, float) - self.y) / weights.sum(1)
+
+    def _mape(self, scored: Scored, weights: np.ndarray) -> np.ndarray:
+        error = np.abs(np.asarray(scored.predictions, float) - self.y) / np.maximum(np.abs(self.y), np.finfo(float).eps)
+        return weights @ error / weights.sum(1)
+
+    def _r2(self, scored: Scored, weights: np.ndarray) -> np.ndarray:
+        spread = weights @ self.y**2 - (weights @ self.y) ** 2 / weights.sum(1)
+        return 1 - (weights @ (np.asarray(scored.predictions, float) - self.y) ** 2) / spread
+
+    def _accuracy(self, scored: Scored, weights: np.ndarray) -> np.ndarray:
+        return weights @ (np.asarray(scored.predictions) == self.y) / weights.sum(1)
+
+    def _log_loss(self, scored: Scored, weights: np.ndarray) -> np.ndarray:
+        if scored.proba is None or (self.index < 0).any():
+            return self._each(scored, weights)
+        eps = np.finfo(float).eps
+        true = np.clip(np.asarray(scored.proba, float)[np.arange(len(self.y)), self.index], eps, 1 - eps)
+        return weights @ -np.log(true) / weights.sum(1)
+
+    def _roc_auc(self, scored: Scored, weights: np.ndarray) -> np.ndarray:
+        if scored.proba is None:
+            return self._each(scored, weights)
+        proba = np.asarray(scored.proba, float)
+        if len(self.classes) == 2:
+            return _weighted_auc(self.index == 1, proba[:, 1], weights)
+        # one-vs-rest, the classes' plain average (scikit-learn's multi_class="ovr", average="macro")
+        return np.mean([_weighted_auc(self.index == i, proba[:, i], weights) for i in range(len(self.classes))], 0)
+
+    def _by_class(self, scored: Scored, weights: np.ndarray, name: str, average: str) -> np.ndarray:
+        """Precision, recall or F1 from each class's weighted hits, predicted and actual counts."""
+        position = {c: i for i, c in enumerate(self.classes)}
+        predicted_index = np.array([position.get(v, -1) for v in np.asarray(scored.predictions).tolist()])
+        predicted = np.stack([predicted_index == i for i in range(len(self.classes))], axis=1).astype(float)
+        hits, said, actual = weights @ (self.actual * predicted), weights @ predicted, weights @ self.actual
+        with np.errstate(invalid="ignore", divide="ignore"):
+            value = {"precision": hits / said, "recall": hits / actual, "f1": 2 * hits / (said + actual)}[name]
+        value = np.nan_to_num(value)  # scikit-learn's zero_division=0
+        if average == "binary":
+            return value[:, 1]
+        if average == "macro":
+            return value.mean(1)
+        return (value * actual).sum(1) / actual.sum(1)
+
+    def _each(self, scored: Scored, weights: np.ndarray) -> np.ndarray:
+        """Any other metric: scikit-learn on each resample's rows."""
+        scores = []
+        for row in weights:
+            rows = np.repeat(np.arange(len(self.y)), row.astype(int))
+            proba = None if scored.proba is None else np.asarray(scored.proba)[rows]
+            classes = self.classes if self.task == "classification" else None
+            values = compute_metrics(self.task, self.y[rows], np.asarray(scored.predictions)[rows], proba,
+                                     classes=classes)  # fmt: skip
+            scores.append(values.get(self.metric, np.nan))
+        return np.asarray(scores, float)
+
+
+def _weighted_auc(positive: np.ndarray, scores: np.ndarray, weights: np.ndarray) -> np.ndarray:
+    """ROC AUC under each row of `weights`: the weighted share of (positive, negative) pairs ranked right, ties
+    counting half. Each positive's negatives below it and tied with it are read off a running sum of the
+    negatives' weights in score order."""
+    negative_order = np.flatnonzero(~positive)[np.argsort(scores[~positive], kind="stable")]
+    negative_scores = scores[negative_order]
+    running = np.zeros((len(weights), len(negative_order) + 1))
+    np.cumsum(weights[:, negative_order], axis=1, out=running[:, 1:])
+    positives = np.flatnonzero(positive)
+    below = np.searchsorted(negative_scores, scores[positives], side="left")
+    up_to = np.searchsorted(negative_scores, scores[positives], side="right")
+    positive_weights = weights[:, positives]
+    ranked_right = (positive_weights * (running[:, below] + running[:, up_to])).sum(1) / 2
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return ranked_right / (positive_weights.sum(1) * running[:, -1])

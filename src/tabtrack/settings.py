@@ -28,6 +28,7 @@ SERVE_LOG_SAMPLE = "TABTRACK_SERVE_LOG_SAMPLE"
 
 # -- other tools' variables ---------------------------------------------------------------------------------------
 TRACKING_URI = "MLFLOW_TRACKING_URI"
+TRACKING_USERNAME = "MLFLOW_TRACKING_USERNAME"  # the user a tracking server with basic auth knows
 DVC_EXPERIMENT = "DVC_EXP_NAME"  # set by `dvc exp run`
 RAY_ADDRESS = "RAY_ADDRESS"
 # Where an s3:// data file is read from (MinIO, moto, Ceph): AWS's own variables first, then MLflow's.
@@ -71,6 +72,16 @@ def seconds(setting: tuple[str, float]) -> float:
     if value <= 0:
         raise ConfigError(f"{name} must be positive, got {raw!r}.")
     return value
+
+
+def user() -> str | None:
+    """Who is acting, as far as MLflow knows: the tracking server's user, else this machine's."""
+    import getpass
+
+    try:
+        return os.environ.get(TRACKING_USERNAME) or getpass.getuser()
+    except (KeyError, OSError):  # no such user in a container's passwd
+        return None
 
 
 def defaults(values: dict[str, str]) -> None:

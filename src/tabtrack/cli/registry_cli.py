@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from datetime import timedelta
 from pathlib import Path
 from typing import Annotated
 
@@ -10,7 +11,11 @@ import typer
 import tabtrack.cli.options as o
 from tabtrack.cli.app import app
 
-DEFAULT_LOG = ".tabtrack/predictions"  # serving/prediction_log.py:DEFAULT_LOCATION (not imported: --help stays fast)
+DEFAULT_LOG = ".tabtrack/predictions"
+_DAY, _NO_TIME = (
+    timedelta(days=1) - timedelta(microseconds=1),
+    timedelta(0),
+)  # serving/prediction_log.py:DEFAULT_LOCATION (not imported: --help stays fast)
 
 
 @app.command("register")
@@ -44,7 +49,7 @@ def promote(
     typer.echo(f"{name}@{chosen} -> version {version}  (models:/{name}@{chosen})")
 
 
-models_app = typer.Typer(help="Registered models: list and show.", no_args_is_help=True)
+models_app = typer.Typer(help="Registered models: list, show, and who held an alias when.", no_args_is_help=True)
 app.add_typer(models_app, name="models")
 
 
@@ -72,6 +77,49 @@ def models_show(name: Annotated[str, typer.Argument()], tracking_uri: o.Tracking
         for v in registry.show_model(name, tracking_uri)
     ]
     console.print(simple_table(["version", "aliases", "run id", "test metrics"], rows, title=name))
+
+
+@models_app.command("history")
+def models_history(
+    name: Annotated[str, typer.Argument()],
+    at: Annotated[
+        str | None,
+        typer.Option("--at", help="which version held the alias then: a date (its end, UTC) or a time; or 7d, 12h"),
+    ] = None,
+    alias: Annotated[str | None, typer.Option("--alias", help="one alias (with --at: default champion)")] = None,
+    tracking_uri: o.TrackingUri = None,
+) -> None:
+    """Every move of the model's aliases that tabtrack made (promote, the gate, retrain), oldest first; with --at,
+    the version that held the alias at that moment."""
+    from tabtrack.cli.output import console, simple_table
+    from tabtrack.commands.alias_history import alias_history, holder_at, unrecorded
+    from tabtrack.commands.monitor import parse_time
+    from tabtrack.tracking.store import mlflow_client
+
+    client = mlflow_client(tracking_uri)
+    moves = alias_history(client, name, alias=alias)
+    for moved in unrecorded(client, name, alias_history(client, name)):
+        typer.echo(f"note: {moved}, which no recorded move explains (moved outside tabtrack, or before it kept "
+                   "this history)", err=True)  # fmt: skip
+    if at is None:
+        if not moves:
+            typer.echo(f"no alias moves recorded for {name} (tabtrack records those it makes)")
+            return
+        rows = [[f"{m.moment:%Y-%m-%d %H:%M:%S}", m.alias, f"v{m.from_version}" if m.from_version else "-",
+                 f"v{m.to_version}", m.user or "", m.reason if len(m.reason) <= 100 else m.reason[:99] + "…"]
+                for m in moves]  # fmt: skip
+        console.print(simple_table(["time (UTC)", "alias", "from", "to", "user", "reason"], rows, title=name))
+        return
+    alias = alias or "champion"
+    whole_day = len(at.strip()) == 10 and at.strip()[4] == "-"  # 2026-11-02: as the day ended
+    moment = parse_time(at) + (_DAY if whole_day else _NO_TIME)
+    held = holder_at(moves, alias, moment)
+    when = f"{at} (end of day, UTC)" if whole_day else f"{moment:%Y-%m-%d %H:%M:%S} UTC"
+    if held is None:
+        typer.echo(f"{name}@{alias} on {when}: no version on record (no move recorded before then)")
+        return
+    typer.echo(f"{name}@{alias} on {when}: version {held.to_version}, since {held.moment:%Y-%m-%d %H:%M:%S} UTC"
+               f"{f' by {held.user}' if held.user else ''} ({held.reason})")  # fmt: skip
 
 
 @app.command()

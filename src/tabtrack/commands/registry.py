@@ -14,6 +14,7 @@ from typing import Any
 import numpy as np
 
 from tabtrack import settings
+from tabtrack.commands.alias_history import move_alias
 from tabtrack.commands.card import write_card
 from tabtrack.errors import TabtrackError
 from tabtrack.evaluate.metrics import chosen_metric, compute_metrics
@@ -98,7 +99,7 @@ def promote(
     client = mlflow_client(tracking_uri)
     try:
         client.get_model_version(name, str(version))
-        client.set_registered_model_alias(name, alias, str(version))
+        move_alias(client, name, alias, str(version), reason="by hand: tabtrack promote")
     except MlflowException as exc:
         raise TabtrackError(f"cannot set alias {alias!r} on {name} version {version}: {exc.message}") from exc
     return alias
@@ -206,7 +207,7 @@ def gate(
             reason = _gate_reason(version, champion.version, difference, new_score, champion_score, min_improvement)
     if not promote and alias == CHAMPION:
         reason += "; not promoted (--promote moves champion)"
-    client.set_registered_model_alias(name, alias if promote else CHALLENGER, str(version))
+    move_alias(client, name, alias if promote else CHALLENGER, str(version), reason=f"gate: {reason}")
     tags = {"gate.decision": alias, "gate.metric": metric, "gate.new_score": f"{new_score:.6g}", "gate.reason": reason,
             "gate.promoted": str(promote and alias == CHAMPION).lower(), "gate.rows": str(len(y_test))}  # fmt: skip
     if champion is not None:

@@ -328,6 +328,7 @@ class Recorder:
             if split in evaluation.metrics:
                 self.log_metrics(prefixed(split, evaluation.metrics[split]))
         self.log_metrics(evaluation.evidence.run_metrics)
+        self._call_out_too_good(evaluation, rows=len(y_test))
         for path, text in evaluation.evidence.texts.items():
             self.run.log_text(text, path)
         for path, png in evaluation.images.items():
@@ -341,6 +342,16 @@ class Recorder:
         model_uri = self._log_model(artifact, example=train_rows[0] if train_rows else X_test) if artifact else None
         self.record_report()
         return evaluation, model_uri
+
+    def _call_out_too_good(self, evaluation: Evaluation, *, rows: int) -> None:
+        """A test score at the edge is a warning on the terminal, a tag, and a box on the report and the card."""
+        from tabtrack.evaluate.caveats import TOO_GOOD_TAG, too_good
+
+        plots = evaluation.evidence.model_plots
+        warning = too_good(evaluation.metrics["test"], rows, plots.importance if plots is not None else None)
+        if warning:
+            log.warning(warning)
+            self.set_tags({TOO_GOOD_TAG: warning})
 
     def _record_reference(self, X: Any, evaluation: Evaluation, **options: Any) -> None:
         import json

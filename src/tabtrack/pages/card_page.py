@@ -12,6 +12,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from tabtrack.evaluate.caveats import TOO_GOOD_TAG, run_caveats
 from tabtrack.evaluate.metrics import group_by_split
 from tabtrack.pages.markdown import markdown_table
 
@@ -84,6 +85,9 @@ def render_card(data: CardData) -> str:
         lines += ["", "## Metrics by slice (test split)", "", markdown_table(data.slices, digits=4).rstrip()]
     lines += ["", "## Caveats", ""]
     caveats = [f["message"] for f in (data.validation or {}).get("findings", []) if f.get("severity") == "warning"]
+    if data.tags.get(TOO_GOOD_TAG):
+        caveats.append(f"Too good to be true? {data.tags[TOO_GOOD_TAG]}")
+    caveats += run_caveats(data.metrics, data.class_balance)
     if data.gate:
         caveats.append(
             f"Champion gate: this version is the {data.gate.get('gate.decision')} ({data.gate.get('gate.reason')})."

@@ -8,6 +8,7 @@ import html
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
+from tabtrack.evaluate.caveats import TOO_GOOD_TAG
 from tabtrack.evaluate.metrics import group_by_split
 
 LINEAGE_TAGS = (
@@ -28,6 +29,7 @@ h1{font-size:1.5rem;margin-bottom:.2rem}h2{font-size:1.15rem;border-bottom:1px s
 .sub{color:#59636e;margin-top:0}table{border-collapse:collapse;font-size:.9rem}td,th{border:1px solid #d0d7de;padding:.3rem .6rem;text-align:left}
 th{background:#f6f8fa}td.num{text-align:right;font-variant-numeric:tabular-nums}code{font-size:.85rem;word-break:break-all}
 .plots{display:grid;grid-template-columns:repeat(auto-fill,minmax(460px,1fr));gap:1rem}figure{margin:0;border:1px solid #d0d7de;padding:.5rem}
+.warning{background:#fff8c5;border:1px solid #d4a72c;padding:.5rem 1rem}
 figure img{width:100%;height:auto}figcaption{font-size:.85rem;color:#59636e;text-align:center}
 """
 
@@ -53,6 +55,7 @@ def render_report(data: ReportData) -> str:
         f"<title>{e(data.run_name)} · tabtrack report</title><style>{STYLE}</style></head><body>",
         f"<h1>{e(model)} · {e(data.params.get('task', ''))} · {e(data.experiment)}</h1>",
         f"<p class='sub'>run <code>{e(data.run_id or 'untracked')}</code> ({e(data.run_name)}) · status {e(data.status)}</p>",
+        _too_good(data.tags),
         "<h2>Metrics</h2>",
         _metrics_table(data.metrics),
         "<h2>Lineage</h2>",
@@ -77,6 +80,11 @@ def render_report(data: ReportData) -> str:
         parts.append("</div>")
     parts.append("</body></html>")
     return "\n".join(parts)
+
+
+def _too_good(tags: Mapping[str, str]) -> str:
+    warning = tags.get(TOO_GOOD_TAG)
+    return f"<p class='warning'><b>Too good to be true?</b> {html.escape(warning)}</p>" if warning else ""
 
 
 def _metrics_table(flat: Mapping[str, float]) -> str:

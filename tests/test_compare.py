@@ -10,6 +10,7 @@ import subprocess
 import time
 
 import mlflow
+import numpy as np
 import pandas as pd
 import pytest
 
@@ -54,6 +55,24 @@ def test_leaderboard_order_matches_the_children(workdir, data_dir, store_uri, cl
         assert row["cv_roc_auc_mean"] == pytest.approx(by_model[row["model"]].data.metrics["cv_roc_auc_mean"])
         assert row["test_roc_auc"] == pytest.approx(by_model[row["model"]].data.metrics["test_roc_auc"])
         assert row["run_id"] == by_model[row["model"]].info.run_id
+    # the winner against each model across the folds they share: Nadeau & Bengio's corrected t-test, recomputed
+    # here from the fold runs' own metrics
+    from scipy import stats
+
+    def fold_scores(model: str) -> np.ndarray:
+        folds = client.search_runs(
+            [parent.info.experiment_id], filter_string=f"tags.mlflow.parentRunId = '{by_model[model].info.run_id}'"
+        )
+        return np.array([f.data.metrics["cv_roc_auc"] for f in sorted(folds, key=lambda f: int(f.data.params["fold"]))])
+
+    assert board.loc[0, "vs_best"] == "best"
+    for _, row in board.iloc[1:].iterrows():
+        advantage = fold_scores(expected[0]) - fold_scores(row["model"])
+        error = np.sqrt((1 / 3 + 1 / 2) * advantage.var(ddof=1))
+        assert row["vs_best_difference"] == pytest.approx(advantage.mean())
+        assert row["vs_best_p_value"] == pytest.approx(2 * stats.t.sf(abs(advantage.mean()) / error, 2))
+        assert row["vs_best_p_value"] > stats.ttest_rel(fold_scores(expected[0]), fold_scores(row["model"])).pvalue
+        assert row["vs_best"] == ("beyond noise" if row["vs_best_low"] > 0 else "within noise")
     markdown = mlflow.artifacts.load_text(f"runs:/{result.run_id}/leaderboard.md")
     assert markdown.startswith("| rank | model |") and expected[0] in markdown.splitlines()[2]
     assert parent.data.tags["best.model"] == expected[0]

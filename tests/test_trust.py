@@ -240,3 +240,22 @@ def test_the_card_sees_overfitting_slice_gaps_and_rare_classes_in_the_runs_own_n
     # a small gap within the folds' own spread, balanced classes: nothing to say
     assert run_caveats({"train_r2": 0.91, "cv_r2_mean": 0.88, "cv_r2_std": 0.02}, {"a": 40, "b": 60}) == []
     assert "the test split" in run_caveats({"train_rmse": 1.0, "test_rmse": 2.0})[0]
+
+
+def test_the_fold_test_is_wider_than_a_plain_paired_t_test_and_seeded_noise_stays_within_it():
+    from scipy import stats
+
+    from tabtrack.evaluate.paired import corrected_fold_test
+
+    winner, other = [0.91, 0.93, 0.90, 0.94, 0.92], [0.90, 0.91, 0.90, 0.92, 0.90]
+    test = corrected_fold_test(winner, other, greater_is_better=True)
+    assert test.difference == pytest.approx(0.014) and test.folds == 5
+    assert test.p_value > stats.ttest_rel(winner, other).pvalue  # overlapping training sets: less certainty
+    assert corrected_fold_test(other, winner, greater_is_better=False).difference == pytest.approx(0.014)
+    # two models of equal skill over 5 folds: the test calls a difference in few of 200 seeded draws
+    rng = np.random.default_rng(0)
+    called = sum(
+        corrected_fold_test(*(0.9 + 0.02 * rng.normal(size=(2, 5))), greater_is_better=True).beyond_noise
+        for _ in range(200)
+    )
+    assert called <= 20, called

@@ -93,11 +93,11 @@ def simple_table(headers: list[str], rows: list[list[str]], title: str | None = 
 
 
 def leaderboard_table(board, *, metric: str, title: str | None = None) -> Table:
-    """Rank, model, the ranking metric's CV mean ± std (what ranks), its test value, a few other test
-    metrics, seconds, status."""
+    """Rank, model, the ranking metric's CV mean ± std (what ranks), how far behind the winner (and whether beyond
+    noise), its test value, a few other test metrics, seconds, status."""
     table = _table(title)
     others = [c for c in board.columns if c.startswith("test_") and c != f"test_{metric}"][:3]
-    columns = ["rank", "model", f"cv_{metric}", f"test_{metric}", *others, "seconds", "status"]
+    columns = ["rank", "model", f"cv_{metric}", "vs_best", f"test_{metric}", *others, "seconds", "status"]
     for column in columns:
         table.add_column(column, justify="right" if column not in ("model", "status") else "left")
     for _, row in board.iterrows():
@@ -106,6 +106,8 @@ def leaderboard_table(board, *, metric: str, title: str | None = None) -> Table:
             if column == f"cv_{metric}":
                 mean, std = row.get(f"cv_{metric}_mean"), row.get(f"cv_{metric}_std")
                 cells.append("" if mean is None or mean != mean else f"{mean:.4f} ± {std:.4f}")
+            elif column == "vs_best":
+                cells.append(_versus_best(row))
             else:
                 value = row.get(column)
                 if isinstance(value, float):
@@ -114,6 +116,20 @@ def leaderboard_table(board, *, metric: str, title: str | None = None) -> Table:
                     cells.append("" if value is None else str(value))
         table.add_row(*cells)
     return table
+
+
+def _versus_best(row) -> str:
+    """The winner's advantage over this model across the shared folds, and whether it is beyond noise."""
+    verdict, difference = row.get("vs_best"), row.get("vs_best_difference")
+    if not isinstance(verdict, str) or verdict in ("best", "no fold scores"):
+        return verdict if isinstance(verdict, str) else ""
+    return f"-{difference:.4f} p={row.get('vs_best_p_value'):.2f}{' *' if verdict == 'beyond noise' else ''}"
+
+
+LEADERBOARD_NOTE = (
+    "vs_best: how far behind the winner across the CV folds all models share, and the corrected resampled t-test's "
+    "p-value; * beyond noise at 95%. In leaderboard.csv: vs_best_low, vs_best_high."
+)
 
 
 def validation_table(report) -> Table:

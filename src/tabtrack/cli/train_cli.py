@@ -156,7 +156,7 @@ def compare(
     one child per model."""
     if gate and not register:
         raise ConfigError("--gate needs --register NAME.")
-    from tabtrack.cli.output import console, fold_progress, leaderboard_table
+    from tabtrack.cli.output import LEADERBOARD_NOTE, console, fold_progress, leaderboard_table
     from tabtrack.commands.compare import compare as compare_models
 
     resolved = o.run_config(
@@ -170,6 +170,8 @@ def compare(
             ray=o.ray_settings(ray, cpus_per_task, gpus_per_task),
         )  # fmt: skip
     console.print(leaderboard_table(result.leaderboard, metric=result.metric, title=f"compare · {result.experiment}"))
+    if len(result.leaderboard) > 1:
+        typer.echo(LEADERBOARD_NOTE)
     if result.run_id:
         console.print(f"parent run: {result.run_id}   best: {result.best_model}")
     for model_name, error in result.failures.items():

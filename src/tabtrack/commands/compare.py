@@ -236,9 +236,38 @@ def leaderboard(
             for name, error in failures.items()
         ]
     )
+    if not board.empty:
+        board = _against_the_best(board.reset_index(drop=True), results, metric)
     board = pd.concat([board, failed], ignore_index=True) if not failed.empty else board.reset_index(drop=True)
     board.insert(0, "rank", range(1, len(board) + 1))
     return board
+
+
+def _against_the_best(board: pd.DataFrame, results: Mapping[str, TrainResult], metric: str) -> pd.DataFrame:
+    """Whether the CV winner beats each other model beyond noise on `metric`: the models share their folds, so their
+    fold scores are paired (evaluate/paired.py: corrected_fold_test). Columns `vs_best` (best, beyond noise,
+    within noise), `vs_best_difference` (the winner's advantage, positive), its 95% interval and p-value."""
+    from tabtrack.evaluate.paired import corrected_fold_test
+
+    def folds(name: str) -> list[float] | None:
+        scores = [fold.get(metric) for fold in results[name].fold_metrics]
+        return scores if len(scores) >= 2 and None not in scores else None
+
+    best = board.loc[0, "model"]
+    columns: dict[str, list] = {key: [] for key in ("vs_best", "vs_best_difference", "vs_best_low", "vs_best_high",
+                                                    "vs_best_p_value")}  # fmt: skip
+    for name in board["model"]:
+        winner, other = folds(best), folds(name)
+        if name == best or winner is None or other is None or len(winner) != len(other):
+            verdict = "best" if name == best else "no fold scores"
+            for key, value in zip(columns, (verdict, None, None, None, None), strict=True):
+                columns[key].append(value)
+            continue
+        test = corrected_fold_test(winner, other, greater_is_better=GREATER_IS_BETTER[metric])
+        verdict = "beyond noise" if test.beyond_noise else "within noise"
+        for key, value in zip(columns, (verdict, test.difference, test.low, test.high, test.p_value), strict=True):
+            columns[key].append(value)
+    return board.assign(**columns)
 
 
 def _ranked_first(metric: str, values: Mapping[str, float], suffix: str = "") -> list[str]:

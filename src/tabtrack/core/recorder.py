@@ -138,6 +138,7 @@ class Recorder:
         self.tags: dict[str, str] = dict(tags)
         self.params: dict[str, Any] = {}
         self.metrics: dict[str, dict[str, float]] = {}
+        self.fold_metrics: list[dict[str, float]] = []  # each CV fold's scores, once cross_validate ran
         self.images: dict[str, bytes] = {}
         self.slices_csv: str | None = None
 
@@ -275,6 +276,7 @@ class Recorder:
             if progress:
                 progress("fold", k, folds)
         self.metrics["cv"] = aggregate_folds(fold_metrics)
+        self.fold_metrics = fold_metrics
         self.add_params({"cv_folds": folds})
         self.log_metrics(prefixed("cv", self.metrics["cv"]))
         return self.metrics["cv"], run_ids

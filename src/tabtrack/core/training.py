@@ -48,6 +48,7 @@ class TrainResult:
     model_uri: str | None = None
     ui_url: str | None = None
     fold_run_ids: list[str] = field(default_factory=list)
+    fold_metrics: list[dict[str, float]] = field(default_factory=list)  # each CV fold's scores, in fold order
     offline_bundle: str | None = None  # set when the run was recorded offline (tabtrack sync uploads it)
     # The held-out rows, kept so a champion gate scores old and new models on the same data.
     X_test: Any = field(default=None, repr=False)
@@ -252,6 +253,7 @@ def record_training(
         model_uri=model_uri,
         ui_url=recorder.run.ui_url,
         fold_run_ids=fold_run_ids,
+        fold_metrics=recorder.fold_metrics,
         X_test=split.X_test,
         y_test=split.y_test,
         params=dict(recorder.params),

@@ -1,4 +1,5 @@
-"""How sure a difference between two models is: a paired bootstrap over the rows both were scored on.
+"""How sure a difference between two models is: a paired bootstrap over the rows both were scored on, and a
+corrected t-test over the cross-validation folds both were scored on.
 
 Both models' predictions on the same held-out rows are resampled together (the same rows drawn, with replacement,
 for both), so what the rows have in common (hard rows, easy rows) cancels and only the models' difference varies.
@@ -86,6 +87,42 @@ def paired_bootstrap(
     return PairedDifference(
         metric, new_all, old_all, sign * (new_all - old_all), float(low), float(high), len(y), resamples, seed, level
     )
+
+
+@dataclass
+class FoldDifference:
+    """The winner's advantage over another model across shared CV folds (positive: the winner is better), with its
+    `level` interval and two-sided p-value from Nadeau & Bengio's corrected resampled t-test."""
+
+    difference: float
+    low: float
+    high: float
+    p_value: float
+    folds: int
+    level: float = LEVEL
+
+    @property
+    def beyond_noise(self) -> bool:
+        return bool(self.low > 0 or self.high < 0)
+
+
+def corrected_fold_test(
+    winner: Sequence[float], other: Sequence[float], *, greater_is_better: bool, level: float = LEVEL
+) -> FoldDifference:
+    """Nadeau & Bengio (2003): K-fold scores of two models on the same folds are paired, but the folds' training
+    sets overlap, so the plain paired t-test is overconfident. The variance of the mean difference is inflated from
+    1/K to 1/K + n_test/n_train, which for K-fold is 1/(K-1); K-1 degrees of freedom."""
+    from scipy import stats
+
+    differences = (np.asarray(winner, float) - np.asarray(other, float)) * (1.0 if greater_is_better else -1.0)
+    folds = len(differences)
+    mean = float(differences.mean())
+    error = float(np.sqrt((1 / folds + 1 / (folds - 1)) * differences.var(ddof=1)))
+    if error == 0:
+        return FoldDifference(mean, mean, mean, 1.0 if mean == 0 else 0.0, folds, level)
+    half = float(stats.t.ppf(0.5 + level / 2, folds - 1)) * error
+    p_value = float(2 * stats.t.sf(abs(mean) / error, folds - 1))
+    return FoldDifference(mean, mean - half, mean + half, p_value, folds, level)
 
 
 def _resampled(rng: np.random.Generator, rows: int, count: int) -> np.ndarray:

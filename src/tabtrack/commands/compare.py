@@ -254,20 +254,18 @@ def _against_the_best(board: pd.DataFrame, results: Mapping[str, TrainResult], m
         return scores if len(scores) >= 2 and None not in scores else None
 
     best = board.loc[0, "model"]
-    columns: dict[str, list] = {key: [] for key in ("vs_best", "vs_best_difference", "vs_best_low", "vs_best_high",
-                                                    "vs_best_p_value")}  # fmt: skip
+    rows = []
     for name in board["model"]:
         winner, other = folds(best), folds(name)
         if name == best or winner is None or other is None or len(winner) != len(other):
-            verdict = "best" if name == best else "no fold scores"
-            for key, value in zip(columns, (verdict, None, None, None, None), strict=True):
-                columns[key].append(value)
+            rows.append({"vs_best": "best" if name == best else "no fold scores"})
             continue
         test = corrected_fold_test(winner, other, greater_is_better=GREATER_IS_BETTER[metric])
-        verdict = "beyond noise" if test.beyond_noise else "within noise"
-        for key, value in zip(columns, (verdict, test.difference, test.low, test.high, test.p_value), strict=True):
-            columns[key].append(value)
-    return board.assign(**columns)
+        rows.append({"vs_best": "beyond noise" if test.beyond_noise else "within noise",
+                     "vs_best_difference": test.difference, "vs_best_low": test.low, "vs_best_high": test.high,
+                     "vs_best_p_value": test.p_value})  # fmt: skip
+    columns = ["vs_best", "vs_best_difference", "vs_best_low", "vs_best_high", "vs_best_p_value"]
+    return pd.concat([board, pd.DataFrame(rows, columns=columns)], axis=1)
 
 
 def _ranked_first(metric: str, values: Mapping[str, float], suffix: str = "") -> list[str]:

@@ -204,14 +204,14 @@ def _scored_file(model, data: str | Path, target: str | None) -> pd.DataFrame:
     """A file's rows scored now, as the log would hold them (a target column kept as the label)."""
     from tabtrack.data.load import load_table
     from tabtrack.data.remote import local_file
+    from tabtrack.serving.predict import with_predictions
 
     frame = load_table(local_file(data))
-    scored = frame[[c for c in frame.columns if c != target]].copy()
-    predictions, proba = model.score(scored[[c for c in model.columns if c in scored.columns]])
-    scored["prediction"] = np.asarray(predictions).astype(str) if model.classes is not None else predictions
-    if proba is not None:
-        for index, label in enumerate(model.classes):
-            scored[f"proba_{label}"] = proba[:, index]
+    inputs = frame[[c for c in frame.columns if c != target]]
+    predictions, proba = model.score(inputs[[c for c in model.columns if c in inputs.columns]])
+    if model.classes is not None:  # labels as the log and the reference hold them
+        predictions = np.asarray(predictions).astype(str)
+    scored = with_predictions(inputs, predictions, proba, model.classes)
     if target and target in frame.columns:
         scored["_label"] = frame[target].to_numpy()
     return scored

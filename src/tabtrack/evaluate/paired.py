@@ -142,8 +142,7 @@ class _Weighted:
             self.y = y.astype(float)
             fast = {"rmse": self._rmse, "mae": self._mae, "mape": self._mape, "r2": self._r2}
         else:
-            position = {c: i for i, c in enumerate(self.classes)}
-            self.index = np.array([position.get(v, -1) for v in y.tolist()])
+            self.index = self._positions(y)
             self.actual = np.stack([self.index == i for i in range(len(self.classes))], axis=1).astype(float)
             fast = {"accuracy": self._accuracy, "log_loss": self._log_loss, "roc_auc": self._roc_auc}
             averages = ("macro", "weighted") if len(self.classes) > 2 else ("binary",)
@@ -154,6 +153,11 @@ class _Weighted:
                         scored, weights, name, average
                     )
         self.fast = fast.get(metric, self._each)
+
+    def _positions(self, labels: np.ndarray) -> np.ndarray:
+        """Each label's index among the classes (-1: not one of them)."""
+        position = {c: i for i, c in enumerate(self.classes)}
+        return np.array([position.get(v, -1) for v in labels.tolist()])
 
     def __call__(self, scored: Scored, weights: np.ndarray) -> np.ndarray:
         return self.fast(scored, weights)
@@ -193,8 +197,7 @@ class _Weighted:
 
     def _by_class(self, scored: Scored, weights: np.ndarray, name: str, average: str) -> np.ndarray:
         """Precision, recall or F1 from each class's weighted hits, predicted and actual counts."""
-        position = {c: i for i, c in enumerate(self.classes)}
-        predicted_index = np.array([position.get(v, -1) for v in np.asarray(scored.predictions).tolist()])
+        predicted_index = self._positions(np.asarray(scored.predictions))
         predicted = np.stack([predicted_index == i for i in range(len(self.classes))], axis=1).astype(float)
         hits, said, actual = weights @ (self.actual * predicted), weights @ predicted, weights @ self.actual
         with np.errstate(invalid="ignore", divide="ignore"):

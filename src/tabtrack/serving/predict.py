@@ -34,11 +34,18 @@ def predict_file(
     if prediction_log is not None:
         prediction_log.record(frame, predictions, proba, request_id=request_id)
         prediction_log.close()
+    result = with_predictions(frame, predictions, proba, model.classes)
+    Path(output).parent.mkdir(parents=True, exist_ok=True)
+    result.to_csv(output, index=False)
+    return len(result), request_id
+
+
+def with_predictions(frame: pd.DataFrame, predictions, proba, classes) -> pd.DataFrame:
+    """`frame` plus `prediction` and, for classifiers, one `proba_<class>` column per class: what `predict` writes
+    and `monitor` compares."""
     result = frame.copy()
     result["prediction"] = predictions
     if proba is not None:
-        for index, label in enumerate(model.classes):
+        for index, label in enumerate(classes):
             result[f"proba_{label}"] = proba[:, index]
-    Path(output).parent.mkdir(parents=True, exist_ok=True)
-    pd.DataFrame(result).to_csv(output, index=False)
-    return len(result), request_id
+    return result

@@ -1,4 +1,5 @@
-"""Issue 39 benchmark: what the champion gate's paired bootstrap costs on 10,000 held-out rows.
+"""Issue 39 benchmark: what the champion gate's paired bootstrap costs on 10,000 held-out rows, and what the
+comparison page's intervals cost for 3 runs (every metric it recomputes, each run against the first).
 
     python -m benchmarks.trust [--rows 10000] [--resamples 1000]
 
@@ -56,8 +57,41 @@ def main() -> None:
         best = min(seconds)
         print(f"{label} {metric}: improvement {difference.improvement:+.4f}, {difference.interval}")
         table.append((f"gate bootstrap, {label}, {metric}", f"{best:.2f} s", "< 2 s", "yes" if best < 2 else "NO"))
+    table += page_intervals(args.rows, args.resamples)
     print(f"{args.rows:,} held-out rows, {args.resamples:,} paired resamples, best of 3")
     print_table(table)
+
+
+def page_intervals(rows: int, resamples: int) -> list[tuple[str, str, str, str]]:
+    """The comparison page's intervals for 3 runs sharing `rows` test rows: runs #2 and #3 against #1 on every
+    metric recomputed from the predictions, through the page's own code (pages/shared_rows.py)."""
+    import numpy as np
+    import pandas as pd
+
+    from tabtrack.evaluate.paired import fast_metrics
+    from tabtrack.pages.comparison_page import RunView
+    from tabtrack.pages.shared_rows import against_first
+
+    table = []
+    for label, task, classes in (("binary", "classification", 2), ("regression", "regression", None)):
+        y, scored = answers(task, rows, classes or 2)
+        runs = []
+        for index, answer in enumerate([*scored, scored[0]]):
+            frame = pd.DataFrame({"row": np.arange(rows), "y_true": y, "y_pred": answer.predictions})
+            if answer.proba is not None:
+                frame = frame.assign(**{f"proba_{c}": answer.proba[:, c] for c in range(answer.proba.shape[1])})
+            names = fast_metrics(task, classes or 0)
+            metrics = {f"test_{name}": 0.0 for name in names}
+            runs.append(RunView(f"{index:032d}", f"run{index}", {"task": task}, metrics, {}, predictions=frame))
+        seconds = []
+        for _ in range(3):
+            started = time.perf_counter()
+            against_first(runs, resamples=resamples)
+            seconds.append(time.perf_counter() - started)
+        best = min(seconds)
+        table.append((f"page intervals, 3 runs, {label}, {len(names)} metrics", f"{best:.2f} s", "< 2 s",
+                      "yes" if best < 2 else "NO"))  # fmt: skip
+    return table
 
 
 if __name__ == "__main__":

@@ -3,15 +3,20 @@ and plots, and report.html loads every image. Screenshots land in test-outputs/ 
 
 from __future__ import annotations
 
+import io
 import os
 import shutil
 import subprocess
 from pathlib import Path
 
+import mlflow
+import numpy as np
+import pandas as pd
 import pytest
 
+import real_tables
 import tabtrack
-from conftest import TABTRACK, free_port, wait_for_http
+from conftest import TABTRACK, free_port, runs_of, wait_for_http
 
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
 OUTPUTS = Path(__file__).resolve().parents[1] / "test-outputs"
@@ -133,3 +138,60 @@ def test_comparison_page_and_model_card_render(workdir, data_dir, store_uri, bro
         assert runs[1][:8] in page.inner_text("body")
         page.screenshot(path=str(OUTPUTS / f"{name}.png"), full_page=True)
         page.close()
+
+
+def _bootstrap_by_hand(old: pd.DataFrame, new: pd.DataFrame, seed: int) -> tuple[float, float]:
+    """The 95% interval of new's accuracy minus old's on the rows both hold, resampled row by row."""
+    shared = old.merge(new, on="row", suffixes=("_old", "_new"))
+    hit_old = (shared["y_pred_old"].astype(str) == shared["y_true_old"].astype(str)).to_numpy()
+    hit_new = (shared["y_pred_new"].astype(str) == shared["y_true_new"].astype(str)).to_numpy()
+    rng, differences = np.random.default_rng(seed), []
+    for _ in range(10):  # ten blocks of 100 resamples, as drawn for the page
+        for rows in rng.integers(0, len(shared), size=(100, len(shared))):
+            differences.append(hit_new[rows].mean() - hit_old[rows].mean())
+    return tuple(np.percentile(differences, [2.5, 97.5]))
+
+
+def test_comparison_page_intervals_and_layout_with_2_6_and_12_runs(workdir, browser, cli, store_uri, client):
+    """Six families on a real table twice (two seeds, so two test splits): the page gives each run's test
+    difference from run #1 with a paired bootstrap interval on the rows they share, says why runs tested on other
+    rows get none, and its metrics table fits a 1,300-pixel window with 2, 6 and 12 runs."""
+    path = real_tables.write(real_tables.TABLES["titanicsurvival"], workdir)
+    families = "logistic_regression,random_forest,hist_gradient_boosting,xgboost,lightgbm,mlp"
+    for seed in ("42", "7"):
+        code, _, err = cli("compare", path, "-t", "survived", "--cv", "2", "--seed", seed, "--models", families,
+                           "--set", "drop_columns=[rownames]", "--tracking-uri", store_uri)  # fmt: skip
+        assert code == 0, err
+    runs = sorted(
+        (r for r in runs_of(client, "titanicsurvival") if "test_accuracy" in r.data.metrics),
+        key=lambda r: r.info.start_time,
+    )
+    ids = [r.info.run_id for r in runs]
+    assert len(ids) == 12
+    for count in (2, 6, 12):
+        html_path = workdir / f"compare_{count}.html"
+        code, _, err = cli("report", *ids[:count], "-o", html_path, "--tracking-uri", store_uri)
+        assert code == 0, err
+        page = browser.new_page(viewport={"width": 1300, "height": 900})
+        page.goto(html_path.as_uri())
+        metrics = page.locator("div.wide", has=page.locator("text=test accuracy"))
+        width, room = metrics.evaluate("d => [d.scrollWidth, d.clientWidth]")
+        assert width <= room, f"{count} runs: the metrics table is {width} px in {room} px"
+        assert page.evaluate("document.documentElement.scrollWidth") <= 1300
+        metrics.screenshot(path=str(OUTPUTS / f"compare_{count}_runs.png"))
+        body = page.inner_text("body")
+        intervals = page.locator("td span.ci").all_inner_texts()
+        page.close()
+        shared_runs = min(count, 6) - 1  # the first compare's runs share its test rows with run #1
+        assert len(intervals) >= shared_runs * 5, intervals  # accuracy, precision, recall, f1, ROC AUC, log loss
+        if count == 12:
+            assert "#7, #8, #9, #10, #11, #12: tested on different data" in body
+    # run #2's accuracy interval, recomputed by hand from both runs' test predictions
+    tables = [
+        pd.read_csv(io.StringIO(mlflow.artifacts.load_text(f"runs:/{run_id}/evaluation/test_predictions.csv")))
+        for run_id in ids[:2]
+    ]
+    low, high = _bootstrap_by_hand(*tables, seed=42)
+    page_html = (workdir / "compare_2.html").read_text()
+    accuracy_row = page_html[page_html.index("<td>test accuracy</td>") :].split("</tr>")[0]
+    assert f"{low:+.3f}…{high:+.3f}" in accuracy_row, (low, high, accuracy_row)

@@ -102,7 +102,7 @@ def test_train_logs_slices_and_the_predictions_the_page_draws(workdir, data_dir,
     assert set(slices["column"]) == {"city", "age"} and "roc_auc" in slices.columns
     assert {"test_roc_auc_slice_gap_city", "test_roc_auc_slice_gap_age"} <= set(run.data.metrics)
     predictions = pd.read_csv(io.StringIO(mlflow.artifacts.load_text(f"runs:/{result.run_id}/{PREDICTIONS_FILE}")))
-    assert list(predictions.columns) == ["y_true", "y_pred", "proba_no", "proba_yes"]
+    assert list(predictions.columns) == ["row", "y_true", "y_pred", "proba_no", "proba_yes"]
     assert len(predictions) == len(result.y_test)
     assert "Metrics by slice" in mlflow.artifacts.load_text(f"runs:/{result.run_id}/report.html")
 
@@ -151,3 +151,27 @@ def test_results_render_in_notebooks(workdir, data_dir, store_uri):
     with tabtrack.start_run(experiment="nb", tracking_uri=store_uri) as run:
         run.log_metrics({"holdout_auc": 0.75})
     assert "<table" in run._repr_html_() and "holdout_auc" in run._repr_html_()
+
+
+def test_runs_pair_on_the_test_rows_they_share_whatever_their_order():
+    from tabtrack.pages.shared_rows import against_first
+
+    a, b = _view("a", 1), _view("b", 2)
+    t = a.predictions  # the same rows, worse answers
+    b.predictions = t.assign(y_pred=1 - t["y_pred"], proba_0=t["proba_1"], proba_1=t["proba_0"])
+    a.predictions.insert(0, "row", np.arange(300) + 1000)
+    b.predictions.insert(0, "row", np.arange(300) + 1000)
+    b.metrics = {**a.metrics, "test_accuracy": 0.1}
+    a.metrics = {**a.metrics, "test_accuracy": 0.9}
+    sampled = b.predictions.iloc[50:].sample(frac=1.0, random_state=0)  # 250 shared rows, shuffled
+    _, whole = against_first([a, b])
+    _, part = against_first([a, RunView(**{**b.__dict__, "predictions": sampled})])
+    assert whole.rows == 300 and part.rows == 250
+    assert part.differences["accuracy"].high < 0 and part.differences["roc_auc"].high < 0  # worse beyond noise
+    first = a.predictions.set_index("row").loc[sampled["row"]]
+    assert part.differences["accuracy"].old == pytest.approx(np.mean(first["y_pred"] == first["y_true"]))
+    relabelled = sampled.assign(y_true=1 - sampled["y_true"])
+    _, mismatch = against_first([a, RunView(**{**b.__dict__, "predictions": relabelled})])
+    assert not mismatch.differences and "different targets" in mismatch.reason
+    b.test_digest, a.test_digest = "x1", "x2"
+    assert "different data" in against_first([a, b])[1].reason

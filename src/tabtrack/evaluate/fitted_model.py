@@ -45,8 +45,10 @@ class Evaluation:
 
 def prediction_table(y_true, y_pred, proba, classes, *, random_state: int = 0) -> pd.DataFrame:
     """What the comparison page draws a run's curves from: the test split's labels, predictions and class
-    probabilities, at most PREDICTION_ROWS rows (a seeded sample)."""
-    table = pd.DataFrame({"y_true": np.asarray(y_true), "y_pred": np.asarray(y_pred)})
+    probabilities, at most PREDICTION_ROWS rows (a seeded sample). `row` is each row's label in the test split
+    (its row in the file, for `train`), so the page can pair the rows two runs share."""
+    rows = np.asarray(y_true.index) if isinstance(y_true, pd.Series) else np.arange(len(y_true))
+    table = pd.DataFrame({"row": rows, "y_true": np.asarray(y_true), "y_pred": np.asarray(y_pred)})
     if proba is not None:
         for index, label in enumerate(classes):
             table[f"proba_{label}"] = np.asarray(proba)[:, index]

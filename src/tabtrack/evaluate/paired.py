@@ -70,23 +70,60 @@ def paired_bootstrap(
     level: float = LEVEL,
 ) -> PairedDifference:
     """The paired bootstrap interval of `new`'s improvement over `old` on `metric`."""
+    found = paired_differences(
+        task, y_true, [old, new], [metric], classes=classes, resamples=resamples, seed=seed, level=level
+    )
+    return found[1][metric]
+
+
+def paired_differences(
+    task: str,
+    y_true: Sequence,
+    models: Sequence[Scored],
+    metrics: Sequence[str],
+    *,
+    classes: Sequence | None = None,
+    resamples: int = RESAMPLES,
+    seed: int = 0,
+    level: float = LEVEL,
+) -> dict[int, dict[str, PairedDifference]]:
+    """Each later model's improvement over the first on each metric, `{index: {metric: PairedDifference}}`, all on
+    the same resamples (drawn once), so the intervals of a page's runs are comparable and cost one draw."""
     y = np.asarray(y_true)
-    scorer = _Weighted(metric, task, y, classes)
-    sign = 1.0 if GREATER_IS_BETTER[metric] else -1.0
+    scorers = {metric: _Weighted(metric, task, y, classes) for metric in metrics}
+    signs = {metric: 1.0 if GREATER_IS_BETTER[metric] else -1.0 for metric in metrics}
     ones = np.ones((1, len(y)))
-    new_all, old_all = float(scorer(new, ones)[0]), float(scorer(old, ones)[0])
+    whole = {metric: [float(scorer(m, ones)[0]) for m in models] for metric, scorer in scorers.items()}
+    drawn: dict[tuple[int, str], list[np.ndarray]] = {(i, m): [] for i in range(1, len(models)) for m in metrics}
     rng = np.random.default_rng(seed)
-    differences = []
     for start in range(0, resamples, _BLOCK):
         weights = _resampled(rng, len(y), min(_BLOCK, resamples - start))
-        differences.append(sign * (scorer(new, weights) - scorer(old, weights)))
-    drawn = np.concatenate(differences)
-    drawn = drawn[np.isfinite(drawn)]  # a resample without a class leaves some metrics undefined
+        for metric, scorer in scorers.items():
+            first = scorer(models[0], weights)
+            for index in range(1, len(models)):
+                drawn[index, metric].append(signs[metric] * (scorer(models[index], weights) - first))
     tail = (1 - level) / 2 * 100
-    low, high = (np.percentile(drawn, [tail, 100 - tail]) if len(drawn) else (np.nan, np.nan))  # fmt: skip
-    return PairedDifference(
-        metric, new_all, old_all, sign * (new_all - old_all), float(low), float(high), len(y), resamples, seed, level
-    )
+    found: dict[int, dict[str, PairedDifference]] = {}
+    for (index, metric), blocks in drawn.items():
+        values = np.concatenate(blocks)
+        values = values[np.isfinite(values)]  # a resample without a class leaves some metrics undefined
+        low, high = (np.percentile(values, [tail, 100 - tail]) if len(values) else (np.nan, np.nan))  # fmt: skip
+        new_all, old_all = whole[metric][index], whole[metric][0]
+        found.setdefault(index, {})[metric] = PairedDifference(
+            metric, new_all, old_all, signs[metric] * (new_all - old_all), float(low), float(high), len(y),
+            resamples, seed, level,
+        )  # fmt: skip
+    return found
+
+
+def fast_metrics(task: str, n_classes: int) -> tuple[str, ...]:
+    """The metrics computed for a block of resamples at once (any other costs scikit-learn per resample)."""
+    if task == "regression":
+        return ("rmse", "mae", "mape", "r2")
+    averaged = ("precision", "recall", "f1") if n_classes <= 2 else tuple(
+        f"{name}_{average}" for name in ("precision", "recall", "f1") for average in ("macro", "weighted")
+    )  # fmt: skip
+    return ("accuracy", "log_loss", "roc_auc", *averaged)
 
 
 @dataclass

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import base64
 import html
+import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -147,24 +148,33 @@ def _axes(title: str):
 
 # -- the page ----------------------------------------------------------------------------------------------
 STYLE = """
-body{font-family:system-ui,-apple-system,Segoe UI,Roboto,sans-serif;margin:2rem auto;max-width:1200px;color:#1f2328;padding:0 1rem}
+body{font-family:system-ui,-apple-system,Segoe UI,Roboto,sans-serif;margin:2rem auto;max-width:1240px;color:#1f2328;padding:0 1rem}
 h1{font-size:1.5rem}h2{font-size:1.15rem;border-bottom:1px solid #d0d7de;padding-bottom:.3rem;margin-top:2rem}
-table{border-collapse:collapse;font-size:.85rem}td,th{border:1px solid #d0d7de;padding:.3rem .6rem;text-align:left}
-th{background:#f6f8fa}td.num{text-align:right;font-variant-numeric:tabular-nums}.best{font-weight:700;background:#dafbe1}
-.delta{color:#59636e;font-size:.8em}.note{background:#fff8c5;border:1px solid #d4a72c;padding:.5rem 1rem}
+.wide{overflow-x:auto;max-width:100%}table{border-collapse:collapse;font-size:.8rem}
+td,th{border:1px solid #d0d7de;padding:.2rem .35rem;text-align:left;vertical-align:top}
+th{background:#f6f8fa;font-weight:600}th .name{display:block;max-width:12rem;overflow:hidden;text-overflow:ellipsis;white-space:nowrap;font-weight:400;color:#59636e}
+tr>:first-child{position:sticky;left:0;background:#fff;white-space:nowrap}tr>th:first-child{background:#f6f8fa}
+td.num{text-align:right;font-variant-numeric:tabular-nums;white-space:nowrap}.best{font-weight:700;background:#dafbe1}
+td.best{background:#dafbe1}.delta,.ci{display:block;color:#59636e;font-size:.76em;font-weight:400}
+.many th .name{max-width:4.5rem}.legend .ci{display:inline;font-size:1em}.ci.better{color:#1a7f37;font-weight:600}.ci.worse{color:#cf222e;font-weight:600}
+.note{background:#fff8c5;border:1px solid #d4a72c;padding:.5rem 1rem}.legend{color:#59636e;font-size:.85rem;max-width:60rem}
 .plots{display:grid;grid-template-columns:repeat(auto-fill,minmax(520px,1fr));gap:1rem}figure{margin:0;border:1px solid #d0d7de;padding:.5rem}
 figure img{width:100%;height:auto}code{font-size:.8rem;word-break:break-all}code.id{user-select:all}
 """
 
 
 def render_comparison(runs: Sequence[RunView], images: Mapping[str, bytes], *, title: str) -> str:
+    from tabtrack.pages.shared_rows import against_first
+
     e = html.escape
+    seed = int(runs[0].params.get("random_state", 0) or 0) if runs else 0
+    versus = against_first(runs, seed=seed)
     parts = [
         "<!doctype html><html lang='en'><head><meta charset='utf-8'>",
         f"<title>{e(title)} · tabtrack comparison</title><style>{STYLE}</style></head><body>",
         f"<h1>{e(title)}</h1>",
-        f"<p>{len(runs)} runs; deltas are against the first, <span class='best'>the best</span> per metric in its "
-        "own direction.</p>",
+        f"<p>{len(runs)} runs, numbered as in the table below; deltas are against run #1, "
+        "<span class='best'>the best</span> per metric in its own direction.</p>",
     ]
     digests = {run.test_digest for run in runs if run.test_digest}
     if len(digests) > 1:
@@ -172,7 +182,8 @@ def render_comparison(runs: Sequence[RunView], images: Mapping[str, bytes], *, t
             "<p class='note'>These runs were tested on <b>different test data</b> (their test datasets' digests "
             "differ): their test metrics and curves do not compare like for like.</p>"
         )
-    parts += ["<h2>Runs</h2>", _runs_table(runs), "<h2>Metrics</h2>", _metrics_table(runs)]
+    parts += ["<h2>Runs</h2>", _runs_table(runs), "<h2>Metrics</h2>", _interval_legend(runs, versus, seed)]
+    parts.append(f"<div class='wide'>{_metrics_table(runs, versus)}</div>")
     missing = [run.label for run in runs if run.predictions is None]
     parts.append("<h2>Curves</h2>")
     if missing:
@@ -193,14 +204,59 @@ def render_comparison(runs: Sequence[RunView], images: Mapping[str, bytes], *, t
 
 
 def _runs_table(runs: Sequence[RunView]) -> str:
-    """Each run's label, its full id (to copy into `tabtrack diff`, `reproduce`, `register`) and, on a tracking
-    server, a link to it in the MLflow UI."""
+    """Each run's number, name, its full id (to copy into `tabtrack diff`, `reproduce`, `register`) and, on a
+    tracking server, a link to it in the MLflow UI."""
     e = html.escape
     rows = []
-    for run in runs:
+    for number, run in enumerate(runs, 1):
         link = f" <a href='{e(run.ui_url)}'>MLflow UI</a>" if run.ui_url else ""
-        rows.append(f"<tr><td>{e(run.label)}</td><td><code class='id'>{e(run.run_id)}</code>{link}</td></tr>")
-    return f"<table><tr><th>run</th><th>run id</th></tr>{''.join(rows)}</table>"
+        rows.append(
+            f"<tr><td>#{number}</td><td>{e(run.run_name)}</td><td><code class='id'>{e(run.run_id)}</code>{link}</td></tr>"
+        )
+    return f"<div class='wide'><table><tr><th>#</th><th>run</th><th>run id</th></tr>{''.join(rows)}</table></div>"
+
+
+def _header(runs: Sequence[RunView], first: str) -> str:
+    """Short column heads (#n and the run's name, cut to fit) so a dozen runs fit a laptop's window; the full
+    label shows on hover and in the runs table."""
+    e = html.escape
+    heads = "".join(
+        f"<th title='{e(run.label)}'>#{number}<span class='name'>{e(_short_name(run.run_name))}</span></th>"
+        for number, run in enumerate(runs, 1)
+    )
+    return f"<tr><th>{e(first)}</th>{heads}</tr>"
+
+
+def _short_name(run_name: str) -> str:
+    """A run name without tabtrack's `_YYYYmmdd_HHMMSS` suffix: the model, where a column has room for little."""
+    return re.sub(r"_\d{8}_\d{6}$", "", run_name) or run_name
+
+
+def _interval_legend(runs: Sequence[RunView], versus: Sequence, seed: int) -> str:
+    """What the test intervals rest on, and which runs have none, with the reason."""
+    e = html.escape
+    with_rows = [v for v in versus[1:] if v is not None and v.differences]
+    parts = []
+    if with_rows:
+        rows = sorted({v.rows for v in with_rows})
+        counted = f"{rows[0]:,}" if len(rows) == 1 else f"{rows[0]:,} to {rows[-1]:,}"
+        first = next(iter(with_rows[0].differences.values()))
+        parts.append(
+            f"<p class='legend'>Under each test delta: its {first.level:.0%} interval from a paired bootstrap over "
+            f"the {counted} test rows the run shares with run #1 ({first.resamples:,} resamples of those rows, both "
+            f"runs' answers drawn together; seed {seed}). An interval that covers 0 is within noise; "
+            "<span class='ci better'>green</span>: better beyond noise, <span class='ci worse'>red</span>: worse "
+            "beyond noise. Test metrics without one (PR AUC, threshold sweeps, your own metrics) are not "
+            "recomputed from the predictions. CV rows show each run's mean ± std over its folds.</p>"
+        )
+    by_reason: dict[str, list[str]] = {}
+    for number, v in enumerate(versus, 1):
+        if v is not None and v.reason:
+            by_reason.setdefault(v.reason, []).append(f"#{number}")
+    if by_reason:
+        items = "".join(f"<li>{e(', '.join(numbers))}: {e(reason)}</li>" for reason, numbers in by_reason.items())
+        parts.append(f"<div class='note'>No test intervals for<ul>{items}</ul></div>")
+    return "".join(parts)
 
 
 def _lineage(run: RunView) -> dict[str, str]:
@@ -216,24 +272,24 @@ def _differences(runs: Sequence[RunView], values_of) -> str:
     if not changed:
         return "<p>none</p>"
     e = html.escape
-    header = "<tr><th>name</th>" + "".join(f"<th>{e(run.label)}</th>" for run in runs) + "</tr>"
     rows = [
         f"<tr><td>{e(key)}</td>" + "".join(f"<td><code>{e(str(value.get(key, '')))}</code></td>" for value in values)
         + "</tr>"
         for key in changed
     ]  # fmt: skip
-    return f"<table>{header}{''.join(rows)}</table>"
+    many = " class='many'" if len(runs) > 6 else ""
+    return f"<div class='wide'><table{many}>{_header(runs, 'name')}{''.join(rows)}</table></div>"
 
 
-def _metrics_table(runs: Sequence[RunView]) -> str:
-    """Rows: cv mean ± std then test, per metric; columns: runs; deltas against the first run."""
+def _metrics_table(runs: Sequence[RunView], versus: Sequence) -> str:
+    """Rows: cv mean ± std then test, per metric; columns: runs; deltas against the first run, and under each
+    test delta its paired interval where the runs share test rows."""
     e = html.escape
     grouped = [group_by_split(run.metrics) for run in runs]
     names = list(dict.fromkeys(n for g in grouped for n in g.get("test", {})))
     cv_names = list(
         dict.fromkeys(n.removesuffix("_mean") for g in grouped for n in g.get("cv", {}) if n.endswith("_mean"))
     )
-    header = "<tr><th>metric</th>" + "".join(f"<th>{e(run.label)}</th>" for run in runs) + "</tr>"
     rows = []
     for split, metric_names in (("cv", cv_names), ("test", names)):
         for name in metric_names:
@@ -248,13 +304,28 @@ def _metrics_table(runs: Sequence[RunView]) -> str:
                 text = f"{value:.4f}"
                 if split == "cv":
                     std = grouped[index]["cv"].get(f"{name}_std")
-                    text += f" ± {std:.4f}" if std is not None else ""
+                    text += f"<span class='delta'>± {std:.4f}</span>" if std is not None else ""
                 if index and values[0] is not None:
-                    text += f" <span class='delta'>({value - values[0]:+.4f})</span>"
+                    text += f"<span class='delta'>({value - values[0]:+.4f})</span>"
+                    if split == "test":
+                        text += _interval(versus[index], name)
                 cls = "num best" if index in best else "num"
                 cells.append(f"<td class='{cls}'>{text}</td>")
             rows.append(f"<tr><td>{e(split)} {e(name)}</td>{''.join(cells)}</tr>")
-    return f"<table>{header}{''.join(rows)}</table>"
+    many = " class='many'" if len(runs) > 6 else ""  # a dozen runs fit a laptop's window with short heads
+    return f"<table{many}>{_header(runs, 'metric')}{''.join(rows)}</table>"
+
+
+def _interval(versus, name: str) -> str:
+    """The interval of (this run - run #1) on `name`, in the metric's own units and sign, like the delta above it."""
+    difference = versus.differences.get(name) if versus is not None else None
+    if difference is None or not np.isfinite(difference.low):
+        return ""
+    sign = 1.0 if GREATER_IS_BETTER.get(name, True) else -1.0
+    low, high = sorted((sign * difference.low, sign * difference.high))
+    verdict = "better" if difference.low > 0 else "worse" if difference.high < 0 else "noise"
+    words = {"better": "better beyond noise", "worse": "worse beyond noise", "noise": "within noise"}[verdict]
+    return f"<span class='ci {verdict}' title='{words}'>{low:+.3f}…{high:+.3f}</span>"
 
 
 def _best(name: str, values: Sequence[float | None]) -> set[int]:

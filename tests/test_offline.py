@@ -154,7 +154,7 @@ def test_forced_offline_with_sync_resuming_after_a_partial_failure(workdir, data
     proc = start_mlflow_server(server_dir, port, backend=f"sqlite:///{server_dir / 'db.sqlite'}",
                                artifacts=server_dir / "artifacts")  # fmt: skip
     try:
-        done = _tabtrack(workdir, "train", "data.csv", "--target", "target", "--offline",
+        done = _tabtrack(workdir, "train", "data.csv", "--target", "target", "--offline", "--intervals", "0.9",
                          "--model", "hist_gradient_boosting", "--set", "model.params.max_iter=20", uri=uri)  # fmt: skip
         assert done.returncode == 0, done.stderr[-3000:]
         client = MlflowClient(uri)
@@ -181,6 +181,17 @@ def test_forced_offline_with_sync_resuming_after_a_partial_failure(workdir, data
         (run,) = runs_of(client, "data")
         assert run.info.run_id == partial.info.run_id  # resumed into the same run, no duplicate values
         _assert_synced_field_by_field(client, expected, "data")
+        # the conformal calibration travels in the model's metadata, and model_intervals answers with sets
+        import mlflow
+
+        mlflow.set_tracking_uri(uri)
+        assert (
+            mlflow.models.get_model_info(f"runs:/{run.info.run_id}/model").metadata["tabtrack_intervals"]["level"]
+            == 0.9
+        )
+        rows = pd.read_csv("data.csv").drop(columns="target").head(5)
+        sets = mlflow.pyfunc.load_model(f"runs:/{run.info.run_id}/model_intervals").predict(rows)["prediction_set"]
+        assert all(len(s) >= 1 for s in sets)
     finally:
         stop_server(proc)
 

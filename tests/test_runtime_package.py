@@ -14,8 +14,9 @@ from mlflow import MlflowClient
 import real_tables
 from conftest import run_tabtrack, runs_of
 
-RUNTIME = ["tabtrack_runtime/__init__.py", "tabtrack_runtime/adapters.py", "tabtrack_runtime/label_encoded.py",
-           "tabtrack_runtime/raw_input.py", "tabtrack_runtime/torch_mlp.py"]  # fmt: skip
+RUNTIME = ["tabtrack_runtime/__init__.py", "tabtrack_runtime/adapters.py", "tabtrack_runtime/interval_pyfunc.py",
+           "tabtrack_runtime/intervals.py", "tabtrack_runtime/label_encoded.py", "tabtrack_runtime/raw_input.py",
+           "tabtrack_runtime/torch_mlp.py"]  # fmt: skip
 
 
 def _venv_without_tabtrack(folder: Path) -> Path:

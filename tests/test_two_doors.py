@@ -17,7 +17,7 @@ from mlflow import MlflowClient
 import real_tables
 from conftest import run_tabtrack, runs_of
 
-RUNTIME = ("__init__", "raw_input", "label_encoded", "torch_mlp", "adapters")
+RUNTIME = ("__init__", "raw_input", "label_encoded", "torch_mlp", "adapters", "intervals", "interval_pyfunc")
 
 FACTORY = """
 import numpy as np

@@ -103,6 +103,13 @@ class RunConfig(_Strict):
         default_factory=list, description="input columns whose values get their own test metrics (where it is weak)"
     )
     explain: bool = Field(False, description="SHAP values per input column on up to 1,000 test rows (extra: shap)")
+    intervals: float | None = Field(
+        None, gt=0, lt=1, description="conformal prediction intervals (regression) or sets (classification) that "
+        "hold for this share of rows, e.g. 0.9; off when null",
+    )  # fmt: skip
+    calibration_size: float = Field(
+        0.2, gt=0, lt=1, description="with intervals: share of the training split held out of the fit to calibrate them"
+    )
     card: CardConfig = Field(default_factory=CardConfig)
     monitoring: MonitoringConfig = Field(default_factory=MonitoringConfig)
 

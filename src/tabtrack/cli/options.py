@@ -24,6 +24,10 @@ Metric = Annotated[
 Explain = Annotated[
     bool, typer.Option("--explain", help="SHAP values per input column on up to 1,000 test rows (extra: shap)")
 ]
+Intervals = Annotated[
+    float | None,
+    typer.Option("--intervals", help="conformal prediction intervals or sets holding for this share of rows, e.g. 0.9"),
+]
 
 # -- where and how it is recorded ----------------------------------------------------------------------------------
 Experiment = Annotated[str | None, typer.Option("--experiment", "-e", help="MLflow experiment name")]

@@ -77,6 +77,11 @@ def print_train_result(result, out: Console = console) -> None:
         out.print(f"run id:  {result.run_id}  ({result.run_name})")
         if result.model_uri:
             out.print(f"model:   {result.model_uri}   (also runs:/{result.run_id}/model)")
+            coverage = result.metrics.get("test", {}).get("interval_coverage")
+            if coverage is not None:
+                level = float(result.params.get("intervals", 0))
+                out.print(f"intervals: runs:/{result.run_id}/model_intervals   (meant to hold for {level:.0%} of rows; "
+                          f"held for {coverage:.1%} of the test split)")  # fmt: skip
         if result.ui_url:
             out.print(f"view:    {result.ui_url}   (start the UI with: tabtrack ui)")
     else:

@@ -39,6 +39,7 @@ def train(
     code: o.Code = None,
     tracking_uri: o.TrackingUri = None,
     explain: o.Explain = False,
+    intervals: o.Intervals = None,
     no_track: o.NoTrack = False,
     offline: Annotated[
         bool, typer.Option("--offline", help="record into .tabtrack/offline/ for a later `tabtrack sync`")
@@ -74,7 +75,7 @@ def train(
     resolved = o.run_config(
         data, config=config, overrides=set_, explain=explain, tag=tag, log_param=log_param, code=code, model=model,
         target=target, test_data=test_data, task=task, cv_folds=cv, test_size=test_size, random_state=seed,
-        experiment=experiment, device=device, run_name=run_name,
+        experiment=experiment, device=device, run_name=run_name, intervals=intervals,
     )  # fmt: skip
     checked = check_training(resolved)
     with fold_progress() as progress:

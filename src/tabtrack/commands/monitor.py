@@ -294,7 +294,7 @@ def _alarms(report: MonitorReport) -> list[str]:
 
 def _record(report: MonitorReport, *, tracking_uri: str | None) -> None:
     """A run in the model's monitoring experiment: drift metrics, the page and the numbers behind it."""
-    from tabtrack.core.recorder import standard_tags
+    from tabtrack.core.run_tags import standard_tags
     from tabtrack.evaluate.slices import metric_key
     from tabtrack.tracking import make_tracker
 

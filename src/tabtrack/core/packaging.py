@@ -244,3 +244,19 @@ def _native_flavor(algorithm: Any) -> str | None:
     if module == f"{RUNTIME_PACKAGE}.torch_mlp":
         return "pytorch"
     return None
+
+
+def interval_artifact(main: ModelArtifact, model_uri: str, calibration: dict[str, Any]) -> ModelArtifact:
+    """`model_intervals`: the logged `model` (at `model_uri`, copied in) answering with its conformal interval or
+    set, for MLflow's own tools (`mlflow.pyfunc`, `mlflow models predict/serve`)."""
+    from tabtrack_runtime.intervals import with_intervals
+
+    output = with_intervals(main.model, calibration, main.input_example)
+    if calibration["task"] == "classification":  # labels as text: the set's schema is an array of strings
+        output["prediction_set"] = output["prediction_set"].map(lambda labels: [str(v) for v in labels])
+    return ModelArtifact(
+        model=str(Path(runtime_code()) / "interval_pyfunc.py"), flavor="pyfunc", input_example=main.input_example,
+        output_example=output, pip_requirements=[*main.pip_requirements, *pinned(("mlflow",))],
+        input_columns=main.input_columns, code_paths=list(dict.fromkeys([runtime_code(), *main.code_paths])),
+        name="model_intervals", artifacts={"model": model_uri}, model_config={"calibration": calibration},
+    )  # fmt: skip

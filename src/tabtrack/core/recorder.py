@@ -10,7 +10,6 @@ predictions), the model with its signature, requirements and trusted types (core
 from __future__ import annotations
 
 import logging
-import os
 import random
 import sys
 from collections.abc import Callable, Mapping, Sequence
@@ -20,14 +19,13 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from tabtrack import __version__, settings
 from tabtrack.core.packaging import Packaging, native_artifact
 from tabtrack.data.fingerprint import FRAME_SOURCE, DataFingerprint
 from tabtrack.data.prepare import feature_kinds
 from tabtrack.evaluate.fitted_model import Evaluation, NamedMetric, evaluate_fitted_model, score_split, scoring_rows
 from tabtrack.evaluate.metrics import aggregate_folds, flatten, prefixed
 from tabtrack.evaluate.slices import SLICES_FILE
-from tabtrack.lineage import env_info, git_info, requirements_txt
+from tabtrack.lineage import requirements_txt
 from tabtrack.models.spec import hyperparameters
 from tabtrack.redact import redact
 from tabtrack.tracking.base import Tracker
@@ -46,48 +44,6 @@ def apply_seed(seed: int) -> None:
     torch = sys.modules.get("torch")
     if torch is not None:
         torch.manual_seed(seed)
-
-
-def standard_tags(
-    *,
-    kind: str,
-    files: Sequence[DataFingerprint] = (),
-    test_file: DataFingerprint | None = None,
-    user_tags: Mapping[str, str] | None = None,
-    entrypoint: Mapping[str, str] | None = None,
-) -> dict[str, str]:
-    """Every run's tags: tabtrack's version and the kind of run (train, own_code, compare, tune), git commit, branch
-    and dirty flag, Python and OS, host and pid, each data file's lineage (`data.*`, `data.1.*`, ...), a pre-split
-    test file's, the DVC experiment, the run a reproduction re-runs, the entry point, and the user's tags."""
-    tags = {"tabtrack.version": __version__, "tabtrack.kind": kind, **git_info(), **env_info()}
-    for index, fp in enumerate(files):
-        tags.update(_lineage_tags("data" if index == 0 else f"data.{index}", fp))
-    if test_file is not None:
-        tags.update({"data.test_path": test_file.path, "data.test_sha256": test_file.sha256})
-    if os.environ.get(settings.DVC_EXPERIMENT):  # set by `dvc exp run`: ties the run to its DVC experiment
-        tags["dvc.experiment"] = os.environ[settings.DVC_EXPERIMENT]
-    if os.environ.get(settings.REPRODUCES):  # set by `tabtrack reproduce` for the script it re-runs
-        tags["tabtrack.reproduces"] = os.environ[settings.REPRODUCES]
-    if os.environ.get(settings.RETRAINS):  # set by `tabtrack retrain` for the script it re-runs on new data
-        tags["tabtrack.retrains"] = os.environ[settings.RETRAINS]
-    tags.update(entrypoint or {})
-    tags.update(redact(dict(user_tags or {})))
-    return tags
-
-
-def _lineage_tags(prefix: str, fp: DataFingerprint) -> dict[str, str]:
-    tags = {f"{prefix}.path": fp.path, f"{prefix}.sha256": fp.sha256, f"{prefix}.size_bytes": str(fp.size_bytes)}
-    # The data version: for a split `tabtrack prepare` made, the raw file's DVC md5; else the file's own.
-    version = fp.upstream or fp
-    if version.dvc_md5:
-        tags[f"{prefix}.dvc_md5"] = version.dvc_md5
-        tags[f"{prefix}.dvc_file"] = version.dvc_file or ""
-    if fp.upstream:
-        tags[f"{prefix}.source_path"] = fp.upstream.path
-        tags[f"{prefix}.source_sha256"] = fp.upstream.sha256
-        if fp.dvc_md5:
-            tags[f"{prefix}.prepared_dvc_md5"] = fp.dvc_md5
-    return tags
 
 
 def model_facts(
@@ -300,13 +256,19 @@ class Recorder:
         slices: Sequence[str] = (),
         explain: bool = False,
         reference_rows: int = 0,
+        calibration: dict[str, Any] | None = None,
     ) -> tuple[Evaluation, str | None]:
         """Everything a run records about a fitted model: `{train,test}_*` metrics (train ones on at most
         `train_metrics_rows` rows, a seeded sample), the evidence and plots, the test predictions, the reference
         `monitor` compares later rows with (profiled on those training rows, `reference_rows` raw ones kept), the
-        model facts as params, the model itself (saved while the evaluation runs) and report.html. Returns the
-        evaluation and the model's URI (None where nothing is stored)."""
+        model facts as params, the model itself (saved while the evaluation runs) and report.html. With a conformal
+        `calibration` (evaluate/conformal.py), the test split's coverage and width, the calibration in the model's
+        metadata, and `model_intervals`. Returns the evaluation and the model's URI (None where nothing is stored)."""
+        from tabtrack_runtime.intervals import METADATA_KEY
+
         artifact = packaging.artifact(model, train_rows[0] if train_rows else X_test) if self.stores_artifacts else None
+        if artifact is not None and calibration is not None:
+            artifact.metadata = {METADATA_KEY: calibration}
         if artifact is not None:
             self.run.save_model_ahead(artifact)  # while the model is evaluated
         scored = (
@@ -319,6 +281,14 @@ class Recorder:
             random_state=random_state, train_rows=scored, custom_metrics=custom_metrics,
             with_artifacts=self.stores_artifacts, slices=slices, explain=explain,
         )  # fmt: skip
+        if calibration is not None:
+            from tabtrack.evaluate.conformal import coverage
+
+            evaluation.metrics["test"].update(
+                coverage(calibration, y_test, evaluation.y_pred, evaluation.proba, classes)
+            )
+            self.add_params({"intervals": calibration["level"], "n_calibration_samples": calibration["rows"],
+                             "interval_method": calibration["method"]})  # fmt: skip
         self.metrics.update(evaluation.metrics)
         facts = model_facts(
             model, X_test, task=task, classes=classes, model_name=model_name, target=target,
@@ -342,6 +312,10 @@ class Recorder:
             self._record_reference(profiled, evaluation, task=task, classes=classes, sample_rows=reference_rows,
                                    random_state=random_state)  # fmt: skip
         model_uri = self._log_model(artifact, example=train_rows[0] if train_rows else X_test) if artifact else None
+        if model_uri is not None and calibration is not None:
+            from tabtrack.core.packaging import interval_artifact
+
+            self.run.log_model(interval_artifact(artifact, model_uri, calibration))
         self.record_report()
         return evaluation, model_uri
 

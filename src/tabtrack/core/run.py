@@ -135,7 +135,8 @@ class Run:
 
     # -- lifecycle ---------------------------------------------------------------------------------
     def __enter__(self) -> Run:
-        from tabtrack.core.recorder import Recorder, apply_seed, standard_tags
+        from tabtrack.core.recorder import Recorder, apply_seed
+        from tabtrack.core.run_tags import standard_tags
         from tabtrack.data.fingerprint import fingerprint
         from tabtrack.interrupts import sigterm_raises
         from tabtrack.lineage import entrypoint_tags
@@ -283,13 +284,18 @@ class Run:
         model_name: str | None = None,
         slices: Sequence[str] = (),
         explain: bool = False,
+        intervals: float | None = None,
+        calibration: tuple[Any, Any] | None = None,
     ) -> EvaluationResult:
         """Record a fitted model as `tabtrack train` records its own: `{train,test}_*` metrics (threshold metrics
         for binary classifiers), the standard plots, the classification report, feature importance per input
         column, the data checks on the rows, `report.html`, and the model (signature, input example, pinned
         requirements, `code_paths`). `slices` names columns of X_test whose values get their own test metrics
         (`reports/slices.csv`); `explain` adds SHAP values per input column (`plots/shap_summary.png`, extra
-        `shap`). The model is fed the rows as given. Returns the metrics by split and the model URI."""
+        `shap`). `intervals=0.9` with `calibration=(X_cal, y_cal)`, rows the model was not fitted on, calibrates
+        conformal intervals (regression) or sets (classification) as `tabtrack train --intervals` does: coverage
+        and width on the test rows, and `model_intervals`. The model is fed the rows as given. Returns the
+        metrics by split and the model URI."""
         from tabtrack.config import RunConfig
         from tabtrack.core.checks import check_evaluation, require_shap
         from tabtrack.core.packaging import Packaging
@@ -313,11 +319,17 @@ class Run:
             extra_requirements=tuple(settings["extra_pip_requirements"]),
         )  # fmt: skip
         defaults = RunConfig.model_fields  # the same defaults `tabtrack train` uses
+        calibrated = None
+        if intervals is not None or calibration is not None:
+            from tabtrack.evaluate.conformal import calibrate_on
+
+            calibrated = calibrate_on(model, calibration, level=intervals, task=inputs.task, classes=inputs.classes)
         _, model_uri = recorder.evaluate(
             model, inputs.X_test, inputs.y_test, packaging=packaging, task=inputs.task, classes=inputs.classes,
             model_name=model_name or _model_name(model), train_rows=inputs.train_rows,
             random_state=self.seed if self.seed is not None else 0, thresholds=defaults["thresholds"].default,
             train_metrics_rows=defaults["train_metrics_rows"].default, target=target, slices=slices, explain=explain,
+            calibration=calibrated,
         )  # fmt: skip
         recorder.record_splits(
             inputs.train_rows, (inputs.X_test, inputs.y_test), target=target,

@@ -20,7 +20,8 @@ import pandas as pd
 
 from tabtrack.config import RunConfig, deep_merge, drop_none, resolve_config
 from tabtrack.core.checks import CheckedInputs, check_training
-from tabtrack.core.recorder import Progress, Recorder, apply_seed, model_facts, standard_tags
+from tabtrack.core.recorder import Progress, Recorder, apply_seed, model_facts
+from tabtrack.core.run_tags import standard_tags
 from tabtrack.evaluate.fitted_model import NamedMetric
 from tabtrack.evaluate.importance import final_estimator
 from tabtrack.evaluate.metrics import flatten
@@ -97,6 +98,7 @@ def train(
     log_params: Mapping[str, Any] | None = None,
     code_paths: Iterable[str | Path] = (),
     fit_ahead: bool = False,
+    intervals: float | None = None,
 ) -> TrainResult:
     """Train one model and record it as one standard MLflow run.
 
@@ -106,7 +108,9 @@ def train(
     as given; `code_paths` ship with the model. `fit_ahead` (what `tabtrack train` does) fits a family's
     model in a worker thread while MLflow starts, where it can (see FitAhead); it is off by default because
     a new thread does not see settings the caller made for its own thread (threadpoolctl's limits,
-    `sklearn.config_context`, joblib's `parallel_config`).
+    `sklearn.config_context`, joblib's `parallel_config`). `intervals=0.9` calibrates conformal prediction
+    intervals (regression) or sets (classification) meant to hold for 90% of rows, on `calibration_size` (0.2) of
+    the training split held out of the fit; the run logs their coverage on the test split and `model_intervals`.
 
     Example:
         >>> result = tabtrack.train("examples/breast_cancer.csv", target="target",
@@ -119,7 +123,7 @@ def train(
         None if frame is not None else data, config=config, overrides=overrides,
         model=own_spec(obj).name if obj is not None else model, params=params, target=target, task=task,
         cv_folds=cv, test_size=test_size, random_state=random_state, experiment=experiment, device=device, tags=tags,
-        test_data=test_data, run_name=run_name, extra_params=log_params, code_paths=code_paths,
+        test_data=test_data, run_name=run_name, extra_params=log_params, code_paths=code_paths, intervals=intervals,
     )  # fmt: skip
     checked = check_training(resolved, frame=frame, model=obj)
     return run_training(
@@ -233,12 +237,18 @@ def record_training(
         pipeline = new_pipeline(checked)
         _report_epochs(final_estimator(pipeline), recorder.run, progress)
         pipeline.fit(split.X_train, split.y_train)
+    calibration = None
+    if cfg.intervals:
+        from tabtrack.evaluate.conformal import calibrate
+
+        calibration = calibrate(pipeline, split.X_calibration, split.y_calibration, task=task, classes=classes,
+                                level=cfg.intervals)  # fmt: skip
     evaluation, model_uri = recorder.evaluate(
         pipeline, split.X_test, split.y_test, packaging=checked.packaging, task=task, classes=classes,
         model_name=checked.spec.name, train_rows=(split.X_train, split.y_train), random_state=cfg.random_state,
         thresholds=cfg.thresholds, train_metrics_rows=cfg.train_metrics_rows, target=cfg.target,
         custom_metrics=named_metrics(checked), slices=cfg.slices, explain=cfg.explain,
-        reference_rows=cfg.monitoring.reference_sample_rows,
+        reference_rows=cfg.monitoring.reference_sample_rows, calibration=calibration,
     )  # fmt: skip
     return TrainResult(
         run_id=recorder.run.run_id,
@@ -281,6 +291,8 @@ def training_settings(checked: CheckedInputs) -> dict[str, Any]:
         settings["test_data"] = cfg.test_data
     if cfg.drop_columns:
         settings["drop_columns"] = ",".join(cfg.drop_columns)
+    if cfg.intervals:
+        settings["calibration_size"] = cfg.calibration_size
     return {**settings, **cfg.extra_params}
 
 

@@ -13,7 +13,14 @@ import pandas as pd
 
 from tabtrack.data.fingerprint import FRAME_SOURCE, DataFingerprint, fingerprint, frame_fingerprint
 from tabtrack.data.load import load_table, release_freed_memory
-from tabtrack.data.prepare import Dataset, Split, prepare_dataset, presplit_dataset, split_dataset
+from tabtrack.data.prepare import (
+    Dataset,
+    Split,
+    hold_out_calibration,
+    prepare_dataset,
+    presplit_dataset,
+    split_dataset,
+)
 from tabtrack.data.remote import local_file, shown
 from tabtrack.data.validate import ValidationReport, ValidationSettings, load_schema, validate_frame
 from tabtrack.errors import ConfigError, DataError
@@ -84,6 +91,11 @@ def check_data(config: RunConfig, *, frame: pd.DataFrame | None = None, convert:
     else:
         del frame  # the features share its memory: the split releases them as it goes
         split = split_dataset(dataset, test_size=config.test_size, random_state=config.random_state, release_rows=True)
+    if config.intervals:
+        split = hold_out_calibration(
+            split, share=config.calibration_size, level=config.intervals, random_state=config.random_state,
+            task=dataset.task,
+        )  # fmt: skip
     if config.cv_folds >= 2:
         _check_folds(split.y_train, config.cv_folds, dataset.task)
     # The split holds the feature rows from here on: keeping a second copy of them through training

@@ -47,6 +47,31 @@ class Split:
     X_test: pd.DataFrame
     y_train: pd.Series
     y_test: pd.Series
+    # with conformal intervals: training rows held out of the fit, to calibrate them
+    X_calibration: pd.DataFrame | None = None
+    y_calibration: pd.Series | None = None
+
+
+def hold_out_calibration(split: Split, *, share: float, level: float, random_state: int, task: str) -> Split:
+    """Take `share` of the training rows out of the fit, stratified for classifiers, to calibrate conformal
+    intervals at `level` on rows the model never saw (the test split stays untouched)."""
+    from sklearn.model_selection import train_test_split
+
+    n_calibration = int(np.ceil(share * len(split.y_train)))
+    needed = int(np.ceil(level / (1 - level)))  # the ceil((n + 1) * level)-th score must exist
+    if n_calibration < needed:
+        raise DataError(
+            f"intervals={level} needs at least {needed} calibration rows; calibration_size={share} of "
+            f"{len(split.y_train)} training rows gives {n_calibration}: raise calibration_size or lower intervals."
+        )
+    stratify = split.y_train if task == "classification" and split.y_train.value_counts().min() >= 2 else None
+    fit, calibration = train_test_split(
+        np.arange(len(split.y_train)), test_size=n_calibration, random_state=random_state, stratify=stratify
+    )
+    return Split(
+        split.X_train.iloc[fit], split.X_test, split.y_train.iloc[fit], split.y_test,
+        split.X_train.iloc[calibration], split.y_train.iloc[calibration],
+    )  # fmt: skip
 
 
 def detect_task(y: pd.Series) -> str:

@@ -81,6 +81,8 @@ def render_card(data: CardData) -> str:
         ]
     )
     lines += ["", "## Metrics", "", *_metrics_table(data.metrics)]
+    if "test_interval_coverage" in data.metrics:
+        lines += ["", "## Prediction intervals", "", _intervals(p, data.metrics)]
     if data.slices is not None and len(data.slices):
         lines += ["", "## Metrics by slice (test split)", "", markdown_table(data.slices, digits=4).rstrip()]
     lines += ["", "## Caveats", ""]
@@ -151,7 +153,25 @@ def card_html(markdown: str) -> str:
 
 
 _SETTINGS = {"model_type", "task", "target", "test_size", "random_state", "cv_folds", "n_features", "n_train_samples",
-             "n_test_samples", "n_numeric_features", "n_categorical_features", "n_classes", "train_metrics_rows"}  # fmt: skip
+             "n_test_samples", "n_numeric_features", "n_categorical_features", "n_classes", "train_metrics_rows",
+             "intervals", "calibration_size", "n_calibration_samples", "interval_method"}  # fmt: skip
+
+
+def _intervals(params: Mapping[str, str], metrics: Mapping[str, float]) -> str:
+    """What the model's intervals promise, what that rests on, and how they did on the test split."""
+    level = float(params.get("intervals", "nan"))
+    width = metrics.get("test_interval_width", float("nan"))
+    price = (
+        f"mean width {width:.4g}" if params.get("task") == "regression" else f"{width:.2f} labels per set on average"
+    )
+    return (
+        f"Each prediction comes with a {level:.0%} {'interval' if params.get('task') == 'regression' else 'label set'} "
+        f"({params.get('interval_method', 'split conformal')}), calibrated on {params.get('n_calibration_samples', '?')} "
+        f"training rows held out of the fit: over new rows like those, it holds the true value for {level:.0%} of them "
+        f"on average (a promise about many rows, not each one). On the {params.get('n_test_samples', '?')} test rows it held for "
+        f"{metrics['test_interval_coverage']:.1%}; {price}. `model_intervals` answers with it (mlflow.pyfunc), as do "
+        "`tabtrack predict` and `serve`."
+    )
 
 
 def _inline(text: str) -> str:

@@ -12,6 +12,7 @@ import pandas as pd
 from tabtrack.errors import TabtrackError
 from tabtrack.models.loading import load_logged_model
 from tabtrack.tracking.store import as_model_uri, registered_version, resolve_tracking_uri
+from tabtrack_runtime.intervals import METADATA_KEY
 from tabtrack_runtime.raw_input import RawInput, as_number_column, as_text_column
 
 log = logging.getLogger(__name__)
@@ -26,6 +27,7 @@ class LoadedModel:
     metadata: dict[str, Any] = field(default_factory=dict)
     compiled: Any = None  # CompiledPreprocessor when it matches scikit-learn exactly (serving fast path)
     compiled_forest: Any = None  # CompiledForest, the same for a random forest's few-row predictions
+    intervals: dict[str, Any] | None = None  # the conformal calibration the run recorded (tabtrack_runtime.intervals)
 
     def compile(self) -> LoadedModel:
         """Use numpy preprocessing, and a numpy walk of a random forest's trees, for scoring where they
@@ -149,7 +151,8 @@ def load(uri: str, *, tracking_uri: str | None = None) -> LoadedModel:
     if info.signature is None or info.signature.inputs is None:
         raise TabtrackError(f"model {uri!r} has no input signature; log it with tabtrack train.")
     columns = _column_kinds(model, info.signature.inputs.to_dict())
-    return LoadedModel(uri=uri, model=model, columns=columns, metadata=metadata)
+    intervals = (info.metadata or {}).get(METADATA_KEY)
+    return LoadedModel(uri=uri, model=model, columns=columns, metadata=metadata, intervals=intervals)
 
 
 def describe(uri: str, *, tracking_uri: str | None = None) -> tuple[str, dict[str, Any]]:

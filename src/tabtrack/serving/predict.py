@@ -34,18 +34,25 @@ def predict_file(
     if prediction_log is not None:
         prediction_log.record(frame, predictions, proba, request_id=request_id)
         prediction_log.close()
-    result = with_predictions(frame, predictions, proba, model.classes)
+    result = with_predictions(frame, predictions, proba, model.classes, intervals=model.intervals)
     Path(output).parent.mkdir(parents=True, exist_ok=True)
     result.to_csv(output, index=False)
     return len(result), request_id
 
 
-def with_predictions(frame: pd.DataFrame, predictions, proba, classes) -> pd.DataFrame:
+def with_predictions(frame: pd.DataFrame, predictions, proba, classes, *, intervals=None) -> pd.DataFrame:
     """`frame` plus `prediction` and, for classifiers, one `proba_<class>` column per class: what `predict` writes
-    and `monitor` compares."""
+    and `monitor` compares. With the model's conformal calibration, `lower` and `upper` (regression) or
+    `prediction_set` (classification: the labels joined by `|`, most probable first)."""
+    from tabtrack_runtime.intervals import bounds, prediction_sets
+
     result = frame.copy()
     result["prediction"] = predictions
     if proba is not None:
         for index, label in enumerate(classes):
             result[f"proba_{label}"] = proba[:, index]
+    if intervals is not None and intervals["task"] == "regression":
+        result["lower"], result["upper"] = bounds(intervals, predictions)
+    elif intervals is not None and proba is not None:
+        result["prediction_set"] = ["|".join(map(str, labels)) for labels in prediction_sets(intervals, proba, classes)]
     return result

@@ -128,9 +128,28 @@ def create_app(model: LoadedModel, prediction_log: PredictionLog | None = None):
         if proba is not None:
             labels = [str(c) for c in model.classes]
             body["probabilities"] = [dict(zip(labels, map(float, row), strict=True)) for row in proba]
+        if model.intervals is not None:
+            body.update(interval_fields(model, predictions, proba))
         return JSONResponse(body, headers=headers)
 
     return app
+
+
+def interval_fields(model: LoadedModel, predictions, proba) -> dict[str, Any]:
+    """The conformal interval (`lower`, `upper`) or set of each prediction, and the share of rows they hold for."""
+    from tabtrack_runtime.intervals import bounds, prediction_sets
+
+    level = {"interval_level": model.intervals["level"]}
+    if model.intervals["task"] == "regression":
+        lower, upper = bounds(model.intervals, predictions)
+        return {
+            **level,
+            "intervals": [{"lower": float(a), "upper": float(b)} for a, b in zip(lower, upper, strict=True)],
+        }
+    return {
+        **level,
+        "prediction_sets": [[_plain(v) for v in s] for s in prediction_sets(model.intervals, proba, model.classes)],
+    }
 
 
 def _plain(value: Any) -> Any:

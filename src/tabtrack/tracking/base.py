@@ -38,6 +38,9 @@ class ModelArtifact:
     trusted_types: list[str] = field(default_factory=list)
     code_paths: list[str] = field(default_factory=list)
     name: str = "model"
+    metadata: dict[str, Any] | None = None  # the MLmodel file's `metadata` (conformal calibration)
+    artifacts: dict[str, str] | None = None  # pyfunc: files the python_model loads (another model's folder)
+    model_config: dict[str, Any] | None = None  # pyfunc: what the model-from-code file is given
 
 
 class Tracker(ABC):

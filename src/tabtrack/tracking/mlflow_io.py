@@ -23,7 +23,7 @@ MAX_PARAM_LENGTH = 6000
 PARENT_TAG = "mlflow.parentRunId"
 # The dataset schema MLflow records is inferred from this many rows: the column types are settled by them.
 SCHEMA_SAMPLE_ROWS = 1000
-FLAVORS = ("sklearn", "xgboost", "lightgbm", "pytorch")
+FLAVORS = ("sklearn", "xgboost", "lightgbm", "pytorch", "pyfunc")
 # Models whose every estimator comes from these modules are saved in a child beside the evaluation.
 SAVED_AHEAD_MODULES = ("sklearn.", "tabtrack_runtime.raw_input")
 # ... and whose parameters hold no code but these modules' (numpy's functions, Python's own types).
@@ -76,7 +76,20 @@ def model_kwargs(artifact: ModelArtifact) -> dict[str, Any]:
         kwargs["code_paths"] = artifact.code_paths
     if artifact.flavor == "sklearn":
         kwargs["skops_trusted_types"] = artifact.trusted_types or None
+    if artifact.metadata:
+        kwargs["metadata"] = artifact.metadata
     return kwargs
+
+
+def _model_arguments(artifact: ModelArtifact) -> tuple[tuple, dict[str, Any]]:
+    """The model itself, as the flavor takes it: first and positional, or pyfunc's python_model and artifacts."""
+    if artifact.flavor == "pyfunc":  # a model from code: python_model is the file's path
+        return (), {
+            "python_model": artifact.model,
+            "artifacts": artifact.artifacts,
+            "model_config": artifact.model_config,
+        }
+    return (artifact.model,), {}
 
 
 def signature(artifact: ModelArtifact):
@@ -101,22 +114,35 @@ def signature(artifact: ModelArtifact):
 def log_model(artifact: ModelArtifact, saved: Path | None = None):
     """`mlflow.<flavor>.log_model` into the active run; returns MLflow's ModelInfo. With `saved` (the folder
     `save_and_check(artifact, saved)` wrote, see SavedAhead), MLflow logs that folder instead of saving again."""
+    if saved is None and artifact.flavor == "pyfunc":
+        # Saved here and logged as saved: Model.log's serving check would load the scikit-learn model inside, whose
+        # loader imports skops (seconds) that the main model's check already paid in its own process.
+        import tempfile
+
+        with tempfile.TemporaryDirectory() as tmp:
+            save_model(artifact, Path(tmp) / artifact.name)
+            return log_model(artifact, Path(tmp) / artifact.name)
     if saved is None:
-        return flavor_module(artifact.flavor).log_model(artifact.model, name=artifact.name, **model_kwargs(artifact))
+        args, model = _model_arguments(artifact)
+        return flavor_module(artifact.flavor).log_model(*args, name=artifact.name, **model, **model_kwargs(artifact))
+    return log_saved(artifact.flavor, artifact.name, saved)
+
+
+def log_saved(flavor: str, name: str, folder: Path):
+    """Log a model folder mlflow.<flavor>.save_model wrote (it is moved into place) into the active run."""
     from mlflow.models import Model
 
     # Model.log checks that the input example serves by loading the model here: the very cost the folder
     # spared this process (for scikit-learn, skops' import). The check ran on the folder where it was saved.
     # `validate_serving_input` is a keyword Model.log reads from its flavor kwargs without documenting it;
     # tests/test_tracking_internals.py fails if it stops honouring it.
-    return Model.log(
-        None, flavor=_SavedFlavor(artifact.flavor, saved), name=artifact.name, validate_serving_input=False
-    )
+    return Model.log(None, flavor=_SavedFlavor(flavor, folder), name=name, validate_serving_input=False)
 
 
 def save_model(artifact: ModelArtifact, path: str | Path) -> None:
     """The same model log_model would store, written to a local folder (offline bundles)."""
-    flavor_module(artifact.flavor).save_model(artifact.model, path=str(path), **model_kwargs(artifact))
+    args, model = _model_arguments(artifact)
+    flavor_module(artifact.flavor).save_model(*args, path=str(path), **model, **model_kwargs(artifact))
 
 
 class SavedAhead:

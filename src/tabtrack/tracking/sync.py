@@ -23,7 +23,7 @@ from tabtrack.errors import TrackingError
 from tabtrack.lineage import process_alive
 from tabtrack.redact import redact_uri
 from tabtrack.tracking.mlflow_errors import retry_locked
-from tabtrack.tracking.mlflow_io import MAX_METRICS, MAX_PARAMS, MAX_TAGS, PARENT_TAG, flavor_module
+from tabtrack.tracking.mlflow_io import MAX_METRICS, MAX_PARAMS, MAX_TAGS, PARENT_TAG, flavor_module, log_saved
 from tabtrack.tracking.offline import offline_root, read_json, write_json
 from tabtrack.tracking.store import resolve_tracking_uri, server_reachable
 
@@ -253,32 +253,26 @@ def _upload_inputs(client, run: OfflineRun, remote: str, existing) -> None:
 
 
 def _upload_models(client, run: OfflineRun, remote: str) -> None:
-    """Re-log each saved model under the server run, through its flavor, as training would have."""
+    """Log each saved model folder under the server run as it was saved (MLmodel metadata, code, a pyfunc's
+    artifacts and config included), from a copy that loads: the bundle stays whole until the run is uploaded."""
+    import tempfile
+
     import mlflow
+
+    # The installed runtime package before any model loads: MLflow puts a model's own code/ copy first on sys.path,
+    # and a package imported from a folder this process deletes could not import its other modules later.
+    import tabtrack_runtime  # noqa: F401
 
     present = {m.name for m in _logged_models(client, remote)}
     for meta in run.models:
         if meta["name"] in present:
             continue
-        path = run.path / "models" / meta["name"]
-        flavor = flavor_module(meta["flavor"])
-        model = flavor.load_model(str(path))  # trusted: tabtrack saved it (sklearn: skops trust list in MLmodel)
-        model_info = mlflow.models.Model.load(str(path))
-        kwargs: dict[str, Any] = {
-            "name": meta["name"],
-            "signature": model_info.signature,
-            "pip_requirements": str(path / "requirements.txt"),
-        }
-        example = model_info.load_input_example(str(path))
-        if example is not None:
-            kwargs["input_example"] = example
-        if meta["flavor"] == "sklearn":
-            kwargs["skops_trusted_types"] = meta.get("trusted_types") or None
-            code = path / "code"
-            if code.is_dir():
-                kwargs["code_paths"] = [str(p) for p in code.iterdir()]
-        with mlflow.start_run(run_id=remote):  # log_model links the model to the active run
-            flavor.log_model(model, **kwargs)
+        with tempfile.TemporaryDirectory() as tmp:
+            copy = Path(tmp) / meta["name"]
+            shutil.copytree(run.path / "models" / meta["name"], copy)
+            flavor_module(meta["flavor"]).load_model(str(copy))  # a damaged bundle fails here, before upload
+            with mlflow.start_run(run_id=remote):  # logging links the model to the active run
+                log_saved(meta["flavor"], meta["name"], copy)
 
 
 def _logged_models(client, run_id: str) -> list:

@@ -1,10 +1,12 @@
-"""Issue 38 benchmarks: what the prediction log costs `tabtrack serve`, and how fast `monitor` reads a big log.
+"""Issues 38 and 40 benchmarks: what the prediction log and a shadow challenger cost `tabtrack serve`, and how fast
+`monitor` reads a big log.
 
     python -m benchmarks.monitoring [--only serve|monitor] [--requests 6000] [--rounds 2] [--rows 1000000]
 
-serve: the same model served with the prediction log on and off, single-row requests at concurrency 8 (a Python
-client: threads on one connection each), alternated for `--rounds` rounds; the median of each. Targets: p99
-with the log <= 1.10x without, throughput >= 0.90x.
+serve: the same model served with the prediction log off, on, and on with a second model of the same family in
+shadow (`--shadow`), single-row requests at concurrency 8 (a Python client: threads on one connection each),
+alternated for `--rounds` rounds; the median of each. Targets: p99 with the log <= 1.10x without, throughput
+>= 0.90x (issue 38); p99 with the log and the shadow <= 1.20x plain (issue 40).
 
 monitor: `--rows` logged rows x 20 input columns (written as a running server writes them: files of 5,000 rows)
 against a model trained on 20 columns; `tabtrack.monitor` over all of them (reading, profiling, the page, the
@@ -53,15 +55,18 @@ def trained(work: Path, model: str) -> str:
     return f"runs:/{result.run_id}/model"
 
 
-def serve_with_and_without_the_log(work: Path, model_uri: str, requests: int, rounds: int) -> dict[str, list]:
+def serve_with_and_without_the_log(
+    work: Path, model_uri: str, requests: int, rounds: int, shadow_uri: str
+) -> dict[str, list]:
     rows = generated(500, 1).drop(columns=["y"])
     bodies = [json.dumps({"records": json.loads(rows.iloc[[i % 500]].to_json(orient="records"))}).encode()
               for i in range(requests)]  # fmt: skip
-    measured: dict[str, list] = {"on": [], "off": []}
+    measured: dict[str, list] = {"on": [], "off": [], "shadow": []}
     for _ in range(rounds):
-        for mode in ("off", "on"):
+        for mode in ("off", "on", "shadow"):
             port = free_port()
             log = ["--log-predictions", "off"] if mode == "off" else ["--log-predictions", str(work / "log")]
+            log += ["--shadow", shadow_uri] if mode == "shadow" else []
             server = subprocess.Popen(
                 [sys.executable, "-m", "tabtrack", "serve", model_uri, "--port", str(port), *log], cwd=work,
                 stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
@@ -130,7 +135,8 @@ def main() -> None:
         os.environ["MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR"] = "false"
         model_uri = trained(work, args.model)
         if args.only in (None, "serve"):
-            measured = serve_with_and_without_the_log(work, model_uri, args.requests, args.rounds)
+            shadow_uri = trained(work, args.model)  # a second fit: a challenger as costly as the champion
+            measured = serve_with_and_without_the_log(work, model_uri, args.requests, args.rounds, shadow_uri)
             for mode, results in measured.items():
                 for p99, rps, errors in results:
                     print(f"log {mode:>3}: p99 {p99:.1f} ms, {rps:.0f} req/s, {errors} errors")
@@ -141,6 +147,9 @@ def main() -> None:
                  "yes" if p99["on"] <= 1.10 * p99["off"] else "NO"),
                 ("serve throughput, log on / off", f"{rps['on'] / rps['off']:.2f}x", ">= 0.90x",
                  "yes" if rps["on"] >= 0.90 * rps["off"] else "NO"),
+                ("serve p99, log and shadow / plain", f"{p99['shadow'] / p99['off']:.2f}x", "<= 1.20x",
+                 "yes" if p99["shadow"] <= 1.20 * p99["off"] else "NO"),
+                ("serve throughput, log and shadow / plain", f"{rps['shadow'] / rps['off']:.2f}x", "(printed)", ""),
             ]  # fmt: skip
         if args.only in (None, "monitor"):
             monitor_seconds, pandas_seconds, rows = monitor_a_big_log(work, model_uri, args.rows)

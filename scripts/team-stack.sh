@@ -6,7 +6,9 @@
 #   bash scripts/team-stack.sh start --direct   # clients read and write s3:// themselves
 #   bash scripts/team-stack.sh stop [--purge]   # --purge also drops the database
 #
-# `start` prints the `export` lines a client needs (also kept in $STACK_DIR/env). The object store is moto's
+# `start` prints the `export` lines a client needs (also kept in $STACK_DIR/env). The server runs MLflow's own
+# basic-auth app: every request needs a user (the admin's name and password are in the exports; add users with
+# MLflow's AuthServiceClient or REST API, and give them experiments with permissions). The object store is moto's
 # S3 server, an in-memory stand-in for tests and trials: in production point S3_ENDPOINT at MinIO, Ceph or
 # AWS S3 and skip moto (TEAM_STACK_S3_ENDPOINT=https://…). Settings, from the environment:
 #   PYTHON (python3: the one tabtrack is installed in, with the `postgres` and `s3` extras and `moto[server]`)
@@ -14,6 +16,7 @@
 #   TEAM_STACK_BUCKET (tabtrack)  TEAM_STACK_DB (tabtrack_team)
 #   TEAM_STACK_POSTGRES_URL (default: what scripts/postgres.sh starts; any database the role can log in to)
 #   TEAM_STACK_S3_ENDPOINT (unset: start moto)  AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY (moto takes any)
+#   TEAM_STACK_ADMIN_PASSWORD (unset: a random one, kept in $STACK_DIR/env)  TEAM_STACK_SECRET_KEY (the same)
 set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
 PYTHON=${PYTHON:-python3}
@@ -35,8 +38,8 @@ wait_http() {  # URL PIDFILE WHAT: poll until URL answers, fail if the process d
   echo "team-stack: $3 did not answer at $1 within 120 s" >&2; return 1
 }
 
-database() {  # create|drop: MLflow's database and Optuna's, next to the one TEAM_STACK_POSTGRES_URL names
-  "$PYTHON" - "$1" "$POSTGRES_URL" "$DB" "${DB}_optuna" <<'EOF'
+database() {  # create|drop: MLflow's database, its users' and Optuna's, next to the one TEAM_STACK_POSTGRES_URL names
+  "$PYTHON" - "$1" "$POSTGRES_URL" "$DB" "${DB}_auth" "${DB}_optuna" <<'EOF'
 import sys, sqlalchemy
 action, url, *dbs = sys.argv[1:]
 engine = sqlalchemy.create_engine(url, isolation_level="AUTOCOMMIT")
@@ -85,14 +88,27 @@ EOF
   else
     artifacts=(--no-serve-artifacts --default-artifact-root "s3://$BUCKET/mlflow")
   fi
+  # Users and their permissions live in a database of their own; the admin is made on first start.
+  random() { "$PYTHON" -c "import secrets; print(secrets.token_urlsafe(18))"; }
+  ADMIN_PASSWORD=${TEAM_STACK_ADMIN_PASSWORD:-$(random)}
+  SECRET_KEY=${TEAM_STACK_SECRET_KEY:-$(random)}
+  (
+    umask 077
+    printf '[mlflow]\ndefault_permission = READ\ndatabase_uri = %s\nadmin_username = admin\nadmin_password = %s\n%s\n' \
+      "${POSTGRES_URL%/*}/${DB}_auth" "$ADMIN_PASSWORD" \
+      "authorization_function = mlflow.server.auth:authenticate_request_basic_auth" >"$STACK_DIR/auth.ini"
+  )
   # The server (only it, in proxied mode) talks to S3 with these credentials.
   MLFLOW_S3_ENDPOINT_URL=$S3_ENDPOINT MLFLOW_SERVER_ENABLE_JOB_EXECUTION=false \
-    setsid "$PYTHON" -m mlflow server --host 127.0.0.1 --port "$PORT" --workers "${TEAM_STACK_WORKERS:-2}" \
-    --backend-store-uri "$backend" "${artifacts[@]}" >"$STACK_DIR/mlflow.log" 2>&1 </dev/null &
+    MLFLOW_AUTH_CONFIG_PATH="$STACK_DIR/auth.ini" MLFLOW_FLASK_SERVER_SECRET_KEY=$SECRET_KEY \
+    setsid "$PYTHON" -m mlflow server --app-name basic-auth --host 127.0.0.1 --port "$PORT" \
+    --workers "${TEAM_STACK_WORKERS:-2}" --backend-store-uri "$backend" "${artifacts[@]}" \
+    >"$STACK_DIR/mlflow.log" 2>&1 </dev/null &
   echo $! >"$STACK_DIR/mlflow.pid"
   wait_http "http://127.0.0.1:$PORT/health" "$STACK_DIR/mlflow.pid" mlflow
   {
     echo "export MLFLOW_TRACKING_URI=http://127.0.0.1:$PORT"
+    echo "export MLFLOW_TRACKING_USERNAME=admin MLFLOW_TRACKING_PASSWORD=$ADMIN_PASSWORD"
     if [ "$mode" = direct ]; then
       echo "export MLFLOW_S3_ENDPOINT_URL=$S3_ENDPOINT"
       echo "export AWS_ACCESS_KEY_ID=$AWS_ACCESS_KEY_ID AWS_SECRET_ACCESS_KEY=$AWS_SECRET_ACCESS_KEY"

@@ -11,6 +11,7 @@ import shutil
 import subprocess
 import sys
 import time
+import urllib.error
 import urllib.request
 from pathlib import Path
 
@@ -100,10 +101,14 @@ class Stack:
     def tabtrack(self, *args, cwd: Path, timeout: float = 600) -> subprocess.CompletedProcess:
         return run_tabtrack(*args, cwd=cwd, env=self.env, timeout=timeout)
 
-    def client(self):
+    def client(self, user: str = "admin", password: str | None = None):
+        """A client for this test process, as `user` (the server runs MLflow's basic-auth app). The credentials go
+        in the URL (requests sends them as basic auth), not in this process's environment, which the other tests
+        of this worker share."""
         from mlflow import MlflowClient
 
-        return MlflowClient(self.uri)
+        password = password or self.exports["MLFLOW_TRACKING_PASSWORD"]
+        return MlflowClient(self.uri.replace("http://", f"http://{user}:{password}@"))
 
 
 def _exports(text: str) -> dict[str, str]:
@@ -427,3 +432,48 @@ def test_predictions_logged_to_the_bucket_and_monitored_from_there(stack, workdi
     assert len(runs) == 2 and {r.data.metrics["rows"] for r in runs} == {len(frame)}
     older = next(r for r in runs if r.data.tags["monitor.drifted"] == "true" and r.data.metrics["psi_age"] > 0.2)
     assert {a.path for a in client.list_artifacts(older.info.run_id)} >= {"monitor.html", "monitoring"}
+
+
+def test_the_stack_runs_with_logins_and_a_user_without_rights_cannot_write(stack, workdir, data_dir):
+    """MLflow's basic-auth app: no credentials is one line naming both variables; a user with only the default READ
+    permission cannot record runs into an experiment someone else owns (one line, exit 2, no run); the admin's
+    password is in nothing recorded."""
+    from mlflow.server.auth.client import AuthServiceClient
+
+    password = stack.exports["MLFLOW_TRACKING_PASSWORD"]
+    assert urllib.request.urlopen(f"{stack.uri}/health", timeout=30).status == 200  # health needs no login
+    try:
+        urllib.request.urlopen(f"{stack.uri}/api/2.0/mlflow/experiments/search?max_results=1", timeout=30)
+        raise AssertionError("the server answered without credentials")
+    except urllib.error.HTTPError as exc:
+        assert exc.code == 401
+    shutil.copy(data_dir / "wine.csv", workdir / "wine.csv")
+    train = ("train", "wine.csv", "--target", "target", "--experiment", "team_locked", *SMALL)
+    anonymous = {
+        k: v for k, v in stack.env.items() if k not in ("MLFLOW_TRACKING_USERNAME", "MLFLOW_TRACKING_PASSWORD")
+    }
+    done = run_tabtrack(*train, cwd=workdir, env=anonymous)
+    lines = done.stderr.strip().splitlines()
+    assert done.returncode == 2 and len(lines) == 1, done.stderr
+    assert "MLFLOW_TRACKING_USERNAME" in lines[0] and "MLFLOW_TRACKING_PASSWORD" in lines[0]
+
+    admin = stack.client()
+    owned = admin.create_experiment("team_locked")
+    auth = AuthServiceClient(stack.uri.replace("http://", f"http://admin:{password}@"))
+    auth.create_user("viewer", "Viewer-Passw0rd-123")
+    viewer = {**stack.env, "MLFLOW_TRACKING_USERNAME": "viewer", "MLFLOW_TRACKING_PASSWORD": "Viewer-Passw0rd-123"}
+    done = run_tabtrack(*train, cwd=workdir, env=viewer)
+    lines = done.stderr.strip().splitlines()
+    assert done.returncode == 2 and len(lines) == 1, done.stderr
+    assert "lacks permission" in lines[0] and "HTTP 403" in lines[0]
+    assert admin.search_runs([owned]) == []
+    assert not (workdir / ".tabtrack" / "offline").exists()  # refused is not unreachable: nothing goes offline
+
+    auth.grant_user_permission("viewer", "experiment", owned, "EDIT")  # once granted, the same command records the run
+    done = run_tabtrack(*train, cwd=workdir, env=viewer)
+    assert done.returncode == 0, done.stderr[-3000:]
+    (run,) = admin.search_runs([owned])
+    assert run.info.status == "FINISHED" and "test_accuracy" in run.data.metrics
+    recorded = [done.stdout, done.stderr, json.dumps(run.data.params), json.dumps(run.data.tags)]
+    recorded += [Path(admin.download_artifacts(run.info.run_id, "config/resolved.yaml", str(workdir))).read_text()]
+    assert not [text for text in recorded if password in text or "Viewer-Passw0rd-123" in text]

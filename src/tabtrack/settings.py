@@ -16,6 +16,9 @@ UPLOAD_NOTICE = ("TABTRACK_UPLOAD_NOTICE", 10.0)
 # Seconds a forked child (saving a model, SHAP values) may take before it is killed and its work done in-process.
 FORK_TIMEOUT = ("TABTRACK_FORK_TIMEOUT", 120.0)
 
+# The bearer token `tabtrack serve` requires of every request but /health (`--token-file` instead of this).
+SERVE_TOKEN = "TABTRACK_SERVE_TOKEN"
+
 # -- set by tabtrack for processes it starts ---------------------------------------------------------------------
 # `tabtrack reproduce` gives the script it re-runs the id of the run being reproduced.
 REPRODUCES = "TABTRACK_REPRODUCES"
@@ -25,6 +28,8 @@ RETRAINS = "TABTRACK_RETRAINS"
 SERVE_MODEL_URI = "TABTRACK_SERVE_MODEL_URI"
 SERVE_LOG = "TABTRACK_SERVE_LOG"
 SERVE_LOG_SAMPLE = "TABTRACK_SERVE_LOG_SAMPLE"
+SERVE_SHADOW = "TABTRACK_SERVE_SHADOW"
+SERVE_CANARY = "TABTRACK_SERVE_CANARY"
 
 # -- other tools' variables ---------------------------------------------------------------------------------------
 TRACKING_URI = "MLFLOW_TRACKING_URI"

@@ -29,6 +29,14 @@ def monitor(
     set_: o.Set = None,
     output: o.Output = None,
     no_track: Annotated[bool, typer.Option("--no-track", help="record no monitoring run")] = False,
+    shadow: Annotated[
+        str | None,
+        typer.Option(
+            "--shadow",
+            help="the model that scored the same requests in shadow: agreement, "
+            "and both models' metrics on labelled rows with the paired interval",
+        ),
+    ] = None,
     tracking_uri: o.TrackingUri = None,
 ) -> None:
     """Compare what a model met with what it was trained on: drift per input column and of the predictions,
@@ -45,9 +53,11 @@ def monitor(
     report = monitor_model(
         model_uri, since=since, until=until, data=data, labels=labels, on=on, reference=reference,
         log_location=o.log_location(log_predictions), thresholds=thresholds, tracking_uri=tracking_uri,
-        track=not no_track,
+        track=not no_track, shadow=shadow,
     )  # fmt: skip
     console.print(drift_table(report))
+    if report.pair is not None:
+        console.print("\n".join(report.pair.summary()))
     if report.labelled_rows:
         shown = "  ".join(f"{k} {v:.4f} (test {report.test_metrics[k]:.4f})" for k, v in report.metrics.items()
                           if k in report.test_metrics)  # fmt: skip

@@ -166,15 +166,40 @@ def serve(
     workers: Annotated[int, typer.Option("--workers", "-w", min=1, help="processes, each with the model loaded")] = 1,
     log_predictions: o.LogPredictions = DEFAULT_LOG,
     log_sample: o.LogSample = 1.0,
+    shadow: Annotated[
+        str | None,
+        typer.Option(
+            "--shadow",
+            help="a challenger (MODEL_URI) scoring every request off the response path; its "
+            "answers go to the prediction log only",
+        ),
+    ] = None,
+    canary: Annotated[
+        float | None,
+        typer.Option(
+            "--canary",
+            help="with --shadow: the challenger answers this share of requests instead (sticky by request id)",
+        ),
+    ] = None,
+    token_file: Annotated[
+        Path | None,
+        typer.Option(
+            "--token-file", help="require this bearer token of every request but /health (else $TABTRACK_SERVE_TOKEN)"
+        ),
+    ] = None,
+    insecure: Annotated[
+        bool, typer.Option("--insecure", help="serve on a non-loopback --host without a token")
+    ] = False,
     tracking_uri: o.TrackingUri = None,
 ) -> None:
     """Serve a model over HTTP: POST /predict, GET /health, GET /metadata; every scored row goes to the
-    prediction log."""
-    from tabtrack.serving.service import run_server
+    prediction log. On any --host but a loopback one, every request needs a bearer token."""
+    from tabtrack.serving.service import run_server, serve_token
 
     run_server(
         model_uri, host=host, port=port, tracking_uri=tracking_uri, workers=workers,
-        log_predictions=o.log_location(log_predictions), log_sample=log_sample,
+        log_predictions=o.log_location(log_predictions), log_sample=log_sample, shadow=shadow, canary=canary,
+        token=serve_token(str(token_file) if token_file else None), insecure=insecure,
     )  # fmt: skip
 
 

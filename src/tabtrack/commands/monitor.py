@@ -49,6 +49,7 @@ class MonitorReport:
     thresholds: MonitoringConfig = field(default_factory=MonitoringConfig)
     run_id: str | None = None  # the monitoring run
     page: str = ""
+    pair: Any = None  # evaluate/agreement.PairComparison: the champion against its shadow (--shadow)
 
     @property
     def drifted(self) -> bool:
@@ -87,13 +88,18 @@ def monitor(
     thresholds: MonitoringConfig | None = None,
     tracking_uri: str | None = None,
     track: bool = True,
+    shadow: str | None = None,
 ) -> MonitorReport:
     """Compare the rows `model_uri` met (logged since `since`, default a day, or the `data` file) with its
-    reference; see the module docstring. `thresholds`: what counts as drift (default: the run's config's)."""
+    reference; see the module docstring. `thresholds`: what counts as drift (default: the run's config's).
+    `shadow`: the model that scored the same requests in shadow: how often the two agree, and on labelled rows
+    both models' metrics with the paired interval of the shadow's difference."""
     from tabtrack.serving.model import describe, load
 
     if data is not None and (since is not None or until is not None):
         raise ConfigError("pass --data FILE or a window of the log (--since/--until), not both.")
+    if data is not None and shadow is not None:
+        raise ConfigError("--shadow compares what the two models logged for the same requests; drop --data.")
     # The model itself is loaded only to score rows (a --data or --reference file): the log holds its answers.
     model = load(model_uri, tracking_uri=tracking_uri) if data is not None or reference is not None else None
     uri, metadata = (model.uri, model.metadata) if model else describe(model_uri, tracking_uri=tracking_uri)
@@ -113,7 +119,8 @@ def monitor(
     else:
         start, end = parse_time(since or "1d"), parse_time(until) if until else None
         location = log_location or DEFAULT_LOCATION
-        current = read_log(location, since=start, until=end, run_id=meta["run_id"], with_ids=labels is not None)
+        current = read_log(location, since=start, until=end, run_id=meta["run_id"],
+                           with_ids=labels is not None or shadow is not None)  # fmt: skip
         source = f"the prediction log at {location}, {_moment(start)} to {_moment(end)} UTC"
         if current.empty:
             raise TabtrackError(
@@ -134,6 +141,8 @@ def monitor(
         current = _joined(current, labels, on=on, target=target)
     if "_label" in current.columns:
         _score_labels(report, current, task=task, classes=classes)
+    if shadow is not None:
+        report.pair = _against_shadow(shadow, current, source, start, end, location, task, classes, tracking_uri)
     report.alarms = _alarms(report)
     from tabtrack.pages.monitor_page import render_monitor_page
 
@@ -141,6 +150,19 @@ def monitor(
     if track:
         _record(report, tracking_uri=tracking_uri)
     return report
+
+
+def _against_shadow(uri, current, source, start, end, location, task, classes, tracking_uri):
+    """The champion's logged answers against the shadow's on the same requests."""
+    from tabtrack.evaluate.agreement import compare_pair
+    from tabtrack.serving.model import describe
+
+    shadow_uri, meta = describe(uri, tracking_uri=tracking_uri)
+    rows = read_log(location, since=start, until=end, run_id=meta.get("run_id"), roles=("shadow",))
+    if rows.empty:
+        raise TabtrackError(f"no shadow answers of {uri} in {source}; serve the champion with --shadow {uri}.")
+    about = {"uri": shadow_uri, **{key: str(meta.get(key) or "") for key in ("name", "version", "run_id")}}
+    return compare_pair(current, rows, task=task, classes=classes, about=about)
 
 
 def _moment(when: datetime | None) -> str:
@@ -312,6 +334,8 @@ def _record(report: MonitorReport, *, tracking_uri: str | None) -> None:
         max_psi=max((d.psi for d in report.columns), default=0.0),
         **{f"labelled_{k}": v for k, v in report.metrics.items()},
     )  # fmt: skip
+    if report.pair is not None:
+        metrics.update(_pair_metrics(report.pair))
     run_name = f"monitor_{datetime.now():%Y%m%d_%H%M%S}"
     with make_tracker(tracking_uri=tracking_uri).run(
         experiment=f"monitoring-{name}", run_name=run_name, tags=tags
@@ -325,6 +349,16 @@ def _record(report: MonitorReport, *, tracking_uri: str | None) -> None:
         run.log_text(json.dumps(_as_json(report), indent=1), "monitoring/drift.json")
 
 
+def _pair_metrics(pair) -> dict[str, float]:
+    metrics = {"shadow_rows": pair.rows, "shadow_agreement": pair.agreement, "shadow_labelled_rows": pair.labelled_rows}
+    metrics.update({f"shadow_{k}": v for k, v in pair.shadow_metrics.items()})
+    metrics.update({f"champion_{k}": v for k, v in pair.champion_metrics.items()})
+    if pair.difference is not None:
+        d = pair.difference
+        metrics.update(shadow_improvement=d.improvement, shadow_improvement_low=d.low, shadow_improvement_high=d.high)
+    return {k: v for k, v in metrics.items() if v == v}  # NaN: nothing to chart
+
+
 def _as_json(report: MonitorReport) -> dict[str, Any]:
     from dataclasses import asdict
 
@@ -333,5 +367,5 @@ def _as_json(report: MonitorReport) -> dict[str, Any]:
         "alarms": report.alarms, "columns": [asdict(d) for d in report.columns],
         "predictions": [asdict(d) for d in report.predictions], "missing_columns": report.missing_columns,
         "new_columns": report.new_columns, "labelled_rows": report.labelled_rows, "metrics": report.metrics,
-        "test_metrics": report.test_metrics,
+        "test_metrics": report.test_metrics, "shadow": asdict(report.pair) if report.pair is not None else None,
     }  # fmt: skip

@@ -39,6 +39,8 @@ def render_monitor_page(report: Any) -> str:
         parts.append(f"<p class='calm'>No column moved beyond the thresholds (PSI {report.thresholds.psi:g}).</p>")
     if report.labelled_rows:
         parts += ["<h2>Metrics on labelled rows</h2>", _metrics(report)]
+    if report.pair is not None:
+        parts += ["<h2>Champion and shadow on the same requests</h2>", _pair(report.pair)]
     parts += ["<h2>Input columns, biggest drift first</h2>", _table(report.columns, report.crossed)]
     if report.new_columns:
         parts.append(f"<p>Columns the model does not take: {e(', '.join(report.new_columns))}.</p>")
@@ -118,3 +120,7 @@ def _overlay(drift: Any, crossed: bool) -> str:
     out.append(f"<text x='12' y='{top + plot_h / 2:.0f}' transform='rotate(-90 12 {top + plot_h / 2:.0f})' "
                "text-anchor='middle'>share of present values</text></svg>")  # fmt: skip
     return "".join(out)
+
+
+def _pair(pair) -> str:
+    return "".join(f"<p>{html.escape(line)}</p>" for line in pair.summary())

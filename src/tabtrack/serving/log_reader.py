@@ -14,6 +14,7 @@ import pandas as pd
 from tabtrack.errors import TabtrackError
 
 _WHO = ("timestamp", "model_name", "model_version", "model_run_id", "role")  # what a one-model read leaves out
+ANSWERED = ("primary", "canary")  # the roles in which a model's answer went back to the caller
 
 
 def read_log(
@@ -23,9 +24,11 @@ def read_log(
     until: datetime | None = None,
     run_id: str | None = None,
     with_ids: bool = True,
+    roles: tuple[str, ...] = ANSWERED,
 ) -> pd.DataFrame:
-    """The logged rows between `since` and `until` (UTC). `run_id`: only the rows that model answered (its primary
-    answers, not a shadow's), without the columns that say so; `with_ids=False` leaves out the request ids too.
+    """The logged rows between `since` and `until` (UTC). `run_id`: only the rows of that model in one of `roles`
+    (default: the requests it answered, as champion or canary; `("shadow",)`: those it scored in shadow), without
+    the columns that say so; `with_ids=False` leaves out the request ids too.
     Text comes back as pandas categoricals: a million rows' strings become a few categories, not a million
     Python objects."""
     import pyarrow as pa
@@ -46,7 +49,9 @@ def read_log(
         if path.endswith(".parquet") and not path.rsplit("/", 1)[-1].startswith(("_", "."))  # being written
     ]
     metadata = {path: pq.read_metadata(path, filesystem=fs) for path in files}
-    verdicts = {path: _verdict(meta, run_id=run_id, since=since, until=until) for path, meta in metadata.items()}
+    verdicts = {
+        path: _verdict(meta, run_id=run_id, roles=roles, since=since, until=until) for path, meta in metadata.items()
+    }
     files = [path for path in files if verdicts[path] != "none"]
     if not files:
         return pd.DataFrame()
@@ -64,7 +69,8 @@ def read_log(
     columns = schema.names
     if run_id is not None:
         conditions.append(ds.field("model_run_id") == str(run_id))
-        conditions.append((ds.field("role") == "primary") | ds.field("role").is_null())
+        role = ds.field("role").isin(list(roles))
+        conditions.append(role | ds.field("role").is_null() if "primary" in roles else role)  # null: before roles
         columns = [c for c in columns if c not in _WHO]
     if not with_ids:
         columns = [c for c in columns if c not in ("request_id", "row")]
@@ -85,21 +91,25 @@ def read_log(
     return table.to_pandas(split_blocks=True)  # a frame of columns, not one copied 2-D block per dtype
 
 
-def _verdict(meta, *, run_id: str | None, since: datetime | None, until: datetime | None) -> str:
+def _verdict(
+    meta, *, run_id: str | None, roles: tuple[str, ...], since: datetime | None, until: datetime | None
+) -> str:
     """Whether "all", "none" or "some" of a file's rows are wanted, from its columns' min and max."""
     ranges = _ranges(meta)
     every = True
     if run_id is not None:
-        for column, value in (("model_run_id", str(run_id)), ("role", "primary")):
+        for column, values in (("model_run_id", (str(run_id),)), ("role", roles)):
             if column == "role" and column not in meta.schema.names:  # written before there were shadows
+                if "primary" not in roles:
+                    return "none"
                 continue
             if column not in ranges:
                 every = False
                 continue
             low, high = ranges[column]
-            if not low <= value <= high:
+            if not any(low <= value <= high for value in values):
                 return "none"
-            every &= low == high
+            every &= low == high and low in values
     if since is not None or until is not None:
         if "timestamp" not in ranges:
             return "some"

@@ -82,6 +82,7 @@ class PredictionLog:
         self._stopping = threading.Event()
         self._queue: queue.Queue[_Scored] = queue.Queue(maxsize=max_waiting)
         self._files = 0
+        self._token = uuid.uuid4().hex[:6]  # a champion's and a challenger's log in one process never share a name
         try:
             self._fs, self._root = filesystem(self.location)
             self._fs.makedirs(self._root, exist_ok=True)
@@ -213,7 +214,7 @@ class PredictionLog:
         folder = f"{self._root}/date={day}"
         self._fs.makedirs(folder, exist_ok=True)
         self._files += 1
-        name = f"part-{datetime.now(UTC):%H%M%S%f}-{os.getpid()}-{self._files}.parquet"
+        name = f"part-{datetime.now(UTC):%H%M%S%f}-{os.getpid()}-{self._token}-{self._files}.parquet"
         if _is_local(self._fs):
             self._fs.pipe_file(f"{folder}/_{name}", buffer.getvalue())
             self._fs.mv(f"{folder}/_{name}", f"{folder}/{name}")

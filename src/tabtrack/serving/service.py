@@ -7,6 +7,7 @@ log (serving/prediction_log.py) that `tabtrack monitor` reads. Bad payloads get 
 
 from __future__ import annotations
 
+import hmac
 import logging
 import math
 from typing import Any
@@ -40,7 +41,13 @@ class PredictRequest(BaseModel):
     records: list[dict[str, Value]] = Field(min_length=1, max_length=MAX_RECORDS)
 
 
-def create_app(model: LoadedModel, prediction_log: PredictionLog | None = None):
+def create_app(
+    model: LoadedModel,
+    prediction_log: PredictionLog | None = None,
+    *,
+    challenger: Challenger | None = None,
+    token: str | None = None,
+):
     import contextlib
 
     import joblib
@@ -49,17 +56,29 @@ def create_app(model: LoadedModel, prediction_log: PredictionLog | None = None):
     from fastapi.responses import JSONResponse
 
     meta = model.metadata
-    trace_headers = {"X-Model-Uri": model.uri, "X-Model-Run-Id": str(meta.get("run_id") or "")}
-    if meta.get("version"):
-        trace_headers["X-Model-Version"] = f"{meta['name']}/{meta['version']}"
+    trace_headers = _trace_headers(model)
 
     @contextlib.asynccontextmanager
     async def lifespan(app):
         yield
-        if prediction_log is not None:  # shutdown, SIGTERM included: what is queued is written
-            prediction_log.close()
+        if challenger is not None and challenger.shadow is not None:
+            challenger.shadow.close()  # its last answers reach the log before the log closes
+        for opened in (prediction_log, challenger.log if challenger else None):
+            if opened is not None:  # shutdown, SIGTERM included: what is queued is written
+                opened.close()
 
     app = FastAPI(title="tabtrack model service", version="1", docs_url="/docs", lifespan=lifespan)
+
+    if token is not None:
+        expected = f"Bearer {token}".encode()
+
+        @app.middleware("http")
+        async def require_token(request: Request, call_next):  # registered first: runs after limit_body
+            given = request.headers.get("authorization", "").encode()
+            if request.url.path != "/health" and not hmac.compare_digest(given, expected):  # constant time
+                return JSONResponse({"detail": "missing or wrong bearer token (Authorization: Bearer TOKEN)"},
+                                    status_code=401, headers={"WWW-Authenticate": "Bearer"})  # fmt: skip
+            return await call_next(request)
 
     @app.middleware("http")
     async def limit_body(request: Request, call_next):
@@ -92,7 +111,10 @@ def create_app(model: LoadedModel, prediction_log: PredictionLog | None = None):
 
     @app.get("/health")
     def health() -> dict[str, Any]:
-        return {"status": "ok", "prediction_log": prediction_log.stats if prediction_log is not None else None}
+        body = {"status": "ok", "prediction_log": prediction_log.stats if prediction_log is not None else None}
+        if challenger is not None:
+            body["challenger"] = challenger.stats
+        return body
 
     @app.get("/metadata")
     def metadata() -> JSONResponse:
@@ -104,35 +126,74 @@ def create_app(model: LoadedModel, prediction_log: PredictionLog | None = None):
     @app.post("/predict")
     async def predict(request: PredictRequest, http: Request) -> JSONResponse:
         request_id = http.headers.get("x-request-id") or new_request_id()
-        headers = {**trace_headers, "X-Request-Id": request_id}
+        answering, answer_log, role, headers = model, prediction_log, "primary", trace_headers
+        if challenger is not None and challenger.answers(request_id):  # the canary's share
+            answering, answer_log, role, headers = challenger.model, challenger.log, "canary", challenger.headers
+        headers = {**headers, "X-Request-Id": request_id}
         try:
             # In this thread, estimators that parallelise through joblib (a forest's n_jobs=-1) predict
             # without a thread pool: starting one per request cost a 100-tree forest 23 ms of a single
             # row's 8 ms. A service scales with --workers, one process per core, as BLAS/OpenMP do here.
             with joblib.parallel_config(backend="sequential"):
-                predictions, proba = model.score_records(request.records)
+                predictions, proba = answering.score_records(request.records)
         except TabtrackError as exc:
             return JSONResponse({"detail": str(exc)}, status_code=422, headers=headers)
-        if prediction_log is not None:
-            prediction_log.record(request.records, predictions, proba, request_id=request_id)
+        if answer_log is not None:
+            answer_log.record(request.records, predictions, proba, request_id=request_id, role=role)
+        if challenger is not None and challenger.shadow is not None:
+            challenger.shadow.submit(request.records, request_id)
+        answered = answering.metadata
         body: dict[str, Any] = {
             "request_id": request_id,
             "predictions": [_plain(p) for p in predictions],
             "model": {
-                "name": meta.get("name"),
-                "version": meta.get("version"),
-                "run_id": meta.get("run_id"),
-                "uri": model.uri,
+                "name": answered.get("name"),
+                "version": answered.get("version"),
+                "run_id": answered.get("run_id"),
+                "uri": answering.uri,
+                "role": role,
             },
         }
         if proba is not None:
-            labels = [str(c) for c in model.classes]
+            labels = [str(c) for c in answering.classes]
             body["probabilities"] = [dict(zip(labels, map(float, row), strict=True)) for row in proba]
-        if model.intervals is not None:
-            body.update(interval_fields(model, predictions, proba))
+        if answering.intervals is not None:
+            body.update(interval_fields(answering, predictions, proba))
         return JSONResponse(body, headers=headers)
 
     return app
+
+
+class Challenger:
+    """The challenger a service runs beside its champion: in shadow (`shadow` scores every request off the response
+    path) or as a canary (`answers` a sticky `canary` share of requests), with its own prediction log."""
+
+    def __init__(self, model: LoadedModel, prediction_log: PredictionLog | None, *, canary: float | None = None):
+        from tabtrack.serving.challenger import Shadow
+
+        self.model, self.log, self.canary = model, prediction_log, canary
+        self.shadow = Shadow(model, prediction_log) if canary is None else None
+        self.headers = _trace_headers(model)
+
+    def answers(self, request_id: str) -> bool:
+        from tabtrack.serving.challenger import canary_share
+
+        return self.canary is not None and canary_share(request_id) < self.canary
+
+    @property
+    def stats(self) -> dict[str, Any]:
+        if self.shadow is not None:
+            return {"mode": "shadow", **self.shadow.stats}
+        meta = self.model.metadata
+        return {"mode": "canary", "share": self.canary, "model": self.model.uri, "version": meta.get("version")}
+
+
+def _trace_headers(model: LoadedModel) -> dict[str, str]:
+    meta = model.metadata
+    headers = {"X-Model-Uri": model.uri, "X-Model-Run-Id": str(meta.get("run_id") or "")}
+    if meta.get("version"):
+        headers["X-Model-Version"] = f"{meta['name']}/{meta['version']}"
+    return headers
 
 
 def interval_fields(model: LoadedModel, predictions, proba) -> dict[str, Any]:
@@ -166,21 +227,44 @@ def run_server(
     workers: int = 1,
     log_predictions: str | None = DEFAULT_LOCATION,
     log_sample: float = 1.0,
+    shadow: str | None = None,
+    canary: float | None = None,
+    token: str | None = None,
+    insecure: bool = False,
 ) -> None:
     """Load the model first (a bad URI fails here, before the server starts), then serve until stopped.
     With several workers each process loads the model once, from the same URI, and logs its own files.
-    `log_predictions`: where the prediction log goes (None: nowhere)."""
+    `log_predictions`: where the prediction log goes (None: nowhere). `shadow`: a challenger's URI, scoring every
+    request in shadow or, with `canary`, answering that share of them. `token`: the bearer token every request but
+    /health must carry; required on any host but a loopback one unless `insecure`."""
     import os
 
     import uvicorn
 
+    if token is None and not insecure and not _loopback(host):
+        raise TabtrackError(
+            f"--host {host} opens the model to other machines: set {settings.SERVE_TOKEN} or --token-file FILE "
+            "(clients then send Authorization: Bearer TOKEN), or pass --insecure to accept that anyone can use it."
+        )
+    if canary is not None and shadow is None:
+        raise TabtrackError("--canary needs the challenger that answers its share: add --shadow MODEL_URI.")
     model = load(model_uri, tracking_uri=tracking_uri)
+    challenger = _challenger(model, shadow, canary, log_predictions, log_sample, tracking_uri=tracking_uri)
     print(f"serving {model_uri} (run {model.metadata.get('run_id')}) at http://{host}:{port}", flush=True)
+    if challenger is not None:
+        how = f"answers {canary:.0%} of requests (canary)" if canary is not None else "scores every request in shadow"
+        print(f"challenger {shadow} (run {challenger.model.metadata.get('run_id')}) {how}", flush=True)
     print(describe_log(log_predictions, log_sample), flush=True)
+    if token is None and insecure and not _loopback(host):
+        print(f"warning: --insecure: no token; anyone who reaches {host}:{port} can use this model", flush=True)
     if workers > 1:
+        if token is not None:
+            os.environ[settings.SERVE_TOKEN] = token
         os.environ[settings.SERVE_MODEL_URI] = model_uri
         os.environ[settings.SERVE_LOG] = log_predictions or ""
         os.environ[settings.SERVE_LOG_SAMPLE] = str(log_sample)
+        os.environ[settings.SERVE_SHADOW] = shadow or ""
+        os.environ[settings.SERVE_CANARY] = "" if canary is None else str(canary)
         if tracking_uri:
             os.environ[settings.TRACKING_URI] = tracking_uri
         uvicorn.run(
@@ -193,7 +277,7 @@ def run_server(
             access_log=False,
         )
     else:
-        app = _prepared_app(model, opened_log(model, log_predictions, log_sample))
+        app = _prepared_app(model, opened_log(model, log_predictions, log_sample), challenger, token)
         uvicorn.run(app, host=host, port=port, log_level="warning", access_log=False)
 
 
@@ -203,10 +287,54 @@ def app_from_env():
 
     model = load(os.environ[settings.SERVE_MODEL_URI])
     location = os.environ.get(settings.SERVE_LOG) or None
-    return _prepared_app(model, opened_log(model, location, float(os.environ.get(settings.SERVE_LOG_SAMPLE, "1"))))
+    sample = float(os.environ.get(settings.SERVE_LOG_SAMPLE, "1"))
+    canary = os.environ.get(settings.SERVE_CANARY) or None
+    challenger = _challenger(model, os.environ.get(settings.SERVE_SHADOW) or None,
+                             float(canary) if canary else None, location, sample)  # fmt: skip
+    return _prepared_app(model, opened_log(model, location, sample), challenger, os.environ.get(settings.SERVE_TOKEN))
 
 
-def _prepared_app(model: LoadedModel, prediction_log: PredictionLog | None = None):
+def _challenger(model, uri, canary, location, sample, *, tracking_uri=None) -> Challenger | None:
+    """The challenger `uri` names, checked against the champion's inputs (one line at start-up if they differ)."""
+    if uri is None:
+        return None
+    from tabtrack.serving.challenger import check_same_inputs
+
+    if canary is not None and not 0 < canary < 1:
+        raise TabtrackError(f"--canary {canary}: give the share of requests the challenger answers, in (0, 1).")
+    other = load(uri, tracking_uri=tracking_uri)
+    check_same_inputs(model, other)
+    return Challenger(other.compile(), opened_log(other, location, sample), canary=canary)
+
+
+def _loopback(host: str) -> bool:
+    import ipaddress
+
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:  # a host name: it may resolve to anything
+        return False
+
+
+def serve_token(token_file: str | None) -> str | None:
+    """The token `serve` requires: the file's first line, else TABTRACK_SERVE_TOKEN, else none."""
+    import os
+    from pathlib import Path
+
+    if token_file is not None:
+        try:
+            token = Path(token_file).read_text(encoding="utf-8").strip()
+        except OSError as exc:
+            raise TabtrackError(f"--token-file {token_file}: cannot read it ({exc.strerror}).") from None
+        if not token:
+            raise TabtrackError(f"--token-file {token_file} is empty; write the token in it.")
+        return token
+    return os.environ.get(settings.SERVE_TOKEN) or None
+
+
+def _prepared_app(model: LoadedModel, prediction_log: PredictionLog | None = None, challenger=None, token=None):
     import sklearn
     from threadpoolctl import threadpool_limits
 
@@ -214,7 +342,7 @@ def _prepared_app(model: LoadedModel, prediction_log: PredictionLog | None = Non
     threadpool_limits(1)
     # Inputs were checked against the signature already; skip scikit-learn's per-call re-validation.
     sklearn.set_config(assume_finite=True, skip_parameter_validation=True)
-    app = create_app(model.compile(), prediction_log)
+    app = create_app(model.compile(), prediction_log, challenger=challenger, token=token)
     import gc
 
     # The model and the app live for the whole process: keep the collector from re-scanning them,

@@ -60,8 +60,11 @@ def retry_locked(call, *args, **kwargs):
 def refusal(exc: MlflowException) -> str:
     """MLflow's message on one line; auth failures say which settings to check."""
     text = " ".join(str(exc.message).split())
-    if exc.error_code in ("UNAUTHENTICATED", "PERMISSION_DENIED") or "error code 401" in text:
+    if exc.error_code == "PERMISSION_DENIED" or "error code 403" in text:
+        return (
+            "the user lacks permission for this (HTTP 403); ask the server's admin for EDIT permission on the "
+            "experiment, or record into another one (--experiment)"
+        )
+    if exc.error_code == "UNAUTHENTICATED" or "error code 401" in text:
         return "the server rejected the credentials (HTTP 401); check MLFLOW_TRACKING_USERNAME and MLFLOW_TRACKING_PASSWORD"
-    if "error code 403" in text:
-        return "the user lacks permission for this (HTTP 403); ask the server's admin for access to the experiment"
     return text[:500]

@@ -1,0 +1,139 @@
+"""A challenger beside the champion in `tabtrack serve`, tried without risk.
+
+Shadow (`--shadow URI`): every response comes from the champion; the challenger scores the same rows off the
+response path. A request puts its records on a bounded queue and goes on; a thread takes what is queued five times
+a second and scores it as one batch (one pass of the model for many requests is far cheaper than one per request,
+and the thread holds the GIL briefly), then logs the answers with role `shadow` and the challenger's version. Its
+failures are counted, never raised; a full queue drops (and counts) rows.
+
+Canary (`--shadow URI --canary FRACTION`): the challenger answers a seeded, sticky share of the requests instead
+(the same request id always goes the same way), and each response names the model that answered.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import queue
+import threading
+from typing import Any
+
+import pandas as pd
+
+from tabtrack.errors import TabtrackError
+from tabtrack.serving.model import LoadedModel
+from tabtrack.serving.prediction_log import PredictionLog
+
+log = logging.getLogger(__name__)
+SHADOW_WAKE_SECONDS = 0.2
+SHADOW_QUEUE = 20_000  # requests waiting for the challenger; past this, new ones are dropped (and counted)
+CANARY_SALT = "tabtrack-canary"
+
+
+def check_same_inputs(champion: LoadedModel, challenger: LoadedModel) -> None:
+    """The challenger must take the champion's rows as they come: same columns of the same kinds, same task."""
+    if (champion.classes is None) != (challenger.classes is None):
+        kinds = ("a regressor", "a classifier") if champion.classes is None else ("a classifier", "a regressor")
+        raise TabtrackError(f"--shadow {challenger.uri}: the champion is {kinds[0]} and the challenger {kinds[1]}; "
+                            "a challenger must answer the same question.")  # fmt: skip
+    if champion.columns != challenger.columns:
+        missing = [c for c in champion.columns if c not in challenger.columns]
+        extra = [c for c in challenger.columns if c not in champion.columns]
+        changed = [
+            c for c in champion.columns if c in challenger.columns and champion.columns[c] != challenger.columns[c]
+        ]
+        said = "; ".join(
+            part for part in (
+                f"it lacks {', '.join(map(repr, missing))}" if missing else "",
+                f"it also needs {', '.join(map(repr, extra))}" if extra else "",
+                f"it reads {', '.join(map(repr, changed))} as another kind" if changed else "",
+            ) if part
+        )  # fmt: skip
+        raise TabtrackError(f"--shadow {challenger.uri}: its inputs differ from the champion's ({said}); "
+                            "shadow or canary a model trained on the same columns.")  # fmt: skip
+
+
+def canary_share(request_id: str, seed: int = 0) -> float:
+    """Where a request falls in [0, 1) for the canary: fixed by its id and the seed, so it sticks."""
+    digest = hashlib.blake2b(f"{CANARY_SALT}:{seed}:{request_id}".encode(), digest_size=8).digest()
+    return int.from_bytes(digest, "big") / 2**64
+
+
+class Shadow:
+    """The challenger scoring every request's rows off the response path (see the module docstring)."""
+
+    def __init__(self, model: LoadedModel, prediction_log: PredictionLog | None, *, max_waiting: int = SHADOW_QUEUE):
+        self.model = model
+        self.prediction_log = prediction_log
+        self.scored = self.failed = self.dropped = 0
+        self.last_error: str | None = None
+        self._queue: queue.Queue[tuple[list[dict[str, Any]], str]] = queue.Queue(maxsize=max_waiting)
+        self._stopping = threading.Event()
+        self._thread = threading.Thread(target=self._score_forever, name="tabtrack-shadow", daemon=True)
+        self._thread.start()
+
+    def submit(self, records: list[dict[str, Any]], request_id: str) -> None:
+        """Cheap and never raises: the request goes on whatever happens here."""
+        try:
+            self._queue.put_nowait((records, request_id))
+        except queue.Full:
+            self.dropped += len(records)
+
+    @property
+    def stats(self) -> dict[str, Any]:
+        meta = self.model.metadata
+        return {
+            "model": self.model.uri, "version": meta.get("version"), "rows_scored": self.scored,
+            "rows_failed": self.failed, "rows_dropped": self.dropped, "requests_waiting": self._queue.qsize(),
+            "last_error": self.last_error,
+        }  # fmt: skip
+
+    def close(self) -> None:
+        """Score what is queued, then stop (at shutdown)."""
+        self._stopping.set()
+        self._thread.join(timeout=60)
+
+    def _score_forever(self) -> None:
+        import joblib
+
+        while True:
+            stopping = self._stopping.wait(SHADOW_WAKE_SECONDS)
+            batch = []
+            while True:
+                try:
+                    batch.append(self._queue.get_nowait())
+                except queue.Empty:
+                    break
+            if batch:
+                with joblib.parallel_config(backend="sequential"):
+                    self._score(batch)
+            if stopping:
+                return
+
+    def _score(self, batch: list[tuple[list[dict[str, Any]], str]]) -> None:
+        rows = [record for records, _ in batch for record in records]
+        try:
+            predictions, proba = self.model.score(pd.DataFrame.from_records(rows))
+        except Exception as exc:  # the champion answered already; a failing challenger is counted, not raised
+            self._failed_on(batch, exc)
+            return
+        self.scored += len(rows)
+        if self.prediction_log is None:
+            return
+        start = 0
+        for records, request_id in batch:
+            end = start + len(records)
+            self.prediction_log.record(records, predictions[start:end], None if proba is None else proba[start:end],
+                                       request_id=request_id, role="shadow")  # fmt: skip
+            start = end
+
+    def _failed_on(self, batch, exc: Exception) -> None:
+        if len(batch) > 1:  # one bad request must not cost the others their shadow answers
+            for item in batch:
+                self._score([item])
+            return
+        self.failed += len(batch[0][0])
+        if self.last_error is None:
+            log.warning("shadow model %s failed: %s: %s (counted on /health; responses are not affected)",
+                        self.model.uri, type(exc).__name__, exc)  # fmt: skip
+        self.last_error = f"{type(exc).__name__}: {exc}"[:300]

@@ -203,6 +203,7 @@ def test_service_predictions_equal_in_process_and_trace_back(service, trained, d
         "version": "1",
         "run_id": trained["strong"].run_id,
         "uri": "models:/svc@champion",
+        "role": "primary",  # no challenger: the champion answered
     }
     lowered = {k.lower(): v for k, v in headers.items()}
     assert lowered["x-model-version"] == "svc/1" and lowered["x-model-run-id"] == trained["strong"].run_id

@@ -30,6 +30,7 @@ def calibrate(model: Any, X: Any, y: Any, *, task: str, classes: Sequence | None
         scores = np.abs(y.astype(float) - np.asarray(model.predict(X), dtype=float))
     else:
         proba = np.asarray(model.predict_proba(X), dtype=float)
+        classes = list(getattr(model, "classes_", classes))  # the order of predict_proba's columns
         position = {c: i for i, c in enumerate(classes)}
         unknown = sorted({v for v in y.tolist() if v not in position}, key=str)
         if unknown:

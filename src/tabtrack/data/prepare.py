@@ -57,8 +57,10 @@ def hold_out_calibration(split: Split, *, share: float, level: float, random_sta
     intervals at `level` on rows the model never saw (the test split stays untouched)."""
     from sklearn.model_selection import train_test_split
 
+    from tabtrack.evaluate.conformal import rows_needed
+
     n_calibration = int(np.ceil(share * len(split.y_train)))
-    needed = int(np.ceil(level / (1 - level)))  # the ceil((n + 1) * level)-th score must exist
+    needed = rows_needed(level)
     if n_calibration < needed:
         raise DataError(
             f"intervals={level} needs at least {needed} calibration rows; calibration_size={share} of "

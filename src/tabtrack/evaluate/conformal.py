@@ -23,6 +23,11 @@ from tabtrack_runtime.intervals import bounds, prediction_sets
 METHODS = {"regression": "split conformal, absolute residual", "classification": "split conformal, 1 - p(true class)"}
 
 
+def rows_needed(level: float) -> int:
+    """The fewest calibration rows `level` can be calibrated on: the ceil((n + 1) x level)-th score must exist."""
+    return int(np.ceil(level / (1 - level)))
+
+
 def calibrate(model: Any, X: Any, y: Any, *, task: str, classes: Sequence | None, level: float) -> dict[str, Any]:
     """The calibration `level` needs, from the model's answers on the calibration rows `X`, `y`."""
     y = np.asarray(y)
@@ -50,7 +55,7 @@ def calibrate_on(model: Any, rows: Any, *, level: float | None, task: str, class
     if rows is None or len(rows) != 2:
         raise TabtrackError("evaluate(intervals=...) needs calibration=(X_cal, y_cal): rows the model was not "
                             "fitted on (hold out a share of the training rows).")  # fmt: skip
-    needed = int(np.ceil(level / (1 - level)))
+    needed = rows_needed(level)
     if len(rows[1]) < needed:
         raise TabtrackError(
             f"evaluate(intervals={level}) needs at least {needed} calibration rows; got {len(rows[1])}."

@@ -110,6 +110,9 @@ class RunConfig(_Strict):
     calibration_size: float = Field(
         0.2, gt=0, lt=1, description="with intervals: share of the training split held out of the fit to calibrate them"
     )
+    onnx: bool = Field(
+        False, description="also log model_onnx: the whole pipeline as ONNX, checked on the test split (extra: onnx)"
+    )
     card: CardConfig = Field(default_factory=CardConfig)
     monitoring: MonitoringConfig = Field(default_factory=MonitoringConfig)
 

@@ -20,6 +20,10 @@ EXTRAS = {
     "s3fs": "s3",
     "boto3": "s3",
     "psycopg": "postgres",
+    "skl2onnx": "onnx",
+    "onnxmltools": "onnx",
+    "onnxruntime": "onnx",
+    "onnx": "onnx",
 }
 
 

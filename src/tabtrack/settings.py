@@ -30,8 +30,11 @@ SERVE_LOG = "TABTRACK_SERVE_LOG"
 SERVE_LOG_SAMPLE = "TABTRACK_SERVE_LOG_SAMPLE"
 SERVE_SHADOW = "TABTRACK_SERVE_SHADOW"
 SERVE_CANARY = "TABTRACK_SERVE_CANARY"
+SERVE_RUNTIME = "TABTRACK_SERVE_RUNTIME"
 
 # -- other tools' variables ---------------------------------------------------------------------------------------
+# GitHub Actions' job summary file: `tabtrack ci` appends its comparison there.
+GITHUB_STEP_SUMMARY = "GITHUB_STEP_SUMMARY"
 TRACKING_URI = "MLFLOW_TRACKING_URI"
 TRACKING_USERNAME = "MLFLOW_TRACKING_USERNAME"  # the user a tracking server with basic auth knows
 DVC_EXPERIMENT = "DVC_EXP_NAME"  # set by `dvc exp run`

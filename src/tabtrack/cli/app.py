@@ -20,7 +20,7 @@ from tabtrack.tracking.base import FAILED_RUN_ATTR, TRACEBACK_FILE
 
 # What `tabtrack --help` lists first: a run's life from data to serving, then the runs already recorded.
 HELP_ORDER = ("train", "compare", "tune", "tune-worker", "validate", "prepare", "init", "register", "promote", "models",
-              "predict", "serve", "monitor", "retrain", "card", "families", "runs", "diff", "report", "reproduce", "sync",
+              "predict", "serve", "export", "monitor", "retrain", "ci", "card", "families", "runs", "diff", "report", "reproduce", "sync",
               "ui")  # fmt: skip
 
 

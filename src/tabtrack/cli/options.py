@@ -21,6 +21,12 @@ Seed = Annotated[int | None, typer.Option("--seed", "--random-state", help="seed
 Metric = Annotated[
     str | None, typer.Option("--metric", help="metric to rank or optimise by; default: the task's primary")
 ]
+Onnx = Annotated[
+    bool,
+    typer.Option(
+        "--onnx", help="also log model_onnx: the whole pipeline as ONNX, checked on the test split (extra: onnx)"
+    ),
+]
 Explain = Annotated[
     bool, typer.Option("--explain", help="SHAP values per input column on up to 1,000 test rows (extra: shap)")
 ]
@@ -120,17 +126,18 @@ def run_config(
     config: Path | None,
     overrides: list[str] | None,
     explain: bool = False,
+    onnx: bool = False,
     tag: list[str] | None = None,
     log_param: list[str] | None = None,
     code: list[str] | None = None,
     **options: Any,
 ):
     """The RunConfig a command's options describe: the config file, then the options given (RunConfig keys), then
-    `--set` overrides (and `--explain`, which is `--set explain=true`)."""
+    `--set` overrides (and `--explain` / `--onnx`, which are `--set explain=true` / `--set onnx=true`)."""
     from tabtrack.core.training import build_config
 
     return build_config(
-        data, config=config, overrides=[*(overrides or ()), *(["explain=true"] if explain else [])],
+        data, config=config, overrides=[*(overrides or ()), *(["explain=true"] if explain else []), *(["onnx=true"] if onnx else [])],
         tags=pairs(tag, "--tag"), extra_params=pairs(log_param, "--log-param"), code_paths=code or (), **options,
     )  # fmt: skip
 
@@ -152,5 +159,6 @@ def choice(value: str | None, default: str, valid: tuple[str, ...]) -> str:
     """A `--format` value (its command's default where not given), or a one-line error listing the valid ones."""
     value = value or default
     if value not in valid:
-        raise ConfigError(f"unknown format {value!r}; use {', '.join(valid[:-1])} or {valid[-1]}.")
+        listed = valid[0] if len(valid) == 1 else f"{', '.join(valid[:-1])} or {valid[-1]}"
+        raise ConfigError(f"unknown format {value!r}; use {listed}.")
     return value

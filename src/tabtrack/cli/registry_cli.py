@@ -1,4 +1,4 @@
-"""`tabtrack register`, `promote`, `models`, `card`, `predict`, `serve` and `families`: models after training."""
+"""`tabtrack register`, `promote`, `models`, `card`, `predict`, `serve`, `export` and `families`: models after training."""
 
 from __future__ import annotations
 
@@ -10,6 +10,7 @@ import typer
 
 import tabtrack.cli.options as o
 from tabtrack.cli.app import app
+from tabtrack.errors import ConfigError
 
 DEFAULT_LOG = ".tabtrack/predictions"
 _DAY, _NO_TIME = (
@@ -190,17 +191,46 @@ def serve(
     insecure: Annotated[
         bool, typer.Option("--insecure", help="serve on a non-loopback --host without a token")
     ] = False,
+    runtime: Annotated[
+        str,
+        typer.Option(
+            "--runtime",
+            help="onnx: answer from the run's model_onnx (train --onnx) with ONNX Runtime; sklearn: from the "
+            "pipeline; auto: model_onnx where the run logged one",
+        ),
+    ] = "auto",
     tracking_uri: o.TrackingUri = None,
 ) -> None:
     """Serve a model over HTTP: POST /predict, GET /health, GET /metadata; every scored row goes to the
     prediction log. On any --host but a loopback one, every request needs a bearer token."""
+    from tabtrack.serving.model import RUNTIMES
     from tabtrack.serving.service import run_server, serve_token
 
+    if runtime not in RUNTIMES:
+        raise ConfigError(f"unknown --runtime {runtime!r}; use auto, onnx or sklearn.")
     run_server(
         model_uri, host=host, port=port, tracking_uri=tracking_uri, workers=workers,
         log_predictions=o.log_location(log_predictions), log_sample=log_sample, shadow=shadow, canary=canary,
-        token=serve_token(str(token_file) if token_file else None), insecure=insecure,
+        token=serve_token(str(token_file) if token_file else None), insecure=insecure, runtime=runtime,
     )  # fmt: skip
+
+
+@app.command()
+def export(
+    model_uri: o.ModelUri,
+    format_: Annotated[str, typer.Option("--format", "-f", help="onnx")] = "onnx",
+    output: o.Output = None,
+    tracking_uri: o.TrackingUri = None,
+) -> None:
+    """Write a model as one portable file: ONNX (extra: onnx), the whole pipeline from raw columns, checked against
+    the model with ONNX Runtime on its run's test split first (default: model.onnx)."""
+    from tabtrack.commands.export import FORMATS, export_onnx
+
+    o.choice(format_, "onnx", FORMATS)
+    done = export_onnx(model_uri, output or Path("model.onnx"), tracking_uri=tracking_uri)
+    kinds = ", ".join(f"{name} ({kind})" for name, kind in done.inputs.items())
+    typer.echo(f"checked on {done.checked_on}: {done.verification.summary()}")
+    typer.echo(f"wrote {done.path}  inputs: {kinds}")
 
 
 @app.command()

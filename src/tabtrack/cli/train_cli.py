@@ -39,6 +39,7 @@ def train(
     code: o.Code = None,
     tracking_uri: o.TrackingUri = None,
     explain: o.Explain = False,
+    onnx: o.Onnx = False,
     intervals: o.Intervals = None,
     no_track: o.NoTrack = False,
     offline: Annotated[
@@ -73,7 +74,7 @@ def train(
     from tabtrack.core.training import run_training, write_metrics_file
 
     resolved = o.run_config(
-        data, config=config, overrides=set_, explain=explain, tag=tag, log_param=log_param, code=code, model=model,
+        data, config=config, overrides=set_, explain=explain, onnx=onnx, tag=tag, log_param=log_param, code=code, model=model,
         target=target, test_data=test_data, task=task, cv_folds=cv, test_size=test_size, random_state=seed,
         experiment=experiment, device=device, run_name=run_name, intervals=intervals,
     )  # fmt: skip
@@ -146,6 +147,7 @@ def compare(
     code: o.Code = None,
     tracking_uri: o.TrackingUri = None,
     explain: o.Explain = False,
+    onnx: o.Onnx = False,
     no_track: o.NoTrack = False,
     register: o.Register = None,
     gate: o.Gate = False,
@@ -161,7 +163,7 @@ def compare(
     from tabtrack.commands.compare import compare as compare_models
 
     resolved = o.run_config(
-        data, config=config, overrides=set_, explain=explain, tag=tag, log_param=log_param, code=code, target=target,
+        data, config=config, overrides=set_, explain=explain, onnx=onnx, tag=tag, log_param=log_param, code=code, target=target,
         task=task, cv_folds=cv, test_size=test_size, random_state=seed, experiment=experiment, run_name=run_name,
     )  # fmt: skip
     with fold_progress() as progress:
@@ -208,6 +210,7 @@ def tune(
     tracking_uri: o.TrackingUri = None,
     register: o.Register = None,
     gate: o.Gate = False,
+    onnx: o.Onnx = False,
     ray: o.Ray = None,
     cpus_per_task: o.CpusPerTask = 1.0,
     gpus_per_task: o.GpusPerTask = 0.0,
@@ -219,7 +222,7 @@ def tune(
     if gate and not register:
         raise ConfigError("--gate needs --register NAME.")
     resolved = o.run_config(
-        data, config=config, overrides=set_, tag=tag, model=model, target=target, cv_folds=cv, random_state=seed,
+        data, config=config, overrides=set_, onnx=onnx, tag=tag, model=model, target=target, cv_folds=cv, random_state=seed,
         experiment=experiment,
     )  # fmt: skip
     with fold_progress() as progress:

@@ -260,3 +260,27 @@ def interval_artifact(main: ModelArtifact, model_uri: str, calibration: dict[str
         input_columns=main.input_columns, code_paths=list(dict.fromkeys([runtime_code(), *main.code_paths])),
         name="model_intervals", artifacts={"model": model_uri}, model_config={"calibration": calibration},
     )  # fmt: skip
+
+
+def onnx_artifact(model: Any, X_test: Any) -> tuple[ModelArtifact, Any]:
+    """`model_onnx`: `model` converted to ONNX (models/portable.py) and checked on the test rows with ONNX Runtime,
+    with that check (a Verification). A model that cannot be converted, or whose converted answers differ, is a
+    TabtrackError naming why."""
+    import pandas as pd
+
+    from tabtrack.models import portable
+
+    rows = X_test if isinstance(X_test, pd.DataFrame) else pd.DataFrame(X_test)
+    converted = portable.convert(model, rows)
+    check = portable.verify(converted, model, rows)
+    if not check.passed:
+        raise TabtrackError(
+            f"the ONNX model answers differently from the model ({check.summary()}), so it is not kept."
+        )
+    example = portable.example_rows(model, rows.head(INPUT_EXAMPLE_ROWS), converted.inputs)
+    output = portable.answers(converted.session(), example, converted.inputs)
+    metadata = {portable.METADATA_KEY: {"inputs": converted.inputs, **check.as_metrics()}}
+    return ModelArtifact(
+        model=converted.model, flavor="onnx", input_example=example, output_example=output,
+        pip_requirements=pinned(("onnx", "onnxruntime")), name="model_onnx", metadata=metadata,
+    ), check  # fmt: skip

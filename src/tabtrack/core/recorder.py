@@ -19,9 +19,10 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from tabtrack.core.packaging import Packaging, native_artifact
+from tabtrack.core.packaging import Packaging, native_artifact, onnx_artifact
 from tabtrack.data.fingerprint import FRAME_SOURCE, DataFingerprint
 from tabtrack.data.prepare import feature_kinds
+from tabtrack.errors import TabtrackError
 from tabtrack.evaluate.fitted_model import Evaluation, NamedMetric, evaluate_fitted_model, score_split, scoring_rows
 from tabtrack.evaluate.metrics import aggregate_folds, flatten, prefixed
 from tabtrack.evaluate.slices import SLICES_FILE
@@ -257,13 +258,14 @@ class Recorder:
         explain: bool = False,
         reference_rows: int = 0,
         calibration: dict[str, Any] | None = None,
+        onnx: bool = False,
     ) -> tuple[Evaluation, str | None]:
         """Everything a run records about a fitted model: `{train,test}_*` metrics (train ones on at most
         `train_metrics_rows` rows, a seeded sample), the evidence and plots, the test predictions, the reference
         `monitor` compares later rows with (profiled on those training rows, `reference_rows` raw ones kept), the
         model facts as params, the model itself (saved while the evaluation runs) and report.html. With a conformal
         `calibration` (evaluate/conformal.py), the test split's coverage and width, the calibration in the model's
-        metadata, and `model_intervals`. Returns the evaluation and the model's URI (None where nothing is stored)."""
+        metadata, and `model_intervals`. With `onnx`, `model_onnx` (see `_log_portable`). Returns the evaluation and the model's URI (None where nothing is stored)."""
         from tabtrack_runtime.intervals import METADATA_KEY
 
         artifact = packaging.artifact(model, train_rows[0] if train_rows else X_test) if self.stores_artifacts else None
@@ -316,6 +318,8 @@ class Recorder:
             from tabtrack.core.packaging import interval_artifact
 
             self.run.log_model(interval_artifact(artifact, model_uri, calibration))
+        if model_uri is not None and onnx:
+            self._log_portable(model, X_test)
         self.record_report()
         return evaluation, model_uri
 
@@ -350,6 +354,18 @@ class Recorder:
         if native is not None:
             self.run.log_model(native)
         return uri
+
+    def _log_portable(self, model: Any, X_test: Any) -> None:
+        """`model_onnx` and its check (`onnx_*` metrics); a model that cannot be converted or answers differently
+        is one warning line and an `onnx.error` tag, the run otherwise unchanged."""
+        try:
+            artifact, check = onnx_artifact(model, X_test)
+        except TabtrackError as exc:
+            log.warning("model_onnx not logged (the run is otherwise complete): %s", exc)
+            self.set_tags({"onnx.error": str(exc)})
+            return
+        self.run.log_model(artifact)
+        self.log_metrics(check.as_metrics())
 
     def record_report(self) -> None:
         """`report.html`: the run's params, metrics by split, lineage, slices and plots in one standalone page."""

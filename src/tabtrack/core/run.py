@@ -286,6 +286,7 @@ class Run:
         explain: bool = False,
         intervals: float | None = None,
         calibration: tuple[Any, Any] | None = None,
+        onnx: bool = False,
     ) -> EvaluationResult:
         """Record a fitted model as `tabtrack train` records its own: `{train,test}_*` metrics (threshold metrics
         for binary classifiers), the standard plots, the classification report, feature importance per input
@@ -294,8 +295,8 @@ class Run:
         (`reports/slices.csv`); `explain` adds SHAP values per input column (`plots/shap_summary.png`, extra
         `shap`). `intervals=0.9` with `calibration=(X_cal, y_cal)`, rows the model was not fitted on, calibrates
         conformal intervals (regression) or sets (classification) as `tabtrack train --intervals` does: coverage
-        and width on the test rows, and `model_intervals`. The model is fed the rows as given. Returns the
-        metrics by split and the model URI."""
+        and width on the test rows, and `model_intervals`. `onnx` adds `model_onnx` as `train --onnx` does (a step
+        no converter handles is one warning). The model is fed the rows as given. Returns the metrics and model URI."""
         from tabtrack.config import RunConfig
         from tabtrack.core.checks import check_evaluation, require_shap
         from tabtrack.core.packaging import Packaging
@@ -329,7 +330,7 @@ class Run:
             model_name=model_name or _model_name(model), train_rows=inputs.train_rows,
             random_state=self.seed if self.seed is not None else 0, thresholds=defaults["thresholds"].default,
             train_metrics_rows=defaults["train_metrics_rows"].default, target=target, slices=slices, explain=explain,
-            calibration=calibrated,
+            calibration=calibrated, onnx=onnx,
         )  # fmt: skip
         recorder.record_splits(
             inputs.train_rows, (inputs.X_test, inputs.y_test), target=target,

@@ -248,7 +248,7 @@ def record_training(
         model_name=checked.spec.name, train_rows=(split.X_train, split.y_train), random_state=cfg.random_state,
         thresholds=cfg.thresholds, train_metrics_rows=cfg.train_metrics_rows, target=cfg.target,
         custom_metrics=named_metrics(checked), slices=cfg.slices, explain=cfg.explain,
-        reference_rows=cfg.monitoring.reference_sample_rows, calibration=calibration,
+        reference_rows=cfg.monitoring.reference_sample_rows, calibration=calibration, onnx=cfg.onnx,
     )  # fmt: skip
     return TrainResult(
         run_id=recorder.run.run_id,

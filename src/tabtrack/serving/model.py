@@ -28,6 +28,7 @@ class LoadedModel:
     compiled: Any = None  # CompiledPreprocessor when it matches scikit-learn exactly (serving fast path)
     compiled_forest: Any = None  # CompiledForest, the same for a random forest's few-row predictions
     intervals: dict[str, Any] | None = None  # the conformal calibration the run recorded (tabtrack_runtime.intervals)
+    onnx: Any = None  # OnnxScorer: `serve --runtime onnx` answers from the run's model_onnx with ONNX Runtime
 
     def compile(self) -> LoadedModel:
         """Use numpy preprocessing, and a numpy walk of a random forest's trees, for scoring where they
@@ -35,7 +36,7 @@ class LoadedModel:
         from tabtrack.serving.compiled import compile_forest, compile_preprocessor, verified, verified_forest
 
         steps = getattr(self.model, "steps", None)
-        if not steps or len(steps) < 2 or "any" in self.columns.values():
+        if self.onnx is not None or not steps or len(steps) < 2 or "any" in self.columns.values():
             return self
         preprocess = self.model[:-1]
         # What follows the input step (rows are prepared the same way before they reach it)
@@ -110,6 +111,8 @@ class LoadedModel:
     def score(self, frame: pd.DataFrame) -> tuple[np.ndarray, np.ndarray | None]:
         """Predictions and, for classifiers, probabilities, preprocessing the rows once for both."""
         rows = self.prepare(frame)
+        if self.onnx is not None:
+            return self.onnx.score(rows)
         steps = getattr(self.model, "steps", None)
         if not steps:
             proba = self.model.predict_proba(rows) if hasattr(self.model, "predict_proba") else None
@@ -144,15 +147,25 @@ class LoadedModel:
         return np.asarray(estimator.classes_)[np.argmax(proba, axis=1)], proba
 
 
-def load(uri: str, *, tracking_uri: str | None = None) -> LoadedModel:
-    """Load once; any failure is one clear TabtrackError naming the URI."""
+RUNTIMES = ("auto", "onnx", "sklearn")
+
+
+def load(uri: str, *, tracking_uri: str | None = None, runtime: str = "sklearn") -> LoadedModel:
+    """Load once; any failure is one clear TabtrackError naming the URI. `runtime="onnx"`: answers come from the
+    same run's `model_onnx` (ONNX Runtime; the pipeline still checks and types the rows); "auto": that where the run
+    logged one and ONNX Runtime is installed, else scikit-learn."""
     uri, info, metadata = _described(uri, tracking_uri)
     model = _loading(uri, load_logged_model)
     if info.signature is None or info.signature.inputs is None:
         raise TabtrackError(f"model {uri!r} has no input signature; log it with tabtrack train.")
     columns = _column_kinds(model, info.signature.inputs.to_dict())
     intervals = (info.metadata or {}).get(METADATA_KEY)
-    return LoadedModel(uri=uri, model=model, columns=columns, metadata=metadata, intervals=intervals)
+    loaded = LoadedModel(uri=uri, model=model, columns=columns, metadata=metadata, intervals=intervals)
+    if runtime in ("auto", "onnx"):
+        from tabtrack.serving.onnx_scorer import OnnxScorer
+
+        loaded.onnx = OnnxScorer.of_run(metadata.get("run_id"), uri, classes=loaded.classes, required=runtime == "onnx")
+    return loaded
 
 
 def describe(uri: str, *, tracking_uri: str | None = None) -> tuple[str, dict[str, Any]]:

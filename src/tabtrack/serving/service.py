@@ -111,7 +111,8 @@ def create_app(
 
     @app.get("/health")
     def health() -> dict[str, Any]:
-        body = {"status": "ok", "prediction_log": prediction_log.stats if prediction_log is not None else None}
+        body = {"status": "ok", "runtime": "onnx" if model.onnx is not None else "sklearn",
+                "prediction_log": prediction_log.stats if prediction_log is not None else None}  # fmt: skip
         if challenger is not None:
             body["challenger"] = challenger.stats
         return body
@@ -231,12 +232,14 @@ def run_server(
     canary: float | None = None,
     token: str | None = None,
     insecure: bool = False,
+    runtime: str = "auto",
 ) -> None:
     """Load the model first (a bad URI fails here, before the server starts), then serve until stopped.
     With several workers each process loads the model once, from the same URI, and logs its own files.
     `log_predictions`: where the prediction log goes (None: nowhere). `shadow`: a challenger's URI, scoring every
     request in shadow or, with `canary`, answering that share of them. `token`: the bearer token every request but
-    /health must carry; required on any host but a loopback one unless `insecure`."""
+    /health must carry; required on any host but a loopback one unless `insecure`. `runtime`: "onnx" answers from
+    each run's model_onnx with ONNX Runtime, "sklearn" from the pipeline, "auto" the first where the run has one."""
     import os
 
     import uvicorn
@@ -248,9 +251,11 @@ def run_server(
         )
     if canary is not None and shadow is None:
         raise TabtrackError("--canary needs the challenger that answers its share: add --shadow MODEL_URI.")
-    model = load(model_uri, tracking_uri=tracking_uri)
-    challenger = _challenger(model, shadow, canary, log_predictions, log_sample, tracking_uri=tracking_uri)
-    print(f"serving {model_uri} (run {model.metadata.get('run_id')}) at http://{host}:{port}", flush=True)
+    model = load(model_uri, tracking_uri=tracking_uri, runtime=runtime)
+    challenger = _challenger(model, shadow, canary, log_predictions, log_sample, tracking_uri=tracking_uri,
+                             runtime=runtime)  # fmt: skip
+    on = " with ONNX Runtime (model_onnx)" if model.onnx is not None else ""
+    print(f"serving {model_uri} (run {model.metadata.get('run_id')}){on} at http://{host}:{port}", flush=True)
     if challenger is not None:
         how = f"answers {canary:.0%} of requests (canary)" if canary is not None else "scores every request in shadow"
         print(f"challenger {shadow} (run {challenger.model.metadata.get('run_id')}) {how}", flush=True)
@@ -265,6 +270,7 @@ def run_server(
         os.environ[settings.SERVE_LOG_SAMPLE] = str(log_sample)
         os.environ[settings.SERVE_SHADOW] = shadow or ""
         os.environ[settings.SERVE_CANARY] = "" if canary is None else str(canary)
+        os.environ[settings.SERVE_RUNTIME] = runtime
         if tracking_uri:
             os.environ[settings.TRACKING_URI] = tracking_uri
         uvicorn.run(
@@ -285,16 +291,17 @@ def app_from_env():
     """uvicorn's factory for worker processes."""
     import os
 
-    model = load(os.environ[settings.SERVE_MODEL_URI])
+    runtime = os.environ.get(settings.SERVE_RUNTIME) or "auto"
+    model = load(os.environ[settings.SERVE_MODEL_URI], runtime=runtime)
     location = os.environ.get(settings.SERVE_LOG) or None
     sample = float(os.environ.get(settings.SERVE_LOG_SAMPLE, "1"))
     canary = os.environ.get(settings.SERVE_CANARY) or None
     challenger = _challenger(model, os.environ.get(settings.SERVE_SHADOW) or None,
-                             float(canary) if canary else None, location, sample)  # fmt: skip
+                             float(canary) if canary else None, location, sample, runtime=runtime)  # fmt: skip
     return _prepared_app(model, opened_log(model, location, sample), challenger, os.environ.get(settings.SERVE_TOKEN))
 
 
-def _challenger(model, uri, canary, location, sample, *, tracking_uri=None) -> Challenger | None:
+def _challenger(model, uri, canary, location, sample, *, tracking_uri=None, runtime="auto") -> Challenger | None:
     """The challenger `uri` names, checked against the champion's inputs (one line at start-up if they differ)."""
     if uri is None:
         return None
@@ -302,7 +309,7 @@ def _challenger(model, uri, canary, location, sample, *, tracking_uri=None) -> C
 
     if canary is not None and not 0 < canary < 1:
         raise TabtrackError(f"--canary {canary}: give the share of requests the challenger answers, in (0, 1).")
-    other = load(uri, tracking_uri=tracking_uri)
+    other = load(uri, tracking_uri=tracking_uri, runtime=runtime)
     check_same_inputs(model, other)
     return Challenger(other.compile(), opened_log(other, location, sample), canary=canary)
 

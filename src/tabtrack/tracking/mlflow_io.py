@@ -23,7 +23,7 @@ MAX_PARAM_LENGTH = 6000
 PARENT_TAG = "mlflow.parentRunId"
 # The dataset schema MLflow records is inferred from this many rows: the column types are settled by them.
 SCHEMA_SAMPLE_ROWS = 1000
-FLAVORS = ("sklearn", "xgboost", "lightgbm", "pytorch", "pyfunc")
+FLAVORS = ("sklearn", "xgboost", "lightgbm", "pytorch", "pyfunc", "onnx")
 # Models whose every estimator comes from these modules are saved in a child beside the evaluation.
 SAVED_AHEAD_MODULES = ("sklearn.", "tabtrack_runtime.raw_input")
 # ... and whose parameters hold no code but these modules' (numpy's functions, Python's own types).
@@ -76,6 +76,8 @@ def model_kwargs(artifact: ModelArtifact) -> dict[str, Any]:
         kwargs["code_paths"] = artifact.code_paths
     if artifact.flavor == "sklearn":
         kwargs["skops_trusted_types"] = artifact.trusted_types or None
+    if artifact.flavor == "onnx":  # MLflow's default names CUDA first, and warns where it is missing
+        kwargs["onnx_execution_providers"] = ["CPUExecutionProvider"]
     if artifact.metadata:
         kwargs["metadata"] = artifact.metadata
     return kwargs
@@ -114,9 +116,10 @@ def signature(artifact: ModelArtifact):
 def log_model(artifact: ModelArtifact, saved: Path | None = None):
     """`mlflow.<flavor>.log_model` into the active run; returns MLflow's ModelInfo. With `saved` (the folder
     `save_and_check(artifact, saved)` wrote, see SavedAhead), MLflow logs that folder instead of saving again."""
-    if saved is None and artifact.flavor == "pyfunc":
+    if saved is None and artifact.flavor in ("pyfunc", "onnx"):
         # Saved here and logged as saved: Model.log's serving check would load the scikit-learn model inside, whose
-        # loader imports skops (seconds) that the main model's check already paid in its own process.
+        # loader imports skops (seconds) that the main model's check already paid in its own process; for ONNX it
+        # fails on pandas 3's text columns, which MLflow's onnx flavor hands to ONNX Runtime as Arrow arrays.
         import tempfile
 
         with tempfile.TemporaryDirectory() as tmp:

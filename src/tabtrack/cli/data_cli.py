@@ -75,13 +75,16 @@ def init(
     data: Annotated[Path | None, typer.Option("--data", help="raw data file; copied into DIR/data/ if outside")] = None,
     model: Annotated[str, typer.Option("--model", "-m", help="model family")] = "random_forest",
     force: Annotated[bool, typer.Option("--force", help="overwrite params.yaml and dvc.yaml")] = False,
+    ci: Annotated[
+        str | None, typer.Option("--ci", help="github or gitlab: also a workflow gating every change (tabtrack ci)")
+    ] = None,
 ) -> None:
     """Scaffold a DVC project: params.yaml + dvc.yaml (validate -> prepare -> train), so `dvc repro` tracks."""
     if not target:
         raise ConfigError("pass --target NAME: params.yaml needs the target column.")
     from tabtrack.commands.scaffold import init_project
 
-    scaffold = init_project(directory, target=target, data=data, model=model, force=force)
+    scaffold = init_project(directory, target=target, data=data, model=model, force=force, ci=ci)
     for path in scaffold.written:
         typer.echo(f"wrote {path}")
     raw_exists = (scaffold.root / scaffold.data).is_file()

@@ -1,4 +1,4 @@
-"""`tabtrack monitor` and `tabtrack retrain`: a model's life after deployment."""
+"""`tabtrack monitor`, `tabtrack retrain` and `tabtrack ci`: a model's life after deployment."""
 
 from __future__ import annotations
 
@@ -100,3 +100,22 @@ def retrain(
     typer.echo(f"new run: {outcome.run_id}  registered: {name} version {outcome.version}")
     held = "champion" if decision.promoted and decision.alias == "champion" else "challenger"
     typer.echo(f"gate: {decision.alias}: {decision.reason}  -> v{outcome.version} is now {held}")
+
+
+@app.command()
+def ci(
+    promote: Annotated[
+        bool, typer.Option("--promote", help="move champion to the candidate when it wins beyond noise (main)")
+    ] = False,
+    name: Annotated[str | None, typer.Option("--name", help="registered model (default: the experiment)")] = None,
+    tracking_uri: o.TrackingUri = None,
+) -> None:
+    """What CI runs on every change (tabtrack init --ci writes the workflow): dvc repro, register this commit's run,
+    gate it against the champion on the same test split; the comparison goes to ci-report/ (and GitHub's job
+    summary). Exit 0: the candidate wins or ties within noise; 1: it loses; 2: something is broken."""
+    from tabtrack.commands.ci import run_ci
+
+    outcome = run_ci(Path("."), promote=promote, name=name, tracking_uri=tracking_uri)
+    typer.echo(f"{outcome.name} v{outcome.version} (run {outcome.run_id}) {outcome.verdict}: {outcome.decision.reason}")
+    typer.echo(f"wrote {outcome.summary_path}" + (f" and {outcome.page_path}" if outcome.page_path else ""))
+    raise typer.Exit(outcome.exit_code)

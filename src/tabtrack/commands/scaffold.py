@@ -13,7 +13,7 @@ from tabtrack.errors import ConfigError
 from tabtrack.models.families import get_spec
 
 # The embedded store (mlflow.db, its artifacts in mlruns/), a local server's artifacts, offline bundles.
-GITIGNORE_LINES = ("/mlflow.db", "/mlruns/", "/mlartifacts/", "/.tabtrack/")
+GITIGNORE_LINES = ("/mlflow.db", "/mlruns/", "/mlartifacts/", "/.tabtrack/", "/ci-report/")
 PREPARED_DIR = "data/prepared"
 
 
@@ -31,8 +31,14 @@ def init_project(
     data: str | Path | None = None,
     model: str = "random_forest",
     force: bool = False,
+    ci: str | None = None,
 ) -> Scaffold:
-    """Write params.yaml, dvc.yaml and .gitignore entries into `root`; copy `data` in when it lives outside."""
+    """Write params.yaml, dvc.yaml and .gitignore entries into `root`; copy `data` in when it lives outside. `ci`
+    ("github" or "gitlab"): also the workflow that gates every change with `tabtrack ci`."""
+    from tabtrack.commands.ci_workflows import WORKFLOWS
+
+    if ci is not None and ci not in WORKFLOWS:
+        raise ConfigError(f"unknown --ci {ci!r}; use github or gitlab.")
     root = Path(root)
     root.mkdir(parents=True, exist_ok=True)
     spec = get_spec(model)
@@ -50,6 +56,10 @@ def init_project(
     written = [_write(root / "params.yaml", _PARAMS_HEADER + yaml.safe_dump(params, sort_keys=False))]
     written.append(_write(root / "dvc.yaml", yaml.safe_dump(_pipeline(raw), sort_keys=False)))
     written.append(_append_gitignore(root / ".gitignore"))
+    if ci is not None:
+        path, text = WORKFLOWS[ci]
+        (root / path).parent.mkdir(parents=True, exist_ok=True)
+        written.append(_write(root / path, text))
     return Scaffold(root=root, written=written, data=raw)
 
 

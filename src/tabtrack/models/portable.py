@@ -5,8 +5,9 @@ The graph takes one input per raw column, named as the column: numbers as double
 value is the empty string). That is what tabtrack's input step does in Python, so the step itself becomes the
 graph's typed inputs. The rest converts from a copy of the pipeline, changed where the converters need it and
 nowhere the answers could move:
-- numeric gaps are filled in double precision (ONNX Runtime's Imputer takes float only), scaled in double, and the
-  features cast to float32 just before the estimator, as scikit-learn's trees do themselves;
+- numeric gaps are filled and scaled in double precision (ONNX Runtime's Imputer takes float only); the features
+  reach HistGradientBoosting, LightGBM and linear models in double, and are cast to float32 just before a random
+  forest or XGBoost, as those do themselves;
 - text imputers look for the empty string instead of NaN (ONNX strings have no NaN);
 - tabtrack's label wrapper (XGBoost) becomes the bare booster answering in the user's labels.
 The converters skl2onnx lacks or gets wrong here are ours (models/onnx_converters.py).
@@ -15,7 +16,7 @@ The converters skl2onnx lacks or gets wrong here are ours (models/onnx_converter
 from __future__ import annotations
 
 import copy
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -53,12 +54,10 @@ class Verification:
 
 @dataclass
 class Portable:
-    """The ONNX model of a fitted pipeline, the raw columns it takes, and how it was checked."""
+    """The ONNX model of a fitted pipeline and the raw columns it takes."""
 
     model: Any  # onnx.ModelProto
     inputs: dict[str, str]  # column -> "number" or "text", in the model's order
-    verification: Verification | None = None
-    outputs: list[str] = field(default_factory=list)
 
     def session(self):
         return session_for(self.model.SerializeToString())
@@ -130,7 +129,7 @@ def convert(pipeline: Any, sample: pd.DataFrame) -> Portable:
     classes = getattr(estimator, "classes_", None)
     if classes is not None:
         _one_output_per_class(graph, [c.item() if hasattr(c, "item") else c for c in classes])
-    return Portable(model=graph, inputs=inputs, outputs=[o.name for o in graph.graph.output])
+    return Portable(model=graph, inputs=inputs)
 
 
 def probability_output(label: Any) -> str:

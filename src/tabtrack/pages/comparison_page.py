@@ -164,7 +164,7 @@ figure img{width:100%;height:auto}code{font-size:.8rem;word-break:break-all}code
 
 
 def render_comparison(runs: Sequence[RunView], images: Mapping[str, bytes], *, title: str) -> str:
-    from tabtrack.pages.shared_rows import against_first
+    from tabtrack.pages.shared_rows import against_first, tested_alike
 
     e = html.escape
     seed = int(runs[0].params.get("random_state", 0) or 0) if runs else 0
@@ -176,8 +176,7 @@ def render_comparison(runs: Sequence[RunView], images: Mapping[str, bytes], *, t
         f"<p>{len(runs)} runs, numbered as in the table below; deltas are against run #1, "
         "<span class='best'>the best</span> per metric in its own direction.</p>",
     ]
-    digests = {run.test_digest for run in runs if run.test_digest}
-    if len(digests) > 1:
+    if any(not tested_alike(runs[0], run) for run in runs[1:]):
         parts.append(
             "<p class='note'>These runs were tested on <b>different test data</b> (their test datasets' digests "
             "differ): their test metrics and curves do not compare like for like.</p>"

@@ -3,7 +3,8 @@ interval over the test rows both runs were scored on, or why there is none.
 
 Rows pair by their `row` label in each run's `evaluation/test_predictions.csv` (the row in the file, for
 `train`), and only when the two runs were tested on the same data (equal MLflow test-dataset digests where both
-recorded one) and the paired rows hold the same labels. Runs made before the file kept `row` pair by position,
+recorded one, or, where they differ because the runs used other columns, the very same test rows) and the paired
+rows hold the same labels. Runs made before the file kept `row` pair by position,
 when both files have the same labels in the same order.
 """
 
@@ -38,7 +39,7 @@ def against_first(runs: Sequence, *, seed: int = 0, resamples: int = RESAMPLES, 
 def _versus(first, run, *, seed: int, resamples: int, level: float) -> Versus:
     if first.predictions is None or run.predictions is None:
         return Versus(reason="no test predictions recorded to pair (a run made before tabtrack kept them)")
-    if first.test_digest and run.test_digest and first.test_digest != run.test_digest:
+    if not tested_alike(first, run):
         return Versus(reason="tested on different data (the test datasets' digests differ): no rows to pair")
     paired = _paired_rows(first.predictions, run.predictions)
     if isinstance(paired, str):
@@ -60,6 +61,18 @@ def _versus(first, run, *, seed: int, resamples: int, level: float) -> Versus:
         task, y, models, metrics, classes=classes or None, resamples=resamples, seed=seed, level=level
     )
     return Versus(differences=found[1], rows=len(y))
+
+
+def tested_alike(first, run) -> bool:
+    """Equal test digests, or (a digest covers the columns a run used: another `drop_columns` changes it) the same
+    test rows by their `row` labels."""
+    if not (first.test_digest and run.test_digest) or first.test_digest == run.test_digest:
+        return True
+    old, new = first.predictions, run.predictions
+    return (
+        old is not None and new is not None and "row" in old.columns and "row" in new.columns
+        and len(old) == len(new) and set(old["row"]) == set(new["row"])
+    )  # fmt: skip
 
 
 def _paired_rows(old: pd.DataFrame, new: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame] | str:

@@ -7,6 +7,7 @@ logged with, and the command says so.
 
 from __future__ import annotations
 
+import io
 import re
 from dataclasses import dataclass
 from pathlib import Path
@@ -68,7 +69,7 @@ def _test_rows(run_id: str | None, uri: str) -> tuple[pd.DataFrame, str]:
         path, digest = run.data.tags.get("data.path"), run.data.tags.get("data.sha256")
         listed = artifact_text(client, run_id, PREDICTIONS_FILE)
         if path and digest and listed and Path(path).is_file() and sha256_of(path) == digest:
-            labels = pd.read_csv(pd.io.common.StringIO(listed))
+            labels = pd.read_csv(io.StringIO(listed))
             if "row" in labels.columns:
                 table = load_table(path)
                 unused = [run.data.params.get("target"), *run.data.params.get("drop_columns", "").split(",")]
@@ -80,8 +81,8 @@ def _test_rows(run_id: str | None, uri: str) -> tuple[pd.DataFrame, str]:
 def _input_example(uri: str) -> pd.DataFrame:
     import mlflow
 
-    model = mlflow.models.Model.load(uri)
-    example = model.load_input_example(mlflow.artifacts.download_artifacts(uri))
+    folder = mlflow.artifacts.download_artifacts(uri)
+    example = mlflow.models.Model.load(folder).load_input_example(folder)
     if example is None:
         raise TabtrackError(f"model {uri!r} has no input example and its run's data file is gone: nothing to check on.")
     return pd.DataFrame(example)

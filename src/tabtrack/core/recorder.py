@@ -265,7 +265,8 @@ class Recorder:
         `monitor` compares later rows with (profiled on those training rows, `reference_rows` raw ones kept), the
         model facts as params, the model itself (saved while the evaluation runs) and report.html. With a conformal
         `calibration` (evaluate/conformal.py), the test split's coverage and width, the calibration in the model's
-        metadata, and `model_intervals`. With `onnx`, `model_onnx` (see `_log_portable`). Returns the evaluation and the model's URI (None where nothing is stored)."""
+        metadata, and `model_intervals`. With `onnx`, `model_onnx` (see `_log_portable`). Returns the evaluation and
+        the model's URI (None where nothing is stored)."""
         from tabtrack_runtime.intervals import METADATA_KEY
 
         artifact = packaging.artifact(model, train_rows[0] if train_rows else X_test) if self.stores_artifacts else None

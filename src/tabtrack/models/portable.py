@@ -63,12 +63,14 @@ class Portable:
         return session_for(self.model.SerializeToString())
 
 
-def session_for(serialized: bytes):
+def session_for(model: bytes | str, *, threads: int = 0):
+    """An ONNX Runtime session on the CPU for a serialized graph or a file; `threads` 0: ONNX Runtime's default."""
     import onnxruntime
 
     options = onnxruntime.SessionOptions()
+    options.intra_op_num_threads = threads
     options.log_severity_level = 3  # warnings about unused initializers are for converter authors
-    return onnxruntime.InferenceSession(serialized, options, providers=["CPUExecutionProvider"])
+    return onnxruntime.InferenceSession(model, options, providers=["CPUExecutionProvider"])
 
 
 def example_rows(pipeline: Any, rows: pd.DataFrame, inputs: dict[str, str]) -> pd.DataFrame:

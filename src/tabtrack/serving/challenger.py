@@ -12,7 +12,6 @@ Canary (`--shadow URI --canary FRACTION`): the challenger answers a seeded, stic
 
 from __future__ import annotations
 
-import hashlib
 import logging
 import queue
 import threading
@@ -22,7 +21,7 @@ import pandas as pd
 
 from tabtrack.errors import TabtrackError
 from tabtrack.serving.model import LoadedModel
-from tabtrack.serving.prediction_log import PredictionLog
+from tabtrack.serving.prediction_log import PredictionLog, share_of
 
 log = logging.getLogger(__name__)
 SHADOW_WAKE_SECONDS = 0.2
@@ -55,8 +54,7 @@ def check_same_inputs(champion: LoadedModel, challenger: LoadedModel) -> None:
 
 def canary_share(request_id: str, seed: int = 0) -> float:
     """Where a request falls in [0, 1) for the canary: fixed by its id and the seed, so it sticks."""
-    digest = hashlib.blake2b(f"{CANARY_SALT}:{seed}:{request_id}".encode(), digest_size=8).digest()
-    return int.from_bytes(digest, "big") / 2**64
+    return share_of(f"{CANARY_SALT}:{seed}:{request_id}")
 
 
 class Shadow:

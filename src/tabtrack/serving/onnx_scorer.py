@@ -32,11 +32,11 @@ class OnnxScorer:
         from mlflow.exceptions import MlflowException
 
         from tabtrack.extras import installed, require
-        from tabtrack.models.portable import METADATA_KEY
+        from tabtrack.models.portable import METADATA_KEY, session_for
 
         if not required and not installed("onnxruntime"):
             return None
-        onnxruntime = require("onnxruntime", purpose="--runtime onnx")
+        require("onnxruntime", purpose="--runtime onnx")
         try:
             if run_id is None:
                 raise OSError(f"{uri!r} names no run")
@@ -48,11 +48,7 @@ class OnnxScorer:
             raise TabtrackError(
                 f"run {run_id} has no {ONNX_MODEL}: train with --onnx, or serve with --runtime sklearn."
             ) from None
-        options = onnxruntime.SessionOptions()
-        options.intra_op_num_threads = 1
-        options.log_severity_level = 3
-        path = f"{folder}/{described.flavors['onnx']['data']}"
-        session = onnxruntime.InferenceSession(path, options, providers=["CPUExecutionProvider"])
+        session = session_for(f"{folder}/{described.flavors['onnx']['data']}", threads=1)
         return cls(session, dict(described.metadata[METADATA_KEY]["inputs"]), classes)
 
     def score(self, rows: pd.DataFrame) -> tuple[np.ndarray, np.ndarray | None]:

@@ -93,7 +93,7 @@ class PredictionLog:
 
     # -- the request side: cheap, never raises ---------------------------------------------------------------
     def record(self, rows: Any, predictions: Any, proba: Any = None, *, request_id: str, role: str = "primary") -> None:
-        if self.sample < 1.0 and _share(request_id) >= self.sample:
+        if self.sample < 1.0 and share_of(request_id) >= self.sample:
             return
         if self._closed:
             self._count(dropped=len(rows))
@@ -250,8 +250,9 @@ def _is_local(fs) -> bool:
     return "file" in (fs.protocol if isinstance(fs.protocol, tuple) else (fs.protocol,))
 
 
-def _share(request_id: str) -> float:
-    """Where a request falls in [0, 1): the same id always lands in the same place."""
+def share_of(request_id: str) -> float:
+    """Where a request falls in [0, 1): the same id always lands in the same place (log sampling; the canary salts
+    the id first, so the two choices are independent)."""
     return int.from_bytes(hashlib.blake2b(request_id.encode(), digest_size=8).digest(), "big") / 2**64
 
 

@@ -252,13 +252,12 @@ def run_server(
     if canary is not None and shadow is None:
         raise TabtrackError("--canary needs the challenger that answers its share: add --shadow MODEL_URI.")
     model = load(model_uri, tracking_uri=tracking_uri, runtime=runtime)
-    challenger = _challenger(model, shadow, canary, log_predictions, log_sample, tracking_uri=tracking_uri,
-                             runtime=runtime)  # fmt: skip
+    other = _challenger_model(model, shadow, canary, tracking_uri=tracking_uri, runtime=runtime)
     on = " with ONNX Runtime (model_onnx)" if model.onnx is not None else ""
     print(f"serving {model_uri} (run {model.metadata.get('run_id')}){on} at http://{host}:{port}", flush=True)
-    if challenger is not None:
+    if other is not None:
         how = f"answers {canary:.0%} of requests (canary)" if canary is not None else "scores every request in shadow"
-        print(f"challenger {shadow} (run {challenger.model.metadata.get('run_id')}) {how}", flush=True)
+        print(f"challenger {shadow} (run {other.metadata.get('run_id')}) {how}", flush=True)
     print(describe_log(log_predictions, log_sample), flush=True)
     if token is None and insecure and not _loopback(host):
         print(f"warning: --insecure: no token; anyone who reaches {host}:{port} can use this model", flush=True)
@@ -282,7 +281,8 @@ def run_server(
             log_level="warning",
             access_log=False,
         )
-    else:
+    else:  # (with workers, each process opens its own logs and challenger; this one only checked them)
+        challenger = _challenger(other, canary, log_predictions, log_sample)
         app = _prepared_app(model, opened_log(model, log_predictions, log_sample), challenger, token)
         uvicorn.run(app, host=host, port=port, log_level="warning", access_log=False)
 
@@ -295,14 +295,14 @@ def app_from_env():
     model = load(os.environ[settings.SERVE_MODEL_URI], runtime=runtime)
     location = os.environ.get(settings.SERVE_LOG) or None
     sample = float(os.environ.get(settings.SERVE_LOG_SAMPLE, "1"))
-    canary = os.environ.get(settings.SERVE_CANARY) or None
-    challenger = _challenger(model, os.environ.get(settings.SERVE_SHADOW) or None,
-                             float(canary) if canary else None, location, sample, runtime=runtime)  # fmt: skip
+    canary = float(os.environ[settings.SERVE_CANARY]) if os.environ.get(settings.SERVE_CANARY) else None
+    other = _challenger_model(model, os.environ.get(settings.SERVE_SHADOW) or None, canary, runtime=runtime)
+    challenger = _challenger(other, canary, location, sample)
     return _prepared_app(model, opened_log(model, location, sample), challenger, os.environ.get(settings.SERVE_TOKEN))
 
 
-def _challenger(model, uri, canary, location, sample, *, tracking_uri=None, runtime="auto") -> Challenger | None:
-    """The challenger `uri` names, checked against the champion's inputs (one line at start-up if they differ)."""
+def _challenger_model(model, uri, canary, *, tracking_uri=None, runtime="auto") -> LoadedModel | None:
+    """The challenger model `uri` names, checked against the champion's inputs (one line at start-up if they differ)."""
     if uri is None:
         return None
     from tabtrack.serving.challenger import check_same_inputs
@@ -311,7 +311,12 @@ def _challenger(model, uri, canary, location, sample, *, tracking_uri=None, runt
         raise TabtrackError(f"--canary {canary}: give the share of requests the challenger answers, in (0, 1).")
     other = load(uri, tracking_uri=tracking_uri, runtime=runtime)
     check_same_inputs(model, other)
-    return Challenger(other.compile(), opened_log(other, location, sample), canary=canary)
+    return other
+
+
+def _challenger(other: LoadedModel | None, canary, location, sample) -> Challenger | None:
+    """The challenger at work in this process: its model, prediction log, and shadow thread or canary share."""
+    return None if other is None else Challenger(other.compile(), opened_log(other, location, sample), canary=canary)
 
 
 def _loopback(host: str) -> bool:

@@ -93,7 +93,7 @@ def test_shadow_scores_every_request_off_the_response_path_and_monitor_compares_
             time.sleep(0.2)
         assert health["challenger"] | {"requests_waiting": 0} == {
             "mode": "shadow", "model": "models:/titanic/2", "version": "2", "rows_scored": 200, "rows_failed": 0,
-            "rows_dropped": 0, "requests_waiting": 0, "last_error": None,
+            "rows_dropped": 0, "requests_waiting": 0, "last_error": None, "answers": health["challenger"]["answers"],
         }  # fmt: skip
     finally:
         service.stop()
@@ -121,6 +121,40 @@ def test_shadow_scores_every_request_off_the_response_path_and_monitor_compares_
     assert {"shadow_roc_auc", "champion_roc_auc", "shadow_improvement_low", "shadow_improvement_high"} <= set(
         run.data.metrics
     )
+
+
+def test_workers_serve_the_models_converted_once_and_flush_both_logs_on_stop(workdir, served):
+    """`serve --workers 2 --shadow`: the parent converts both models to ONNX before the workers start (each worker
+    answers from the copy it was handed, saying so on /health as the parent did), answers match the pipeline, and
+    on SIGTERM every worker flushes its primary and shadow rows."""
+    import mlflow
+
+    from conftest import require
+
+    require("skl2onnx")
+    raw = served
+    service = _Service(workdir, "--shadow", "models:/titanic/2", "--workers", "2")
+    answers, seen = [], set()
+    try:
+        for index in range(20):
+            body, _ = service.predict(_records(raw, index * 5, 5), f"req-{index}")
+            answers += body["predictions"]
+        for _ in range(20):  # both workers' /health (the kernel hands connections to either)
+            health = service.health()
+            seen.add((health["runtime"], health["answers"], health["challenger"]["answers"]))
+    finally:
+        service.proc.terminate()
+        out, err = service.proc.communicate(timeout=60)
+    assert service.proc.returncode == 0, err
+    primary = [line.removeprefix("answers from ") for line in out.splitlines() if line.startswith("answers from ")]
+    challenger = [line.partition(", from ")[2] for line in out.splitlines() if line.startswith("challenger ")]
+    assert len(primary) == len(challenger) == 1 and primary[0].startswith("ONNX Runtime (converted at start-up in ")
+    assert seen == {("onnx", primary[0], challenger[0])}, (seen, out)
+    mlflow.set_tracking_uri(f"sqlite:///{workdir / 'mlflow.db'}")
+    rows = raw.drop(columns=["rownames", "survived"]).iloc[:100]
+    assert answers == mlflow.sklearn.load_model("models:/titanic/1").predict(rows).tolist()
+    logged = pd.read_parquet(workdir / "log")
+    assert logged.groupby(["role", "model_version"]).size().to_dict() == {("primary", "1"): 100, ("shadow", "2"): 100}
 
 
 def test_canary_answers_a_sticky_seeded_share_and_says_who_answered(workdir, served):

@@ -91,7 +91,8 @@ def test_model_onnx_answers_like_the_model_on_every_row_of_the_raw_file(trained,
 
     folder, paths, _ = trained
     run = _runs(folder)[model]
-    assert run.data.metrics["onnx_verified_rows"] == float(run.data.params["n_test_samples"])
+    # the test split and 8 probe rows (all missing, numbers far out, unseen categories)
+    assert run.data.metrics["onnx_verified_rows"] == float(run.data.params["n_test_samples"]) + 8
     assert run.data.metrics["onnx_max_difference"] <= 1e-4
     raw = real_tables.read(paths[table])
     local = mlflow.artifacts.download_artifacts(f"runs:/{run.info.run_id}/model_onnx")
@@ -136,7 +137,7 @@ def test_export_writes_the_checked_file_and_refuses_bad_inputs_in_one_line(train
     done = run_tabtrack("export", "titanic/1", "--format", "onnx", "-o", str(tmp_path / "titanic.onnx"), cwd=folder)
     assert done.returncode == 0, done.stderr
     n_test = _runs(folder)["hist_gradient_boosting"].data.params["n_test_samples"]
-    assert f"checked on the run's {n_test} test rows: same label on 100.00% of rows" in done.stdout
+    assert f"checked on the run's {n_test} test rows and 8 probe rows: same label on 100.00% of rows" in done.stdout
     assert "inputs: sex (text), age (number), passengerClass (text)" in done.stdout
     session = _session(tmp_path / "titanic.onnx")
     raw = real_tables.read(paths["titanicsurvival"])
@@ -151,7 +152,7 @@ def test_export_writes_the_checked_file_and_refuses_bad_inputs_in_one_line(train
         assert done.returncode == 2 and done.stderr.count("\n") == 1 and says in done.stderr, done.stderr
 
 
-def test_serve_answers_from_model_onnx_where_the_run_logged_one_and_runtime_onnx_refuses_a_run_without(trained):
+def test_serve_answers_from_model_onnx_and_serves_a_model_no_converter_handles_with_scikit_learn(trained):
     import mlflow
 
     folder, paths, _ = trained
@@ -172,15 +173,29 @@ def test_serve_answers_from_model_onnx_where_the_run_logged_one_and_runtime_onnx
     finally:
         proc.terminate()
         out, _ = proc.communicate(timeout=60)
-    assert "with ONNX Runtime (model_onnx)" in out
+    assert "answers from ONNX Runtime (the run's model_onnx)" in out
     proba = mlflow.sklearn.load_model("models:/titanic/1").predict_proba(raw.iloc[:200])
     assert np.max(np.abs(np.array([p["yes"] for p in body["probabilities"]]) - proba[:, 1])) < 1e-4
     assert body["predictions"] == list(np.where(proba[:, 1] > proba[:, 0], "yes", "no"))
 
+    # The MLP: --runtime onnx refuses to start in one line; the default serves it with scikit-learn, saying why.
     done = run_tabtrack("serve", "titanic/2", "--runtime", "onnx", cwd=folder, timeout=120)
+    assert done.returncode == 2 and done.stderr.count("\n") == 1, done.stderr
     assert (
-        done.returncode == 2 and "has no model_onnx: train with --onnx, or serve with --runtime sklearn." in done.stderr
+        "cannot serve models:/titanic/2 with ONNX Runtime: cannot convert step 'model' (TorchMLPClassifier)"
+        in done.stderr
     )
+    port = free_port()
+    proc = subprocess.Popen([TABTRACK, "serve", "titanic/2", "--port", str(port), "--log-predictions", "off"],
+                            cwd=folder, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)  # fmt: skip
+    try:
+        wait_for_http(f"http://127.0.0.1:{port}/health", proc, what="tabtrack serve (the MLP)")
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/health", timeout=30) as response:
+            assert json.loads(response.read())["runtime"] == "sklearn"
+    finally:
+        proc.terminate()
+        out, _ = proc.communicate(timeout=60)
+    assert "answers from scikit-learn (not ONNX Runtime: cannot convert step 'model' (TorchMLPClassifier)" in out
 
 
 def test_compare_and_tune_log_model_onnx_for_each_model_they_keep(workdir):
@@ -258,3 +273,60 @@ def test_own_code_pipeline_converts_or_names_the_step_that_cannot(workdir):
     done = run_tabtrack("export", runs["custom"].info.run_id, "-o", "custom.onnx", cwd=workdir)
     assert done.returncode == 2 and done.stderr.strip().endswith("(Doubled) to ONNX: neither skl2onnx nor onnxmltools "
                                                                  "has a converter for it.")  # fmt: skip
+
+
+def test_onnx_without_the_extra_is_refused_before_anything_trains(workdir):
+    """Where skl2onnx is not installed (here: hidden from the import system, as find_spec then reports it), train
+    --onnx stops in one line naming the install command, exit 2, before any run exists."""
+    import mlflow
+
+    path = real_tables.write(real_tables.TABLES["penguins"], workdir)
+    without = (
+        "import sys; sys.modules['skl2onnx'] = None; from tabtrack.cli import main; sys.argv[0] = 'tabtrack'; main()"
+    )
+    done = subprocess.run([sys.executable, "-c", without, "train", str(path), "-t", "species", "--onnx", "--set", "drop_columns=[rownames]"],
+                          cwd=workdir, capture_output=True, text=True, timeout=120)  # fmt: skip
+    assert done.returncode == 2 and done.stderr.count("\n") == 1, done.stderr
+    assert (
+        "--onnx (model_onnx) needs skl2onnx: pip install 'tabtrack[onnx]' (or drop --onnx / onnx: true)." in done.stderr
+    )
+    if (workdir / "mlflow.db").exists():
+        mlflow.set_tracking_uri(f"sqlite:///{workdir / 'mlflow.db'}")
+        assert mlflow.search_runs(search_all_experiments=True, output_format="list") == []
+
+
+@pytest.mark.parametrize("handle_unknown", ["infrequent_if_exist", "ignore", "warn"])
+def test_unseen_and_infrequent_categories_encode_as_in_scikit_learn(handle_unknown):
+    """tabtrack's one-hot encoder groups a column's categories beyond max_categories (skl2onnx converts neither the
+    group nor an unseen category): the graph answers like the pipeline on rows with unseen categories, which under
+    handle_unknown="ignore" are all zeros and otherwise join the group. A linear model, so a one-hot column moves
+    every probability."""
+    import warnings
+
+    from sklearn.compose import ColumnTransformer
+    from sklearn.impute import SimpleImputer
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.pipeline import Pipeline
+    from sklearn.preprocessing import OneHotEncoder
+
+    from tabtrack.models import portable
+
+    rng = np.random.default_rng(0)
+    shops = [f"shop{i}" for i in range(40)]
+    X = pd.DataFrame({"shop": rng.choice(shops, 600, p=np.r_[np.full(5, 0.15), np.full(35, 0.25 / 35)]),
+                      "city": rng.choice(["paris", "lyon", "nice"], 600), "x": rng.normal(size=600)})  # fmt: skip
+    y = (X["shop"].isin(["shop0", "shop1"]) ^ (X["x"] > 0)).astype(int)
+    encoder = OneHotEncoder(handle_unknown=handle_unknown, max_categories=6, sparse_output=False)
+    text = Pipeline([("impute", SimpleImputer(strategy="most_frequent")), ("onehot", encoder)])
+    prep = ColumnTransformer([("cat", text, ["shop", "city"]), ("num", SimpleImputer(), ["x"])])
+    model = Pipeline([("prep", prep), ("model", LogisticRegression())]).fit(X, y)
+    fitted = model["prep"].named_transformers_["cat"]["onehot"]  # (the column transformer fits a clone)
+    assert fitted.infrequent_categories_[0] is not None and fitted.infrequent_categories_[1] is None
+    rows = X.copy()
+    rows.loc[:20, "shop"], rows.loc[15:30, "city"] = "never seen", "lille"
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UserWarning)  # "warn": scikit-learn's own warning about unseen categories
+        converted = portable.convert(model, X)
+        checked, probes = portable.with_probe_rows(model, rows, converted.inputs)
+        check = portable.verify(converted, model, checked)
+    assert probes == 8 and check.passed and check.max_difference < 1e-6, check.summary()

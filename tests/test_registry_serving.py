@@ -20,6 +20,7 @@ import tabtrack
 from conftest import TABTRACK, free_port, wait_for_http
 from tabtrack.commands import registry
 from tabtrack.errors import TabtrackError
+from tabtrack.extras import installed
 
 
 @pytest.fixture(scope="module")
@@ -197,7 +198,10 @@ def test_service_predictions_equal_in_process_and_trace_back(service, trained, d
     assert status == 200, body
     pipeline = trained["strong"].pipeline
     assert body["predictions"] == pipeline.predict(rows).tolist()
-    np.testing.assert_allclose([p["1"] for p in body["probabilities"]], pipeline.predict_proba(rows)[:, 1])
+    # (served by ONNX Runtime, converted at start-up: within 1e-4 of the pipeline)
+    np.testing.assert_allclose([p["1"] for p in body["probabilities"]], pipeline.predict_proba(rows)[:, 1], atol=1e-4)
+    onnx_installed = all(map(installed, ("skl2onnx", "onnxmltools", "onnxruntime")))  # (CI installs it)
+    assert _request(f"{service}/health")[2]["runtime"] == ("onnx" if onnx_installed else "sklearn")
     assert body["model"] == {
         "name": "svc",
         "version": "1",
@@ -275,86 +279,62 @@ def test_served_model_loads_through_pyfunc_too(trained):
     ("dataset", "family"),
     [("breast_cancer", "hist_gradient_boosting"), ("mixed", "hist_gradient_boosting"), ("mixed", "random_forest")],
 )
-def test_compiled_serving_path_equals_the_pipeline(workdir, data_dir, store_uri, dataset, family):
-    """The numpy preprocessing (and forest) used for serving gives bit-identical predictions and probabilities."""
-    from conftest import mixed_frame
+def test_serve_converts_a_run_without_model_onnx_at_start_up_and_answers_like_the_pipeline(
+    workdir, data_dir, store_uri, dataset, family
+):
+    """serve's default runtime on a run trained without --onnx: the pipeline converted to ONNX at start-up, checked
+    on the run's test rows and probe rows (on the input example once the data file is gone), answering with the
+    pipeline's labels and its probabilities within 1e-4, for records as JSON sends them (nulls in numbers and text)."""
+    from conftest import mixed_frame, require
     from tabtrack.serving.model import load
 
+    require("skl2onnx")
     if dataset == "mixed":
         mixed_frame(300).to_csv("mixed.csv", index=False)
         path, target = "mixed.csv", "churn"
     else:
         path, target = str(data_dir / "breast_cancer.csv"), "target"
     result = tabtrack.train(path, target=target, model=family, tracking_uri=store_uri)
-    model = load(f"runs:/{result.run_id}/model", tracking_uri=store_uri).compile()
-    assert model.compiled is not None
-    assert (model.compiled_forest is not None) == (family == "random_forest")
+    uri = f"runs:/{result.run_id}/model"
+    model = load(uri, tracking_uri=store_uri, runtime="auto")
+    n_test = MlflowClient(store_uri).get_run(result.run_id).data.params["n_test_samples"]
+    assert model.onnx is not None, model.answered_by
+    assert model.answered_by.startswith("ONNX Runtime (converted at start-up in ")
+    assert (
+        f"checked on the run's {n_test} test rows and 8 probe rows: same label on 100.00% of rows" in model.answered_by
+    )
     frame = pd.read_csv(path).drop(columns=[target])
-    # A forest with n_jobs=-1 adds its trees up in whatever order its threads finish; in tree order here.
+    predictions, proba = model.score(frame)
     with joblib.parallel_config(backend="sequential"):
         expected_proba = result.pipeline.predict_proba(frame)
-        predictions, proba = model.score(frame)
-        assert np.array_equal(proba, expected_proba)
-        assert list(predictions) == list(result.pipeline.predict(frame))
-        head = frame.head(50)
-        records = head.astype(object).where(head.notna(), None).to_dict("records")  # missing -> null, as JSON sends
-        by_records, proba_records = model.score_records(records)
-    assert np.array_equal(proba_records, expected_proba[:50])
-    assert list(by_records) == list(predictions[:50])
-
-
-@pytest.mark.parametrize("kind", ["binary", "multiclass", "regression"])
-def test_compiled_forest_reproduces_the_forests_bits(kind):
-    from sklearn.datasets import make_classification, make_regression
-    from sklearn.ensemble import RandomForestClassifier, RandomForestRegressor
-
-    from tabtrack.serving.compiled import compile_forest, verified_forest
-
-    if kind == "regression":
-        X, y = make_regression(n_samples=600, n_features=6, noise=5.0, random_state=0)
-        forest = RandomForestRegressor(n_estimators=30, random_state=0).fit(X, y)
-    else:
-        classes = 2 if kind == "binary" else 4
-        X, y = make_classification(n_samples=600, n_features=6, n_informative=4, n_classes=classes, random_state=0)
-        forest = RandomForestClassifier(n_estimators=30, random_state=0).fit(X, y)
-    compiled = compile_forest(forest)
-    assert compiled is not None and compiled.depth == max(tree.tree_.max_depth for tree in forest.estimators_)
-    rows = np.vstack([X, np.random.default_rng(1).normal(scale=3.0, size=(400, X.shape[1]))])
-    with joblib.parallel_config(backend="sequential"):
-        if kind == "regression":
-            assert np.array_equal(compiled.predict(rows), forest.predict(rows))
-        else:
-            assert np.array_equal(compiled.predict_proba(rows), forest.predict_proba(rows))
-            assert np.array_equal(compiled.predict(rows), forest.predict(rows))
-    assert verified_forest(compiled, forest, rows[:50]) is compiled
-    # A forest whose nodes disagree with the compiled copy is caught at load time, and scikit-learn kept.
-    compiled.threshold[compiled.roots] += 1.0
-    assert verified_forest(compiled, forest, rows) is None
-
-
-def test_only_single_output_random_forests_are_compiled():
-    from sklearn.ensemble import HistGradientBoostingClassifier, RandomForestRegressor
-
-    from tabtrack.serving.compiled import compile_forest
-
-    X = np.random.default_rng(0).normal(size=(60, 3))
-    assert compile_forest(HistGradientBoostingClassifier(max_iter=3).fit(X, X[:, 0] > 0)) is None
-    two_outputs = RandomForestRegressor(n_estimators=3, random_state=0).fit(X, X[:, :2])
-    assert compile_forest(two_outputs) is None
+        expected = result.pipeline.predict(frame)
+    assert np.max(np.abs(proba - expected_proba)) < 1e-4
+    assert list(predictions) == list(expected)
+    head = frame.head(50)
+    records = head.astype(object).where(head.notna(), None).to_dict("records")  # missing -> null, as JSON sends
+    by_records, proba_records = model.score_records(records)
+    assert np.max(np.abs(proba_records - expected_proba[:50])) < 1e-4
+    assert list(by_records) == list(expected[:50])
+    if dataset == "mixed":
+        os.rename(path, "elsewhere.csv")
+        moved = load(uri, tracking_uri=store_uri, runtime="auto")
+        assert (
+            moved.onnx is not None and "checked on the model's input example (the run's data file" in moved.answered_by
+        )
+        assert load(uri, tracking_uri=store_uri, runtime="sklearn").onnx is None
 
 
 def test_service_scores_without_a_joblib_pool_per_request(workdir, data_dir, store_uri):
     """A forest with n_jobs=-1 would start a thread pool for every request (23 of a row's 31 ms, measured):
-    the service scores in its own thread, here for a request too big for the compiled forest."""
+    the service scores in its own thread, where scikit-learn answers."""
     from fastapi.testclient import TestClient
 
-    from tabtrack.serving.compiled import FOREST_MAX_ROWS
     from tabtrack.serving.model import load
     from tabtrack.serving.service import create_app
 
     path = data_dir / "breast_cancer.csv"
     result = tabtrack.train(path, target="target", model="random_forest", tracking_uri=store_uri)
-    model = load(f"runs:/{result.run_id}/model", tracking_uri=store_uri).compile()
+    model = load(f"runs:/{result.run_id}/model", tracking_uri=store_uri, runtime="sklearn")
     forest = model.model.steps[-1][1]
     assert forest.n_jobs == -1
     backends = []
@@ -365,7 +345,7 @@ def test_service_scores_without_a_joblib_pool_per_request(workdir, data_dir, sto
         return scikit_learns(features)
 
     forest.predict_proba = recording  # the forest's own method, recording how joblib is set up around it
-    rows = pd.read_csv(path).drop(columns=["target"]).head(FOREST_MAX_ROWS + 36)
+    rows = pd.read_csv(path).drop(columns=["target"]).head(100)
     with TestClient(create_app(model)) as service:
         answer = service.post("/predict", json={"records": rows.to_dict("records")})
     assert answer.status_code == 200, answer.text

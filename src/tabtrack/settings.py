@@ -31,6 +31,7 @@ SERVE_LOG_SAMPLE = "TABTRACK_SERVE_LOG_SAMPLE"
 SERVE_SHADOW = "TABTRACK_SERVE_SHADOW"
 SERVE_CANARY = "TABTRACK_SERVE_CANARY"
 SERVE_RUNTIME = "TABTRACK_SERVE_RUNTIME"
+SERVE_CONVERTED = "TABTRACK_SERVE_CONVERTED"  # where the first process keeps models it converted to ONNX
 
 # -- other tools' variables ---------------------------------------------------------------------------------------
 # GitHub Actions' job summary file: `tabtrack ci` appends its comparison there.

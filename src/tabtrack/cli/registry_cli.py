@@ -195,8 +195,8 @@ def serve(
         str,
         typer.Option(
             "--runtime",
-            help="onnx: answer from the run's model_onnx (train --onnx) with ONNX Runtime; sklearn: from the "
-            "pipeline; auto: model_onnx where the run logged one",
+            help="auto: answer with ONNX Runtime (the run's model_onnx, else the model converted and checked at "
+            "start-up) where it can, else scikit-learn; onnx: ONNX Runtime or refuse to start; sklearn: the pipeline",
         ),
     ] = "auto",
     tracking_uri: o.TrackingUri = None,

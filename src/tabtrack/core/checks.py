@@ -72,6 +72,8 @@ def check_training(
     _check_slices(config.slices, data.split.X_train)
     if config.explain:
         require_shap()
+    if config.onnx:
+        require_onnx()
     # Built now so unknown parameter names and invalid values are reported before any run exists.
     device = _check_device(config.device, spec)
     estimator = own if own is not None else spec.build(
@@ -94,6 +96,13 @@ def require_shap() -> None:
     from tabtrack.extras import require
 
     require("shap", purpose="--explain (SHAP values)", instead="or drop --explain / explain: true")
+
+
+def require_onnx() -> None:
+    from tabtrack.extras import require
+
+    for module in ("skl2onnx", "onnxmltools", "onnxruntime"):
+        require(module, purpose="--onnx (model_onnx)", instead="or drop --onnx / onnx: true")
 
 
 def _check_slices(columns: Sequence[str], X: pd.DataFrame) -> None:

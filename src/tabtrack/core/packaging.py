@@ -263,8 +263,8 @@ def interval_artifact(main: ModelArtifact, model_uri: str, calibration: dict[str
 
 
 def onnx_artifact(model: Any, X_test: Any) -> tuple[ModelArtifact, Any]:
-    """`model_onnx`: `model` converted to ONNX (models/portable.py) and checked on the test rows with ONNX Runtime,
-    with that check (a Verification). A model that cannot be converted, or whose converted answers differ, is a
+    """`model_onnx`: `model` converted to ONNX (models/portable.py) and checked on the test rows (and probe rows) with
+    ONNX Runtime, with that check (a Verification). A model that cannot be converted, or whose converted answers differ, is a
     TabtrackError naming why."""
     import pandas as pd
 
@@ -272,7 +272,8 @@ def onnx_artifact(model: Any, X_test: Any) -> tuple[ModelArtifact, Any]:
 
     rows = X_test if isinstance(X_test, pd.DataFrame) else pd.DataFrame(X_test)
     converted = portable.convert(model, rows)
-    check = portable.verify(converted, model, rows)
+    checked, _ = portable.with_probe_rows(model, rows, converted.inputs)
+    check = portable.verify(converted, model, checked)
     if not check.passed:
         raise TabtrackError(
             f"the ONNX model answers differently from the model ({check.summary()}), so it is not kept."

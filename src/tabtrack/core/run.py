@@ -298,7 +298,7 @@ class Run:
         and width on the test rows, and `model_intervals`. `onnx` adds `model_onnx` as `train --onnx` does (a step
         no converter handles is one warning). The model is fed the rows as given. Returns the metrics and model URI."""
         from tabtrack.config import RunConfig
-        from tabtrack.core.checks import check_evaluation, require_shap
+        from tabtrack.core.checks import check_evaluation, require_onnx, require_shap
         from tabtrack.core.packaging import Packaging
 
         recorder = self._open_recorder()
@@ -307,6 +307,8 @@ class Run:
         )  # fmt: skip
         if explain:
             require_shap()
+        if onnx:
+            require_onnx()
         name = inputs.y_test.name
         target = str(name) if name is not None and name not in getattr(inputs.X_test, "columns", ()) else None
         recorder.record_row_checks(inputs.train_rows, (inputs.X_test, inputs.y_test), target=target)

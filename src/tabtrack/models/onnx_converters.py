@@ -5,7 +5,9 @@
   a threshold (on the HMDA table LightGBM's probabilities moved by up to 0.0018); and skl2onnx 1.20's own
   HistGradientBoosting converter emits a Python bool among integer node attributes, which protobuf rejects (ours
   wraps skl2onnx's, rather than waiting for the fix upstream);
-- numeric gap filling in double (ONNX Runtime's Imputer takes float only).
+- numeric gap filling in double (ONNX Runtime's Imputer takes float only);
+- a text column's infrequent categories (OneHotEncoder's max_categories, which skl2onnx does not convert): grouped
+  first by a string-to-string LabelEncoder, then one-hot encoded with the group as one more category.
 """
 
 from __future__ import annotations
@@ -24,6 +26,46 @@ class NumberImputer(TransformerMixin, BaseEstimator):
 
     def transform(self, X):
         return np.where(np.isnan(X), self.fill, X)
+
+
+INFREQUENT = "infrequent_sklearn"  # scikit-learn's name for the group of a column's infrequent categories
+UNSEEN = "\x00unseen"  # a category no encoder knows: all zeros
+
+
+class InfrequentGrouper(TransformerMixin, BaseEstimator):
+    """Text columns mapped value by value: `maps[j]` a column's known categories to themselves or to INFREQUENT,
+    anything else to `unseen[j]`."""
+
+    def __init__(self, maps=None, unseen=None):
+        self.maps, self.unseen = maps, unseen
+
+    def transform(self, X):
+        X = np.asarray(X, dtype=object)
+        return np.column_stack(
+            [[m.get(v, u) for v in X[:, j]] for j, (m, u) in enumerate(zip(self.maps, self.unseen, strict=True))]
+        )
+
+
+def grouped_one_hot(encoder: Any) -> Any:
+    """A fitted OneHotEncoder with infrequent categories as a Pipeline skl2onnx converts, answering the same: the
+    grouper, then an encoder of each column's frequent categories and (where it has any) the infrequent group, in
+    scikit-learn's output order. An unseen category joins the group under handle_unknown="infrequent_if_exist"
+    (and "warn"), and is all zeros under "ignore" or in a column without one."""
+    from sklearn.pipeline import Pipeline
+    from sklearn.preprocessing import OneHotEncoder
+
+    maps, unseen, categories = [], [], []
+    for j, cats in enumerate(encoder.categories_):
+        infrequent = set(encoder.infrequent_categories_[j] if encoder.infrequent_categories_[j] is not None else [])
+        maps.append({str(c): INFREQUENT if c in infrequent else str(c) for c in cats})
+        grouped = bool(infrequent) and encoder.handle_unknown != "ignore"
+        unseen.append(INFREQUENT if grouped else UNSEEN)
+        frequent = [str(c) for c in cats if c not in infrequent]
+        categories.append(np.asarray(frequent + ([INFREQUENT] if infrequent else []), dtype=object))
+    longest = max(len(c) for c in categories)
+    sample = np.column_stack([[c[i % len(c)] for i in range(longest)] for c in categories])
+    plain = OneHotEncoder(categories=categories, handle_unknown="ignore", sparse_output=False, dtype=encoder.dtype)
+    return Pipeline([("group", InfrequentGrouper(maps, unseen)), ("onehot", plain.fit(sample))])
 
 
 _LABELLED: list = []
@@ -68,6 +110,7 @@ def register_converters() -> None:
         pass
     _register_trees_in_double(update_registered_converter)
     _register_number_imputer(update_registered_converter)
+    _register_infrequent_grouper(update_registered_converter)
     _REGISTERED = True
 
 
@@ -181,3 +224,37 @@ def _register_number_imputer(register) -> None:
                            name=scope.get_unique_operator_name("Where"))  # fmt: skip
 
     register(NumberImputer, "TabtrackNumberImputer", shape, converter)
+
+
+def _register_infrequent_grouper(register) -> None:
+    from skl2onnx.common.data_types import StringTensorType
+    from skl2onnx.common.utils import check_input_and_output_numbers
+    from skl2onnx.proto import onnx_proto
+
+    def shape(operator):
+        check_input_and_output_numbers(operator, output_count_range=1)
+        operator.outputs[0].type = StringTensorType([None, len(operator.raw_operator.maps)])
+
+    def converter(scope, operator, container):
+        from skl2onnx.common._apply_operation import apply_concat
+
+        names = [i.full_name for i in operator.inputs]
+        joined = names[0]
+        if len(names) > 1:
+            joined = scope.get_unique_variable_name("texts")
+            apply_concat(scope, names, joined, container, axis=1)
+        grouped = []
+        grouper = operator.raw_operator
+        for j, (mapping, unseen) in enumerate(zip(grouper.maps, grouper.unseen, strict=True)):
+            index, column, out = (scope.get_unique_variable_name(n) for n in ("index", "column", "grouped"))
+            container.add_initializer(index, onnx_proto.TensorProto.INT64, [1], [j])
+            container.add_node(
+                "Gather", [joined, index], [column], axis=1, name=scope.get_unique_operator_name("Gather")
+            )
+            container.add_node("LabelEncoder", [column], [out], op_domain="ai.onnx.ml", op_version=2,
+                               keys_strings=list(mapping), values_strings=list(mapping.values()), default_string=unseen,
+                               name=scope.get_unique_operator_name("LabelEncoder"))  # fmt: skip
+            grouped.append(out)
+        apply_concat(scope, grouped, operator.outputs[0].full_name, container, axis=1)
+
+    register(InfrequentGrouper, "TabtrackInfrequentGrouper", shape, converter)

@@ -9,6 +9,8 @@ nowhere the answers could move:
   reach HistGradientBoosting, LightGBM and linear models in double, and are cast to float32 just before a random
   forest or XGBoost, as those do themselves;
 - text imputers look for the empty string instead of NaN (ONNX strings have no NaN);
+- one-hot encoders encode an unseen category as zeros, or as the infrequent group where a column has one, as
+  scikit-learn does (skl2onnx converts neither);
 - tabtrack's label wrapper (XGBoost) becomes the bare booster answering in the user's labels.
 The converters skl2onnx lacks or gets wrong here are ours (models/onnx_converters.py).
 """
@@ -23,7 +25,12 @@ import numpy as np
 import pandas as pd
 
 from tabtrack.errors import TabtrackError
-from tabtrack.models.onnx_converters import NumberImputer, labelled_booster_class, register_converters
+from tabtrack.models.onnx_converters import (
+    NumberImputer,
+    grouped_one_hot,
+    labelled_booster_class,
+    register_converters,
+)
 
 NUMBER, TEXT = "number", "text"
 TOLERANCE = 1e-4  # the largest difference in a probability or prediction that still counts as the same answer
@@ -127,6 +134,7 @@ def convert(pipeline: Any, sample: pd.DataFrame) -> Portable:
     except Exception as exc:  # a converter's own refusal: its first line names what it could not do
         reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise TabtrackError(f"cannot convert the model to ONNX: {reason[:300]}") from exc
+    _declared_as_computed(graph)
     _one_column_per_input(graph, inputs)
     classes = getattr(estimator, "classes_", None)
     if classes is not None:
@@ -136,6 +144,24 @@ def convert(pipeline: Any, sample: pd.DataFrame) -> Portable:
 
 def probability_output(label: Any) -> str:
     return f"probability_{label}"
+
+
+def _declared_as_computed(graph: Any) -> None:
+    """Each output's element type as the graph computes it. skl2onnx declares a linear model's outputs float when
+    the column transformer's first block is (a one-hot encoding placed before the numbers), while the model
+    computes in double: ONNX Runtime then refuses the graph."""
+    import onnx
+
+    probe = copy.deepcopy(graph)
+    for output in probe.graph.output:
+        output.type.tensor_type.elem_type = onnx.TensorProto.UNDEFINED
+    try:
+        inferred = {o.name: o.type.tensor_type.elem_type for o in onnx.shape_inference.infer_shapes(probe).graph.output}
+    except Exception:  # (inference is a check here, not a requirement: keep what skl2onnx declared)
+        return
+    for output in graph.graph.output:
+        if inferred.get(output.name):
+            output.type.tensor_type.elem_type = inferred[output.name]
 
 
 def _one_column_per_input(graph: Any, inputs: dict[str, str]) -> None:
@@ -184,7 +210,11 @@ def _one_output_per_class(graph: Any, classes: list) -> None:
 def verify(portable: Portable, pipeline: Any, rows: pd.DataFrame) -> Verification:
     """Score `rows` (raw) with both and compare: same labels, probabilities or predictions within TOLERANCE."""
     typed = _typed(pipeline, rows, portable.inputs)
-    answers = portable.session().run(None, feeds(typed, portable.inputs))
+    try:
+        answers = portable.session().run(None, feeds(typed, portable.inputs))
+    except Exception as exc:  # ONNX Runtime refusing a graph a converter wrote: not this model's ONNX, said in a line
+        reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise TabtrackError(f"ONNX Runtime cannot run the converted model: {reason[:300]}") from exc
     if hasattr(pipeline, "predict_proba"):
         expected_proba = np.asarray(pipeline.predict_proba(rows), dtype="float64")
         expected = np.asarray(pipeline.classes_)[np.argmax(expected_proba, axis=1)]
@@ -196,6 +226,30 @@ def verify(portable: Portable, pipeline: Any, rows: pd.DataFrame) -> Verificatio
     # The graph adds trees in float32: a difference counts relative to the prediction's size beyond 1.
     relative = np.abs(got - expected) / np.maximum(1.0, np.abs(expected))
     return Verification(len(rows), None, float(np.max(relative, initial=0.0)))
+
+
+def with_probe_rows(pipeline: Any, rows: pd.DataFrame, inputs: dict[str, str]) -> tuple[pd.DataFrame, int]:
+    """`rows` and eight probe rows, where the pipeline itself answers them (a user's pipeline may refuse gaps): one
+    all missing, then numbers 1 to 1,000 either side of zero and text no training row held, some missing. Unseen
+    categories and gaps are where converters are most likely to part from scikit-learn. Also how many were added."""
+    rng = np.random.default_rng(0)
+    records = []
+    for i in range(8):
+        row: dict[str, Any] = {}
+        for column, kind in inputs.items():
+            if i == 0:
+                row[column] = None
+            elif kind == NUMBER:
+                row[column] = float(rng.normal(scale=10.0 ** (i % 4)))
+            else:
+                row[column] = None if i % 3 == 0 else f"probe{i}"
+        records.append(row)
+    probes = pd.DataFrame.from_records(records, columns=list(inputs))
+    try:
+        pipeline.predict(probes)
+    except Exception:  # the pipeline's own refusal: nothing to compare on those rows
+        return rows, 0
+    return pd.concat([rows[list(inputs)], probes], ignore_index=True), len(probes)
 
 
 def _same_labels(labels: np.ndarray, expected: np.ndarray) -> np.ndarray:
@@ -236,6 +290,7 @@ def _portable(step: Any) -> Any:
     from sklearn.compose import ColumnTransformer
     from sklearn.impute import SimpleImputer
     from sklearn.pipeline import Pipeline
+    from sklearn.preprocessing import OneHotEncoder
 
     from tabtrack_runtime.label_encoded import LabelEncodedClassifier
 
@@ -248,12 +303,23 @@ def _portable(step: Any) -> Any:
             step.missing_values = ""
         else:
             return NumberImputer(np.asarray(step.statistics_, dtype="float64"))
+    elif isinstance(step, OneHotEncoder) and step.handle_unknown != "error" and step.drop is None:
+        if any(c is not None for c in _infrequent(step)):  # (text categories: the grouper maps strings)
+            return grouped_one_hot(step) if all(isinstance(c, str) for cs in step.categories_ for c in cs) else step
+        # With no infrequent category, an unseen one is all zeros under every handle_unknown but "error"; skl2onnx
+        # writes that (zeros=1) for "ignore" only, and ONNX Runtime fails the whole request on the others.
+        step.handle_unknown = "ignore"
     elif isinstance(step, LabelEncodedClassifier):
         booster = step.estimator_
         booster.__class__ = labelled_booster_class()
         booster.classes_ = np.asarray(step.classes_)
         return booster
     return step
+
+
+def _infrequent(encoder: Any) -> list:
+    """Per column, the categories a one-hot encoder groups as infrequent (None where there are none)."""
+    return list(getattr(encoder, "infrequent_categories_", None) or []) if encoder._infrequent_enabled else []
 
 
 def _compares_in_double(estimator: Any) -> bool:

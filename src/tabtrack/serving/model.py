@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -25,48 +26,9 @@ class LoadedModel:
     model: Any  # the scikit-learn pipeline (predict and predict_proba on raw rows)
     columns: dict[str, str]  # input column -> "number", "text" or "any" (passed as given), in the model's order
     metadata: dict[str, Any] = field(default_factory=dict)
-    compiled: Any = None  # CompiledPreprocessor when it matches scikit-learn exactly (serving fast path)
-    compiled_forest: Any = None  # CompiledForest, the same for a random forest's few-row predictions
     intervals: dict[str, Any] | None = None  # the conformal calibration the run recorded (tabtrack_runtime.intervals)
-    onnx: Any = None  # OnnxScorer: `serve --runtime onnx` answers from the run's model_onnx with ONNX Runtime
-
-    def compile(self) -> LoadedModel:
-        """Use numpy preprocessing, and a numpy walk of a random forest's trees, for scoring where they
-        reproduce the pipeline's output exactly on probe rows."""
-        from tabtrack.serving.compiled import compile_forest, compile_preprocessor, verified, verified_forest
-
-        steps = getattr(self.model, "steps", None)
-        if self.onnx is not None or not steps or len(steps) < 2 or "any" in self.columns.values():
-            return self
-        preprocess = self.model[:-1]
-        # What follows the input step (rows are prepared the same way before they reach it)
-        transforms = [step for _, step in preprocess.steps if not isinstance(step, RawInput)]
-        inner = transforms[0] if len(transforms) == 1 else None
-        probe = self._probe_rows()
-        self.compiled = verified(compile_preprocessor(inner), preprocess, probe)
-        forest = compile_forest(steps[-1][1])
-        if forest is not None:
-            features = np.asarray(preprocess.transform(probe), dtype="float64")
-            # and rows spread over the scaled features' range, reaching leaves the probe rows do not
-            spread = np.random.default_rng(0).normal(scale=2.0, size=(256, features.shape[1]))
-            self.compiled_forest = verified_forest(forest, steps[-1][1], np.vstack([features, spread]))
-        return self
-
-    def _probe_rows(self) -> pd.DataFrame:
-        """Rows that exercise imputation and scaling: the medians, offsets of them, and all-missing."""
-        rng = np.random.default_rng(0)
-        rows = []
-        for i in range(8):
-            row: dict[str, Any] = {}
-            for column, kind in self.columns.items():
-                if i == 0:
-                    row[column] = None
-                elif kind == "number":
-                    row[column] = float(rng.normal(scale=10.0 ** (i % 4)))
-                else:
-                    row[column] = None if i % 3 == 0 else f"probe{i}"
-            rows.append(row)
-        return self.prepare(pd.DataFrame.from_records(rows, columns=list(self.columns)))
+    onnx: Any = None  # OnnxScorer: the answers come from ONNX Runtime (serving/onnx_scorer.py)
+    answered_by: str = "scikit-learn"  # what answers, in words, for serve's first lines
 
     @property
     def classes(self) -> list | None:
@@ -97,15 +59,7 @@ class LoadedModel:
         return pd.DataFrame(prepared, index=frame.index, columns=list(self.columns))
 
     def score_records(self, records: list[dict[str, Any]]) -> tuple[np.ndarray, np.ndarray | None]:
-        """`score` for JSON records; an all-numeric model with compiled preprocessing skips pandas entirely."""
-        c = self.compiled
-        if c is not None and not c.categorical and all(r.keys() == self.columns.keys() for r in records):
-            try:
-                block = np.array([[r[k] for k in c.numeric] for r in records], dtype="float64")
-            except (TypeError, ValueError):
-                block = None  # a value that is not a number: the pandas path names the column
-            if block is not None and not np.isinf(block).any():
-                return self._predict(c.transform(block, None))
+        """`score` for JSON records."""
         return self.score(pd.DataFrame.from_records(records))
 
     def score(self, frame: pd.DataFrame) -> tuple[np.ndarray, np.ndarray | None]:
@@ -113,47 +67,28 @@ class LoadedModel:
         rows = self.prepare(frame)
         if self.onnx is not None:
             return self.onnx.score(rows)
-        steps = getattr(self.model, "steps", None)
-        if not steps:
+        if not hasattr(self.model, "steps"):
             proba = self.model.predict_proba(rows) if hasattr(self.model, "predict_proba") else None
             return self.model.predict(rows), proba
-        if self.compiled is not None:
-            c = self.compiled
-            features = c.transform(
-                rows[c.numeric].to_numpy(dtype="float64") if c.numeric else None,
-                rows[c.categorical] if c.categorical else None,
-            )
-        else:
-            features = self.model[:-1].transform(rows)
-        return self._predict(features)
-
-    def _predict(self, features: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]:
-        from tabtrack.serving.compiled import FOREST_MAX_ROWS
-
-        estimator = scorer = self.model.steps[-1][1]
-        forest = self.compiled_forest
-        if (
-            forest is not None
-            and isinstance(features, np.ndarray)
-            and len(features) <= FOREST_MAX_ROWS
-            and not np.isnan(features).any()  # where the forest's own rules for missing values apply
-        ):
-            scorer = forest
+        estimator = self.model.steps[-1][1]
+        features = self.model[:-1].transform(rows)
         if not hasattr(estimator, "predict_proba"):
-            return scorer.predict(features), None
+            return estimator.predict(features), None
         # One pass through the model: the label is the most probable class, so an answer's label and
         # probabilities always agree (what predict() does for trees, boosting and the MLP).
-        proba = scorer.predict_proba(features)
+        proba = estimator.predict_proba(features)
         return np.asarray(estimator.classes_)[np.argmax(proba, axis=1)], proba
 
 
 RUNTIMES = ("auto", "onnx", "sklearn")
 
 
-def load(uri: str, *, tracking_uri: str | None = None, runtime: str = "sklearn") -> LoadedModel:
-    """Load once; any failure is one clear TabtrackError naming the URI. `runtime="onnx"`: answers come from the
-    same run's `model_onnx` (ONNX Runtime; the pipeline still checks and types the rows); "auto": that where the run
-    logged one and ONNX Runtime is installed, else scikit-learn."""
+def load(
+    uri: str, *, tracking_uri: str | None = None, runtime: str = "sklearn", converted_in: Path | None = None
+) -> LoadedModel:
+    """Load once; any failure is one clear TabtrackError naming the URI. `runtime="onnx"`: answers come from ONNX
+    Runtime, from the run's `model_onnx` or the pipeline converted now (the pipeline still checks and types the
+    rows); "auto": the same where it can, else scikit-learn (serving/onnx_scorer.py). `converted_in`: see there."""
     uri, info, metadata = _described(uri, tracking_uri)
     model = _loading(uri, load_logged_model)
     if info.signature is None or info.signature.inputs is None:
@@ -162,9 +97,9 @@ def load(uri: str, *, tracking_uri: str | None = None, runtime: str = "sklearn")
     intervals = (info.metadata or {}).get(METADATA_KEY)
     loaded = LoadedModel(uri=uri, model=model, columns=columns, metadata=metadata, intervals=intervals)
     if runtime in ("auto", "onnx"):
-        from tabtrack.serving.onnx_scorer import OnnxScorer
+        from tabtrack.serving.onnx_scorer import onnx_scorer
 
-        loaded.onnx = OnnxScorer.of_run(metadata.get("run_id"), uri, classes=loaded.classes, required=runtime == "onnx")
+        loaded.onnx, loaded.answered_by = onnx_scorer(loaded, required=runtime == "onnx", converted_in=converted_in)
     return loaded
 
 

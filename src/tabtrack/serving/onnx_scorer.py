@@ -1,5 +1,7 @@
-"""`serve` (by default where the run logged one, or `--runtime onnx`): answers from a run's `model_onnx` with ONNX
-Runtime.
+"""`serve` answers with ONNX Runtime wherever it can (`--runtime auto`, the default, or `onnx`): from the run's
+`model_onnx` where it logged one, else from the pipeline converted at start-up and checked against it first, on
+the run's test rows (or the model's input example) and probe rows (serving/check_rows.py). A model that cannot be
+converted, or answers differently, is served by scikit-learn under `auto`, and is one line (exit 2) under `onnx`.
 
 The session runs on one thread, as serve limits scikit-learn's (single rows gain nothing from more). Rows reach
 it typed by the pipeline's input step (LoadedModel.prepare), so both runtimes refuse the same bad rows alike.
@@ -7,7 +9,11 @@ it typed by the pipeline's input step (LoadedModel.prepare), so both runtimes re
 
 from __future__ import annotations
 
+import hashlib
+import json
+import time
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -16,6 +22,7 @@ import pandas as pd
 from tabtrack.errors import TabtrackError
 
 ONNX_MODEL = "model_onnx"
+CONVERTERS = ("skl2onnx", "onnxmltools", "onnxruntime")
 
 
 @dataclass
@@ -23,33 +30,6 @@ class OnnxScorer:
     session: Any
     inputs: dict[str, str]  # column -> "number" or "text"
     classes: list | None
-
-    @classmethod
-    def of_run(cls, run_id: str | None, uri: str, *, classes: list | None, required: bool = True) -> OnnxScorer | None:
-        """The scorer of the run's model_onnx; where there is none (or no ONNX Runtime): an error naming the fix, or
-        None when not `required`."""
-        import mlflow
-        from mlflow.exceptions import MlflowException
-
-        from tabtrack.extras import installed, require
-        from tabtrack.models.portable import METADATA_KEY, session_for
-
-        if not required and not installed("onnxruntime"):
-            return None
-        require("onnxruntime", purpose="--runtime onnx")
-        try:
-            if run_id is None:
-                raise OSError(f"{uri!r} names no run")
-            folder = mlflow.artifacts.download_artifacts(f"runs:/{run_id}/{ONNX_MODEL}")
-            described = mlflow.models.Model.load(folder)
-        except (MlflowException, OSError):
-            if not required:
-                return None
-            raise TabtrackError(
-                f"run {run_id} has no {ONNX_MODEL}: train with --onnx, or serve with --runtime sklearn."
-            ) from None
-        session = session_for(f"{folder}/{described.flavors['onnx']['data']}", threads=1)
-        return cls(session, dict(described.metadata[METADATA_KEY]["inputs"]), classes)
 
     def score(self, rows: pd.DataFrame) -> tuple[np.ndarray, np.ndarray | None]:
         from tabtrack.models.portable import feeds, probability_output
@@ -60,3 +40,80 @@ class OnnxScorer:
         names = [probability_output(c) for c in self.classes]
         proba = np.hstack(self.session.run(names, feeds(rows, self.inputs))).astype("float64")
         return np.asarray(self.classes)[np.argmax(proba, axis=1)], proba
+
+
+def onnx_scorer(loaded: Any, *, required: bool, converted_in: Path | None = None) -> tuple[OnnxScorer | None, str]:
+    """An ONNX Runtime scorer for `loaded` (a LoadedModel) and what answers, in words. Where ONNX Runtime cannot
+    answer: None and why (`required`: a TabtrackError naming the way out). `converted_in`: a folder where a model
+    converted here is kept for the other worker processes of the same service, which then skip converting it."""
+    from tabtrack.extras import install_hint, installed, require
+
+    purpose = "--runtime onnx"
+    if not installed("onnxruntime"):
+        if required:
+            require("onnxruntime", purpose=purpose)
+        return None, f"scikit-learn ({install_hint('onnxruntime')} to answer with ONNX Runtime)"
+    logged = _logged(loaded)
+    if logged is not None:
+        return logged, "ONNX Runtime (the run's model_onnx)"
+    missing = [module for module in CONVERTERS if not installed(module)]
+    if missing:
+        if required:
+            raise TabtrackError(f"the run has no {ONNX_MODEL} and converting it needs {missing[0]}: "
+                                f"{install_hint(missing[0])} (or serve with --runtime sklearn).")  # fmt: skip
+        return None, f"scikit-learn ({install_hint(missing[0])} to answer with ONNX Runtime)"
+    try:
+        return _converted(loaded, converted_in)
+    except TabtrackError as exc:
+        if required:
+            raise TabtrackError(
+                f"cannot serve {loaded.uri} with ONNX Runtime: {exc} (serve with --runtime sklearn)."
+            ) from exc
+        return None, f"scikit-learn (not ONNX Runtime: {exc})"
+
+
+def _logged(loaded: Any) -> OnnxScorer | None:
+    import mlflow
+    from mlflow.exceptions import MlflowException
+
+    from tabtrack.models.portable import METADATA_KEY, session_for
+
+    run_id = loaded.metadata.get("run_id")
+    if run_id is None:
+        return None
+    try:
+        folder = mlflow.artifacts.download_artifacts(f"runs:/{run_id}/{ONNX_MODEL}")
+        described = mlflow.models.Model.load(folder)
+    except (MlflowException, OSError):
+        return None
+    session = session_for(f"{folder}/{described.flavors['onnx']['data']}", threads=1)
+    return OnnxScorer(session, dict(described.metadata[METADATA_KEY]["inputs"]), loaded.classes)
+
+
+def _converted(loaded: Any, converted_in: Path | None) -> tuple[OnnxScorer, str]:
+    """The pipeline converted and checked here, or the copy another process of this service converted and checked."""
+    from tabtrack.models import portable
+    from tabtrack.serving.check_rows import run_rows
+
+    meta = loaded.metadata
+    key = hashlib.sha256(f"{loaded.uri}|{meta.get('run_id')}|{meta.get('version')}".encode()).hexdigest()[:16]
+    kept = None if converted_in is None else converted_in / f"{key}.onnx"
+    if kept is not None and kept.is_file():
+        stored = json.loads(kept.with_suffix(".json").read_text())
+        session = portable.session_for(str(kept), threads=1)
+        return OnnxScorer(session, stored["inputs"], loaded.classes), stored["how"]
+    started = time.perf_counter()
+    rows, which = run_rows(meta.get("run_id"), loaded.uri)
+    converted = portable.convert(loaded.model, rows)
+    rows, probes = portable.with_probe_rows(loaded.model, rows, converted.inputs)
+    check = portable.verify(converted, loaded.model, rows)
+    if not check.passed:
+        raise TabtrackError(f"converted, it answers differently ({check.summary()})")
+    seconds = time.perf_counter() - started
+    which += f" and {probes} probe rows" if probes else ""
+    how = f"ONNX Runtime (converted at start-up in {seconds:.1f} s; checked on {which}: {check.summary()})"
+    serialized = converted.model.SerializeToString()
+    if kept is not None:
+        kept.with_suffix(".json").write_text(json.dumps({"inputs": converted.inputs, "how": how}))
+        kept.write_bytes(serialized)
+    return OnnxScorer(portable.session_for(serialized, threads=1), converted.inputs, loaded.classes), how

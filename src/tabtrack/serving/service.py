@@ -10,6 +10,8 @@ from __future__ import annotations
 import hmac
 import logging
 import math
+import tempfile
+from pathlib import Path
 from typing import Any
 
 from fastapi import Request  # at module level: FastAPI reads the endpoint's annotation by name
@@ -111,7 +113,7 @@ def create_app(
 
     @app.get("/health")
     def health() -> dict[str, Any]:
-        body = {"status": "ok", "runtime": "onnx" if model.onnx is not None else "sklearn",
+        body = {"status": "ok", "runtime": "onnx" if model.onnx is not None else "sklearn", "answers": model.answered_by,
                 "prediction_log": prediction_log.stats if prediction_log is not None else None}  # fmt: skip
         if challenger is not None:
             body["challenger"] = challenger.stats
@@ -184,9 +186,10 @@ class Challenger:
     @property
     def stats(self) -> dict[str, Any]:
         if self.shadow is not None:
-            return {"mode": "shadow", **self.shadow.stats}
+            return {"mode": "shadow", **self.shadow.stats, "answers": self.model.answered_by}
         meta = self.model.metadata
-        return {"mode": "canary", "share": self.canary, "model": self.model.uri, "version": meta.get("version")}
+        return {"mode": "canary", "share": self.canary, "model": self.model.uri, "version": meta.get("version"),
+                "answers": self.model.answered_by}  # fmt: skip
 
 
 def _trace_headers(model: LoadedModel) -> dict[str, str]:
@@ -238,8 +241,9 @@ def run_server(
     With several workers each process loads the model once, from the same URI, and logs its own files.
     `log_predictions`: where the prediction log goes (None: nowhere). `shadow`: a challenger's URI, scoring every
     request in shadow or, with `canary`, answering that share of them. `token`: the bearer token every request but
-    /health must carry; required on any host but a loopback one unless `insecure`. `runtime`: "onnx" answers from
-    each run's model_onnx with ONNX Runtime, "sklearn" from the pipeline, "auto" the first where the run has one."""
+    /health must carry; required on any host but a loopback one unless `insecure`. `runtime`: "onnx" answers with
+    ONNX Runtime (the run's model_onnx, else the pipeline converted at start-up), "sklearn" with the pipeline,
+    "auto" with ONNX Runtime where it can (serving/onnx_scorer.py)."""
     import os
 
     import uvicorn
@@ -251,40 +255,45 @@ def run_server(
         )
     if canary is not None and shadow is None:
         raise TabtrackError("--canary needs the challenger that answers its share: add --shadow MODEL_URI.")
-    model = load(model_uri, tracking_uri=tracking_uri, runtime=runtime)
-    other = _challenger_model(model, shadow, canary, tracking_uri=tracking_uri, runtime=runtime)
-    on = " with ONNX Runtime (model_onnx)" if model.onnx is not None else ""
-    print(f"serving {model_uri} (run {model.metadata.get('run_id')}){on} at http://{host}:{port}", flush=True)
-    if other is not None:
-        how = f"answers {canary:.0%} of requests (canary)" if canary is not None else "scores every request in shadow"
-        print(f"challenger {shadow} (run {other.metadata.get('run_id')}) {how}", flush=True)
-    print(describe_log(log_predictions, log_sample), flush=True)
-    if token is None and insecure and not _loopback(host):
-        print(f"warning: --insecure: no token; anyone who reaches {host}:{port} can use this model", flush=True)
-    if workers > 1:
-        if token is not None:
-            os.environ[settings.SERVE_TOKEN] = token
-        os.environ[settings.SERVE_MODEL_URI] = model_uri
-        os.environ[settings.SERVE_LOG] = log_predictions or ""
-        os.environ[settings.SERVE_LOG_SAMPLE] = str(log_sample)
-        os.environ[settings.SERVE_SHADOW] = shadow or ""
-        os.environ[settings.SERVE_CANARY] = "" if canary is None else str(canary)
-        os.environ[settings.SERVE_RUNTIME] = runtime
-        if tracking_uri:
-            os.environ[settings.TRACKING_URI] = tracking_uri
-        uvicorn.run(
-            f"{__name__}:app_from_env",
-            factory=True,
-            host=host,
-            port=port,
-            workers=workers,
-            log_level="warning",
-            access_log=False,
-        )
-    else:  # (with workers, each process opens its own logs and challenger; this one only checked them)
-        challenger = _challenger(other, canary, log_predictions, log_sample)
-        app = _prepared_app(model, opened_log(model, log_predictions, log_sample), challenger, token)
-        uvicorn.run(app, host=host, port=port, log_level="warning", access_log=False)
+    with tempfile.TemporaryDirectory(prefix="tabtrack-serve-") as converted:  # models converted once, for all workers
+        kept = Path(converted) if workers > 1 else None
+        model = load(model_uri, tracking_uri=tracking_uri, runtime=runtime, converted_in=kept)
+        other = _challenger_model(model, shadow, canary, tracking_uri=tracking_uri, runtime=runtime, converted_in=kept)
+        print(f"serving {model_uri} (run {model.metadata.get('run_id')}) at http://{host}:{port}", flush=True)
+        print(f"answers from {model.answered_by}", flush=True)
+        if other is not None:
+            how = f"answers {canary:.0%} of requests" if canary is not None else "scores every request in shadow"
+            print(
+                f"challenger {shadow} (run {other.metadata.get('run_id')}) {how}, from {other.answered_by}", flush=True
+            )
+        print(describe_log(log_predictions, log_sample), flush=True)
+        if token is None and insecure and not _loopback(host):
+            print(f"warning: --insecure: no token; anyone who reaches {host}:{port} can use this model", flush=True)
+        if workers > 1:
+            if token is not None:
+                os.environ[settings.SERVE_TOKEN] = token
+            os.environ[settings.SERVE_MODEL_URI] = model_uri
+            os.environ[settings.SERVE_LOG] = log_predictions or ""
+            os.environ[settings.SERVE_LOG_SAMPLE] = str(log_sample)
+            os.environ[settings.SERVE_SHADOW] = shadow or ""
+            os.environ[settings.SERVE_CANARY] = "" if canary is None else str(canary)
+            os.environ[settings.SERVE_RUNTIME] = runtime
+            os.environ[settings.SERVE_CONVERTED] = converted
+            if tracking_uri:
+                os.environ[settings.TRACKING_URI] = tracking_uri
+            uvicorn.run(
+                f"{__name__}:app_from_env",
+                factory=True,
+                host=host,
+                port=port,
+                workers=workers,
+                log_level="warning",
+                access_log=False,
+            )
+        else:  # (with workers, each process opens its own logs and challenger; this one only checked them)
+            challenger = _challenger(other, canary, log_predictions, log_sample)
+            app = _prepared_app(model, opened_log(model, log_predictions, log_sample), challenger, token)
+            uvicorn.run(app, host=host, port=port, log_level="warning", access_log=False)
 
 
 def app_from_env():
@@ -292,16 +301,20 @@ def app_from_env():
     import os
 
     runtime = os.environ.get(settings.SERVE_RUNTIME) or "auto"
-    model = load(os.environ[settings.SERVE_MODEL_URI], runtime=runtime)
+    kept = Path(os.environ[settings.SERVE_CONVERTED]) if os.environ.get(settings.SERVE_CONVERTED) else None
+    model = load(os.environ[settings.SERVE_MODEL_URI], runtime=runtime, converted_in=kept)
     location = os.environ.get(settings.SERVE_LOG) or None
     sample = float(os.environ.get(settings.SERVE_LOG_SAMPLE, "1"))
     canary = float(os.environ[settings.SERVE_CANARY]) if os.environ.get(settings.SERVE_CANARY) else None
-    other = _challenger_model(model, os.environ.get(settings.SERVE_SHADOW) or None, canary, runtime=runtime)
+    shadow = os.environ.get(settings.SERVE_SHADOW) or None
+    other = _challenger_model(model, shadow, canary, runtime=runtime, converted_in=kept)
     challenger = _challenger(other, canary, location, sample)
     return _prepared_app(model, opened_log(model, location, sample), challenger, os.environ.get(settings.SERVE_TOKEN))
 
 
-def _challenger_model(model, uri, canary, *, tracking_uri=None, runtime="auto") -> LoadedModel | None:
+def _challenger_model(
+    model, uri, canary, *, tracking_uri=None, runtime="auto", converted_in=None
+) -> LoadedModel | None:
     """The challenger model `uri` names, checked against the champion's inputs (one line at start-up if they differ)."""
     if uri is None:
         return None
@@ -309,14 +322,14 @@ def _challenger_model(model, uri, canary, *, tracking_uri=None, runtime="auto") 
 
     if canary is not None and not 0 < canary < 1:
         raise TabtrackError(f"--canary {canary}: give the share of requests the challenger answers, in (0, 1).")
-    other = load(uri, tracking_uri=tracking_uri, runtime=runtime)
+    other = load(uri, tracking_uri=tracking_uri, runtime=runtime, converted_in=converted_in)
     check_same_inputs(model, other)
     return other
 
 
 def _challenger(other: LoadedModel | None, canary, location, sample) -> Challenger | None:
     """The challenger at work in this process: its model, prediction log, and shadow thread or canary share."""
-    return None if other is None else Challenger(other.compile(), opened_log(other, location, sample), canary=canary)
+    return None if other is None else Challenger(other, opened_log(other, location, sample), canary=canary)
 
 
 def _loopback(host: str) -> bool:
@@ -354,7 +367,7 @@ def _prepared_app(model: LoadedModel, prediction_log: PredictionLog | None = Non
     threadpool_limits(1)
     # Inputs were checked against the signature already; skip scikit-learn's per-call re-validation.
     sklearn.set_config(assume_finite=True, skip_parameter_validation=True)
-    app = create_app(model.compile(), prediction_log, challenger=challenger, token=token)
+    app = create_app(model, prediction_log, challenger=challenger, token=token)
     import gc
 
     # The model and the app live for the whole process: keep the collector from re-scanning them,

@@ -164,6 +164,7 @@ def basic_auth_server(tmp_path):
         f"database_uri = sqlite:///{tmp_path / 'auth.db'}\n"
         f"admin_username = admin\nadmin_password = {ADMIN_PASSWORD}\n"
         "authorization_function = mlflow.server.auth:authenticate_request_basic_auth\n"
+        "auth_cache_ttl_seconds = 60\n"  # as scripts/team-stack.sh: one password check per minute, not per request
     )
     port = free_port()
     proc = start_mlflow_server(

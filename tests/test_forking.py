@@ -24,6 +24,7 @@ from mlflow import MlflowClient
 
 from conftest import TABTRACK, runs_of
 from tabtrack import forked
+from tabtrack.extras import installed
 
 
 def _children_like(pid: int) -> list[int]:
@@ -162,7 +163,7 @@ encode = make_column_transformer((OneHotEncoder(handle_unknown="ignore"), make_c
 model = make_pipeline(encode, HistGradientBoostingClassifier(random_state=0)).fit(X_train, y_train)
 with tabtrack.start_run(experiment="notebook", data={data!r}, seed=0, tracking_uri={store!r}) as run:
     run.cross_validate(make_pipeline(encode, HistGradientBoostingClassifier(random_state=0)), X_train, y_train, cv=3)
-    result = run.evaluate(model, X_test, y_test, X_train=X_train, y_train=y_train)
+    result = run.evaluate(model, X_test, y_test, X_train=X_train, y_train=y_train, onnx={onnx})
 print("RUN", run.run_id, len(forks), result.metrics["test"]["accuracy"])
 """
 
@@ -172,6 +173,7 @@ def test_start_run_and_evaluate_in_a_real_jupyter_kernel(workdir, store_uri):
 
     jupyter_client = pytest.importorskip("jupyter_client") if not os.environ.get("CI") else __import__("jupyter_client")
     data = real_tables.write(real_tables.TABLES["penguins"], workdir)
+    onnx = installed("skl2onnx")  # model_onnx too, converted in the kernel's process (CI installs the extra)
     manager, kernel = jupyter_client.manager.start_new_kernel(kernel_name="python3", cwd=str(workdir))
     try:
         outputs, errors = [], []
@@ -184,7 +186,7 @@ def test_start_run_and_evaluate_in_a_real_jupyter_kernel(workdir, store_uri):
                 errors.append("\n".join(content["traceback"]))
 
         reply = kernel.execute_interactive(
-            NOTEBOOK_CELL.format(data=str(data), store=store_uri), timeout=600, output_hook=on_output
+            NOTEBOOK_CELL.format(data=str(data), store=store_uri, onnx=onnx), timeout=600, output_hook=on_output
         )
     finally:
         kernel.stop_channels()
@@ -197,6 +199,7 @@ def test_start_run_and_evaluate_in_a_real_jupyter_kernel(workdir, store_uri):
     assert run.info.status == "FINISHED" and run.data.tags["tabtrack.kind"] == "own_code"
     assert "tabtrack.entrypoint" not in run.data.tags  # a notebook has no script to re-run
     assert {"test_accuracy", "train_accuracy", "cv_accuracy_mean"} <= set(run.data.metrics)
+    assert not onnx or run.data.metrics["onnx_same_labels"] == 1.0
     recorded = _record(client, run_id)["artifacts"]
     assert {"report.html", "config/resolved.yaml", "env/requirements.txt", "plots/confusion_matrix.png"} <= recorded
     import mlflow

@@ -152,28 +152,38 @@ def test_export_writes_the_checked_file_and_refuses_bad_inputs_in_one_line(train
         assert done.returncode == 2 and done.stderr.count("\n") == 1 and says in done.stderr, done.stderr
 
 
+def _serve(folder, model: str, use):
+    """`tabtrack serve MODEL` as users start it (default runtime): `use(base_url)` once it is healthy, then stopped.
+    Returns what `use` returned and what serve printed."""
+    port = free_port()
+    proc = subprocess.Popen([TABTRACK, "serve", model, "--port", str(port), "--log-predictions", "off"],
+                            cwd=folder, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)  # fmt: skip
+    try:
+        wait_for_http(f"http://127.0.0.1:{port}/health", proc, what=f"tabtrack serve {model}")
+        result = use(f"http://127.0.0.1:{port}")
+    finally:
+        proc.terminate()
+        printed, _ = proc.communicate(timeout=60)
+    return result, printed
+
+
+def _get(url: str, body: dict | None = None) -> dict:
+    data = None if body is None else json.dumps(body).encode()
+    request = urllib.request.Request(url, data=data, headers={"content-type": "application/json"})
+    with urllib.request.urlopen(request, timeout=60) as response:
+        return json.loads(response.read())
+
+
 def test_serve_answers_from_model_onnx_and_serves_a_model_no_converter_handles_with_scikit_learn(trained):
     import mlflow
 
     folder, paths, _ = trained
     raw = real_tables.read(paths["titanicsurvival"])
     records = json.loads(raw.drop(columns=["rownames", "survived"]).iloc[:200].to_json(orient="records"))
-    port = free_port()
     # no --runtime: auto, i.e. model_onnx where the run logged one
-    proc = subprocess.Popen([TABTRACK, "serve", "titanic/1", "--port", str(port), "--log-predictions", "off"],
-                            cwd=folder, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)  # fmt: skip
-    try:
-        wait_for_http(f"http://127.0.0.1:{port}/health", proc, what="tabtrack serve --runtime onnx")
-        with urllib.request.urlopen(f"http://127.0.0.1:{port}/health", timeout=30) as response:
-            assert json.loads(response.read())["runtime"] == "onnx"
-        request = urllib.request.Request(f"http://127.0.0.1:{port}/predict", data=json.dumps({"records": records}).encode(),
-                                         headers={"content-type": "application/json"})  # fmt: skip
-        with urllib.request.urlopen(request, timeout=60) as response:
-            body = json.loads(response.read())
-    finally:
-        proc.terminate()
-        out, _ = proc.communicate(timeout=60)
-    assert "answers from ONNX Runtime (the run's model_onnx)" in out
+    (health, body), printed = _serve(folder, "titanic/1", lambda base: (_get(f"{base}/health"),
+                                                                  _get(f"{base}/predict", {"records": records})))  # fmt: skip
+    assert health["runtime"] == "onnx" and "answers from ONNX Runtime (the run's model_onnx)" in printed
     proba = mlflow.sklearn.load_model("models:/titanic/1").predict_proba(raw.iloc[:200])
     assert np.max(np.abs(np.array([p["yes"] for p in body["probabilities"]]) - proba[:, 1])) < 1e-4
     assert body["predictions"] == list(np.where(proba[:, 1] > proba[:, 0], "yes", "no"))
@@ -185,17 +195,9 @@ def test_serve_answers_from_model_onnx_and_serves_a_model_no_converter_handles_w
         "cannot serve models:/titanic/2 with ONNX Runtime: cannot convert step 'model' (TorchMLPClassifier)"
         in done.stderr
     )
-    port = free_port()
-    proc = subprocess.Popen([TABTRACK, "serve", "titanic/2", "--port", str(port), "--log-predictions", "off"],
-                            cwd=folder, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)  # fmt: skip
-    try:
-        wait_for_http(f"http://127.0.0.1:{port}/health", proc, what="tabtrack serve (the MLP)")
-        with urllib.request.urlopen(f"http://127.0.0.1:{port}/health", timeout=30) as response:
-            assert json.loads(response.read())["runtime"] == "sklearn"
-    finally:
-        proc.terminate()
-        out, _ = proc.communicate(timeout=60)
-    assert "answers from scikit-learn (not ONNX Runtime: cannot convert step 'model' (TorchMLPClassifier)" in out
+    health, printed = _serve(folder, "titanic/2", lambda base: _get(f"{base}/health"))
+    assert health["runtime"] == "sklearn"
+    assert "answers from scikit-learn (not ONNX Runtime: cannot convert step 'model' (TorchMLPClassifier)" in printed
 
 
 def test_compare_and_tune_log_model_onnx_for_each_model_they_keep(workdir):
@@ -330,3 +332,25 @@ def test_unseen_and_infrequent_categories_encode_as_in_scikit_learn(handle_unkno
         checked, probes = portable.with_probe_rows(model, rows, converted.inputs)
         check = portable.verify(converted, model, checked)
     assert probes == 8 and check.passed and check.max_difference < 1e-6, check.summary()
+
+
+def test_a_missing_value_learnt_as_a_category_is_that_category_in_the_graph(tmp_path):
+    """A user's OneHotEncoder fitted on text with gaps learns NaN as a category; the graph receives a gap as "" and
+    must land in that same column (found by a linear model on penguins' sex: 0.006 apart before)."""
+    from sklearn.compose import make_column_selector, make_column_transformer
+    from sklearn.impute import SimpleImputer
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.pipeline import make_pipeline
+    from sklearn.preprocessing import OneHotEncoder
+
+    from tabtrack.models import portable
+
+    frame = real_tables.read(real_tables.write(real_tables.TABLES["penguins"], tmp_path)).drop(columns=["rownames"])
+    X, y = frame.drop(columns=["species"]), frame["species"]
+    encode = make_column_transformer((OneHotEncoder(handle_unknown="ignore"), make_column_selector(dtype_include=object)),
+                                     (SimpleImputer(), make_column_selector(dtype_include="number")))  # fmt: skip
+    model = make_pipeline(encode, LogisticRegression(max_iter=2000)).fit(X, y)
+    assert any(pd.isna(c) for c in model[0].transformers_[0][1].categories_[1])  # sex: female, male, NaN
+    converted = portable.convert(model, X)
+    check = portable.verify(converted, model, X[X["sex"].isna()])
+    assert check.rows > 0 and check.passed and check.max_difference < 1e-9, check.summary()

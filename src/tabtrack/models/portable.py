@@ -304,6 +304,9 @@ def _portable(step: Any) -> Any:
         else:
             return NumberImputer(np.asarray(step.statistics_, dtype="float64"))
     elif isinstance(step, OneHotEncoder) and step.handle_unknown != "error" and step.drop is None:
+        # Missing text reaches the graph as "": where the encoder learnt "missing" as a category, so does the copy.
+        step.categories_ = [np.array(["" if pd.isna(c) else c for c in cats], dtype=object) if cats.dtype == object
+                            else cats for cats in step.categories_]  # fmt: skip
         if any(c is not None for c in _infrequent(step)):  # (text categories: the grouper maps strings)
             return grouped_one_hot(step) if all(isinstance(c, str) for cs in step.categories_ for c in cs) else step
         # With no infrequent category, an unseen one is all zeros under every handle_unknown but "error"; skl2onnx

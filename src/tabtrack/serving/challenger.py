@@ -17,8 +17,6 @@ import queue
 import threading
 from typing import Any
 
-import pandas as pd
-
 from tabtrack.errors import TabtrackError
 from tabtrack.serving.model import LoadedModel
 from tabtrack.serving.prediction_log import PredictionLog, share_of
@@ -111,7 +109,7 @@ class Shadow:
     def _score(self, batch: list[tuple[list[dict[str, Any]], str]]) -> None:
         rows = [record for records, _ in batch for record in records]
         try:
-            predictions, proba = self.model.score(pd.DataFrame.from_records(rows))
+            predictions, proba = self.model.score_records(rows)
         except Exception as exc:  # the champion answered already; a failing challenger is counted, not raised
             self._failed_on(batch, exc)
             return

@@ -59,7 +59,11 @@ class LoadedModel:
         return pd.DataFrame(prepared, index=frame.index, columns=list(self.columns))
 
     def score_records(self, records: list[dict[str, Any]]) -> tuple[np.ndarray, np.ndarray | None]:
-        """`score` for JSON records."""
+        """`score` for JSON records; ONNX Runtime takes plain records without pandas (OnnxScorer.score_records)."""
+        if self.onnx is not None and all(record.keys() == self.columns.keys() for record in records):
+            answered = self.onnx.score_records(records)
+            if answered is not None:
+                return answered
         return self.score(pd.DataFrame.from_records(records))
 
     def score(self, frame: pd.DataFrame) -> tuple[np.ndarray, np.ndarray | None]:

@@ -32,13 +32,41 @@ class OnnxScorer:
     classes: list | None
 
     def score(self, rows: pd.DataFrame) -> tuple[np.ndarray, np.ndarray | None]:
-        from tabtrack.models.portable import feeds, probability_output
+        """Answers for rows typed by the pipeline's input step."""
+        from tabtrack.models.portable import feeds
+
+        return self._run(feeds(rows, self.inputs))
+
+    def score_records(self, records: list[dict[str, Any]]) -> tuple[np.ndarray, np.ndarray | None] | None:
+        """Answers for JSON records without pandas, where every value is plainly what its column takes (numbers or
+        null; text or null) and nothing is infinite; else None, and the pandas path types the rows and names any
+        problem. (On a single row pandas took ~3 ms, the graph ~0.3 ms.)"""
+        if not records or not self.inputs.keys() <= records[0].keys():
+            return None
+        graph_inputs = {}
+        for column, kind in self.inputs.items():
+            values = [record[column] for record in records]
+            if kind == "number":
+                if not all(v is None or isinstance(v, int | float) for v in values):  # (bool is an int)
+                    return None
+                numbers = np.array([np.nan if v is None else v for v in values], dtype="float64")
+                if np.isinf(numbers).any():
+                    return None
+                graph_inputs[column] = numbers
+            else:
+                if not all(v is None or isinstance(v, str) for v in values):
+                    return None
+                graph_inputs[column] = np.array(["" if v is None else v for v in values], dtype=object)
+        return self._run(graph_inputs)
+
+    def _run(self, graph_inputs: dict[str, np.ndarray]) -> tuple[np.ndarray, np.ndarray | None]:
+        from tabtrack.models.portable import probability_output
 
         if self.classes is None:
-            (values,) = self.session.run(None, feeds(rows, self.inputs))[:1]
+            (values,) = self.session.run(None, graph_inputs)[:1]
             return np.asarray(values, dtype="float64").ravel(), None
         names = [probability_output(c) for c in self.classes]
-        proba = np.hstack(self.session.run(names, feeds(rows, self.inputs))).astype("float64")
+        proba = np.hstack(self.session.run(names, graph_inputs)).astype("float64")
         return np.asarray(self.classes)[np.argmax(proba, axis=1)], proba
 
 

@@ -176,9 +176,11 @@ class PredictionLog:
 
         counts = [len(item.rows) for item in items]
         columns: dict[str, Any] = {}
+        # JSON records (what serve logs): each column in one pass over every row, not one small array per request
+        records = [r for item in items for r in item.rows] if all(isinstance(i.rows, list) for i in items) else None
         for name, kind in self.columns.items():
             key = f"input.{name}" if name in OWN_COLUMNS or name.startswith("proba_") else name
-            parts = [_values(item.rows, name) for item in items]
+            parts = [_values(item.rows, name) for item in items] if records is None else [_values(records, name)]
             if kind == "number":
                 columns[key] = pa.array(np.concatenate([_numbers(part) for part in parts]), pa.float64())
             else:

@@ -58,6 +58,23 @@ def test_keyboard_interrupt_marks_run_killed(workdir, data_dir, client, store_ur
     assert set(statuses.values()) == {"KILLED"}
 
 
+def test_a_child_run_an_interrupt_cut_short_ends_with_its_parent(client, store_uri):
+    """An interrupt inside a child run's start (after MLflow created the run and put it on its stack, before
+    tabtrack's tracker took its id) left the child RUNNING under a KILLED parent (seen once in CI, in the SIGINT
+    test below): the parent's end now ends it too."""
+    from tabtrack.tracking import make_tracker
+    from tabtrack.tracking.mlflow_io import PARENT_TAG
+
+    tracker = make_tracker(tracking_uri=store_uri)
+    with pytest.raises(KeyboardInterrupt), tracker.run(experiment="cut", run_name="parent"):
+        # what the cut left: the child's run, created and on MLflow's stack
+        mlflow.start_run(experiment_id=tracker.experiment_id, nested=True, run_name="fold_0",
+                         tags={PARENT_TAG: tracker.run_id})  # fmt: skip
+        raise KeyboardInterrupt
+    assert mlflow.active_run() is None
+    assert _statuses(client, "cut") == [("fold_0", "KILLED"), ("parent", "KILLED")]
+
+
 def _spawn_train(args, cwd):
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
     return subprocess.Popen(

@@ -181,6 +181,13 @@ class MlflowTracker(Tracker):
 
     def _end_online(self, status: str) -> None:
         active = mlflow.active_run()
+        # A child whose start an interrupt cut short (in the store and on MLflow's stack, but its tracker never got
+        # its id, so nothing ends it) ends with its parent rather than staying RUNNING.
+        while (
+            active is not None and active.info.run_id != self.run_id and active.data.tags.get(PARENT_TAG) == self.run_id
+        ):
+            retry_locked(mlflow.end_run, status=status)
+            active = mlflow.active_run()
         if active is not None and active.info.run_id == self.run_id:
             retry_locked(mlflow.end_run, status=status)
         else:  # not on top of the fluent stack (should not happen): end it directly

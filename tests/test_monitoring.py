@@ -216,6 +216,59 @@ def test_a_full_queue_drops_rows_and_counts_them(tmp_path):
     assert log.logged + log.dropped == 2001
 
 
+def test_the_log_reads_plain_records_by_arrow_and_converts_what_arrow_cannot_alike(tmp_path):
+    """serve's records are read by Arrow in one call; a batch holding a value Arrow will not take as its column's
+    kind (a number sent as text, a number where text goes) is converted column by column instead. The same rows
+    come back the same either way (a gap is null, an input named like a log column is input.<name>)."""
+    from tabtrack.serving.prediction_log import PredictionLog
+
+    columns = {"x": "number", "c": "text", "row": "number"}
+    plain = [{"x": 1, "c": "u", "row": 5}, {"x": None, "c": None, "row": 6.5}, {"x": True, "c": "v"}]
+    read = {}
+    for name, extra in (("arrow", []), ("converted", [{"x": "2.5", "c": 7, "row": 1}])):
+        log = PredictionLog(str(tmp_path / name), model={"name": "m", "version": "1", "run_id": "r"},
+                            columns=columns, classes=["no", "yes"])  # fmt: skip
+        rows = plain + extra
+        log.record(rows, np.array(["no", "yes", "no", "yes"][: len(rows)], dtype=object),
+                   np.tile([0.25, 0.75], (len(rows), 1)), request_id=f"{name}-1")  # fmt: skip
+        log.close()
+        assert log.stats["rows_logged"] == len(rows) and log.stats["error"] is None
+        read[name] = pd.read_parquet(tmp_path / name).sort_values("row")
+    arrow, converted = read["arrow"], read["converted"]
+    assert arrow["x"].tolist()[::2] == [1.0, 1.0] and np.isnan(arrow["x"].iloc[1])
+    assert arrow["c"].tolist()[::2] == ["u", "v"] and pd.isna(arrow["c"].iloc[1])
+    assert arrow["input.row"].tolist()[:2] == [5.0, 6.5] and pd.isna(arrow["input.row"].iloc[2])
+    assert arrow["row"].tolist() == [0, 1, 2] and arrow["prediction"].tolist() == ["no", "yes", "no"]
+    inputs = ["x", "c", "input.row", "row", "prediction", "proba_yes"]
+    pd.testing.assert_frame_equal(converted[inputs].head(3), arrow[inputs])
+    assert converted[["x", "c", "input.row"]].iloc[3].tolist() == [2.5, "7", 1.0]
+
+
+def test_a_shadow_batch_is_logged_as_its_requests_with_their_sample(tmp_path):
+    """The shadow logs a batch of many requests as one item: each row keeps its request's id and its place in
+    that request, and a sampled log keeps or leaves each request whole, as it does for single requests."""
+    from tabtrack.serving.prediction_log import PredictionLog, share_of
+
+    requests = [(f"q{i}", 1 + i % 3) for i in range(60)]
+    rows = [{"x": float(i)} for i, (_, count) in enumerate(requests) for _ in range(count)]
+    predictions = np.array([100 * i + place for i, (_, count) in enumerate(requests) for place in range(count)], float)
+    for sample in (1.0, 0.5):
+        log = PredictionLog(str(tmp_path / f"log-{sample}"), model={"name": "m", "version": "2", "run_id": "r"},
+                            columns={"x": "number"}, classes=None, sample=sample)  # fmt: skip
+        log.record_many(rows, predictions, requests=requests, role="shadow")
+        log.close()
+        logged = pd.read_parquet(tmp_path / f"log-{sample}")
+        kept = [
+            (i, request_id, count) for i, (request_id, count) in enumerate(requests) if share_of(request_id) < sample
+        ]
+        assert 0 < len(kept) <= len(requests) and (sample == 1.0) == (len(kept) == len(requests))
+        expected = [(request_id, place, float(i), 100.0 * i + place) for i, request_id, count in kept
+                    for place in range(count)]  # fmt: skip
+        got = logged.sort_values("prediction")[["request_id", "row", "x", "prediction"]]
+        assert [tuple(r) for r in got.itertuples(index=False)] == expected
+        assert set(logged["role"]) == {"shadow"} and log.stats["rows_logged"] == len(expected)
+
+
 @pytest.mark.multiprocess
 def test_monitor_bad_inputs_are_one_line_each(workdir):
     raw, run_id = _champion(workdir, "penguins", "species", "penguins")

@@ -310,16 +310,18 @@ def test_serve_converts_a_run_without_model_onnx_at_start_up_and_answers_like_th
         expected = result.pipeline.predict(frame)
     assert np.max(np.abs(proba - expected_proba)) < 1e-4
     assert list(predictions) == list(expected)
-    records = json.loads(frame.head(50).to_json(orient="records"))  # as JSON sends them: missing is null
-    by_records, proba_records = model.score_records(records)  # straight to the graph, without pandas
-    assert model.onnx.score_records(records) is not None
-    assert np.max(np.abs(proba_records - expected_proba[:50])) < 1e-4
-    assert list(by_records) == list(expected[:50])
-    # what plain JSON values cannot say goes through pandas and the input step: numbers as text, a bad value
     number = next(c for c, k in model.columns.items() if k == "number")
-    as_text = [{**r, number: None if r[number] is None else str(r[number])} for r in records[:5]]
-    assert model.onnx.score_records(as_text) is None
-    assert list(model.score_records(as_text)[0]) == list(expected[:5])
+    # a request's few records are read in Python, a shadow batch's hundreds by Arrow: both straight to the graph
+    for count in (50, len(frame)):
+        records = json.loads(frame.head(count).to_json(orient="records"))  # as JSON sends them: missing is null
+        by_records, proba_records = model.score_records(records)
+        assert model.onnx.score_records(records) is not None
+        assert np.max(np.abs(proba_records - expected_proba[:count])) < 1e-4
+        assert list(by_records) == list(expected[:count])
+        # what plain JSON values cannot say goes through pandas and the input step: numbers as text, a bad value
+        as_text = [{**r, number: None if r[number] is None else str(r[number])} for r in records]
+        assert model.onnx.score_records(as_text) is None
+        assert list(model.score_records(as_text)[0]) == list(expected[:count])
     with pytest.raises(TabtrackError, match=f"column '{number}' must be numeric; got 'many'"):
         model.score_records([{**records[0], number: "many"}])
     if dataset == "mixed":

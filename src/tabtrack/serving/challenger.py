@@ -13,13 +13,12 @@ Canary (`--shadow URI --canary FRACTION`): the challenger answers a seeded, stic
 from __future__ import annotations
 
 import logging
-import queue
 import threading
 from typing import Any
 
 from tabtrack.errors import TabtrackError
 from tabtrack.serving.model import LoadedModel
-from tabtrack.serving.prediction_log import PredictionLog, share_of
+from tabtrack.serving.prediction_log import PredictionLog, Waiting, share_of
 
 log = logging.getLogger(__name__)
 SHADOW_WAKE_SECONDS = 0.2
@@ -63,16 +62,14 @@ class Shadow:
         self.prediction_log = prediction_log
         self.scored = self.failed = self.dropped = 0
         self.last_error: str | None = None
-        self._queue: queue.Queue[tuple[list[dict[str, Any]], str]] = queue.Queue(maxsize=max_waiting)
+        self._waiting = Waiting(max_waiting)  # (records, request id) of each request
         self._stopping = threading.Event()
         self._thread = threading.Thread(target=self._score_forever, name="tabtrack-shadow", daemon=True)
         self._thread.start()
 
     def submit(self, records: list[dict[str, Any]], request_id: str) -> None:
         """Cheap and never raises: the request goes on whatever happens here."""
-        try:
-            self._queue.put_nowait((records, request_id))
-        except queue.Full:
+        if not self._waiting.put((records, request_id)):
             self.dropped += len(records)
 
     @property
@@ -80,7 +77,7 @@ class Shadow:
         meta = self.model.metadata
         return {
             "model": self.model.uri, "version": meta.get("version"), "rows_scored": self.scored,
-            "rows_failed": self.failed, "rows_dropped": self.dropped, "requests_waiting": self._queue.qsize(),
+            "rows_failed": self.failed, "rows_dropped": self.dropped, "requests_waiting": len(self._waiting),
             "last_error": self.last_error,
         }  # fmt: skip
 
@@ -94,12 +91,7 @@ class Shadow:
 
         while True:
             stopping = self._stopping.wait(SHADOW_WAKE_SECONDS)
-            batch = []
-            while True:
-                try:
-                    batch.append(self._queue.get_nowait())
-                except queue.Empty:
-                    break
+            batch = self._waiting.take_all()
             if batch:
                 with joblib.parallel_config(backend="sequential"):
                     self._score(batch)
@@ -114,14 +106,9 @@ class Shadow:
             self._failed_on(batch, exc)
             return
         self.scored += len(rows)
-        if self.prediction_log is None:
-            return
-        start = 0
-        for records, request_id in batch:
-            end = start + len(records)
-            self.prediction_log.record(records, predictions[start:end], None if proba is None else proba[start:end],
-                                       request_id=request_id, role="shadow")  # fmt: skip
-            start = end
+        if self.prediction_log is not None:
+            requests = [(request_id, len(records)) for records, request_id in batch]
+            self.prediction_log.record_many(rows, predictions, proba, requests=requests, role="shadow")
 
     def _failed_on(self, batch, exc: Exception) -> None:
         if len(batch) > 1:  # one bad request must not cost the others their shadow answers

@@ -16,10 +16,10 @@ from __future__ import annotations
 import hashlib
 import logging
 import os
-import queue
 import threading
 import time
 import uuid
+from collections import deque
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -27,6 +27,8 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
+
+from tabtrack.serving.records import as_arrow
 
 log = logging.getLogger(__name__)
 
@@ -42,9 +44,33 @@ class _Scored:
     rows: Any  # a list of records or a DataFrame, as the model was given them
     predictions: Any
     proba: Any
-    request_id: str
+    request_ids: list[str]  # the requests the rows came in, in order,
+    counts: list[int]  # and how many rows each
     when: float
     role: str
+
+
+class Waiting:
+    """A bounded line of work from the requests to one background thread. A deque, not a Queue: Queue takes a
+    lock and a condition for every put and every get, on the requests' thread and on the writer's."""
+
+    def __init__(self, limit: int) -> None:
+        self.limit = limit
+        self._items: deque = deque()
+
+    def put(self, item: Any) -> bool:
+        """False, and the item left out, when the line is full."""
+        if len(self._items) >= self.limit:
+            return False
+        self._items.append(item)  # atomic: no lock needed
+        return True
+
+    def take_all(self) -> list:
+        """What is waiting now (only the one consumer takes, so these items are there to take)."""
+        return [self._items.popleft() for _ in range(len(self._items))]
+
+    def __len__(self) -> int:
+        return len(self._items)
 
 
 def new_request_id() -> str:
@@ -80,7 +106,7 @@ class PredictionLog:
         self._failed: str | None = None
         self._closed = False
         self._stopping = threading.Event()
-        self._queue: queue.Queue[_Scored] = queue.Queue(maxsize=max_waiting)
+        self._waiting = Waiting(max_waiting)
         self._files = 0
         self._token = uuid.uuid4().hex[:6]  # a champion's and a challenger's log in one process never share a name
         try:
@@ -93,21 +119,39 @@ class PredictionLog:
 
     # -- the request side: cheap, never raises ---------------------------------------------------------------
     def record(self, rows: Any, predictions: Any, proba: Any = None, *, request_id: str, role: str = "primary") -> None:
-        if self.sample < 1.0 and share_of(request_id) >= self.sample:
-            return
+        self.record_many(rows, predictions, proba, requests=[(request_id, len(rows))], role=role)
+
+    def record_many(
+        self, rows: Any, predictions: Any, proba: Any = None, *, requests: Sequence[tuple[str, int]], role: str
+    ) -> None:
+        """Rows of one or more requests scored together (the shadow scores many at once), logged as one item:
+        `requests` holds each request's id and row count, in order. A request is in the sample or out whole."""
+        if self.sample < 1.0:
+            kept = [(request_id, start, start + count)
+                    for (request_id, count), start in zip(requests, _starts(requests), strict=True)
+                    if share_of(request_id) < self.sample]  # fmt: skip
+            if not kept:
+                return
+            if len(kept) < len(requests):  # (only a batch of several requests can be cut)
+                rows = [row for _, start, end in kept for row in rows[start:end]]
+                predictions = np.concatenate([predictions[start:end] for _, start, end in kept])
+                proba = None if proba is None else np.concatenate([proba[start:end] for _, start, end in kept])
+                requests = [(request_id, end - start) for request_id, start, end in kept]
         if self._closed:
             self._count(dropped=len(rows))
             return
-        try:
-            self._queue.put_nowait(_Scored(rows, predictions, proba, request_id, time.time(), role))
-        except queue.Full:
-            self._count(dropped=len(rows))
+        ids, counts = [request_id for request_id, _ in requests], [count for _, count in requests]
+        self._put(_Scored(rows, predictions, proba, ids, counts, time.time(), role))
+
+    def _put(self, item: _Scored) -> None:
+        if not self._waiting.put(item):
+            self._count(dropped=len(item.rows))
 
     @property
     def stats(self) -> dict[str, Any]:
         return {
             "location": self.location, "rows_logged": self.logged, "rows_dropped": self.dropped,
-            "requests_waiting": self._queue.qsize(), "error": self._failed,
+            "requests_waiting": len(self._waiting), "error": self._failed,
         }  # fmt: skip
 
     def close(self) -> None:
@@ -139,12 +183,7 @@ class PredictionLog:
                 return
 
     def _drained(self) -> list[_Scored]:
-        items = []
-        while True:
-            try:
-                items.append(self._queue.get_nowait())
-            except queue.Empty:
-                return items
+        return self._waiting.take_all()
 
     def _write(self, batch: list[_Scored]) -> None:
         if not batch:
@@ -154,11 +193,11 @@ class PredictionLog:
             self._count(dropped=rows)
             return
         try:
-            days: dict[str, list[_Scored]] = {}
+            days: dict[int, list[_Scored]] = {}  # days since 1970 (UTC)
             for item in batch:
-                days.setdefault(datetime.fromtimestamp(item.when, UTC).strftime("%Y-%m-%d"), []).append(item)
+                days.setdefault(int(item.when // 86_400), []).append(item)
             for day, items in days.items():
-                self._write_file(day, self._table(items))
+                self._write_file(datetime.fromtimestamp(day * 86_400, UTC).strftime("%Y-%m-%d"), self._table(items))
             self._count(logged=rows)
         except Exception as exc:
             self._count(dropped=rows)
@@ -174,25 +213,21 @@ class PredictionLog:
         DataFrame per request: the writer shares the GIL with the requests it must not slow)."""
         import pyarrow as pa
 
-        counts = [len(item.rows) for item in items]
-        columns: dict[str, Any] = {}
-        # JSON records (what serve logs): each column in one pass over every row, not one small array per request
-        records = [r for item in items for r in item.rows] if all(isinstance(i.rows, list) for i in items) else None
-        for name, kind in self.columns.items():
-            key = f"input.{name}" if name in OWN_COLUMNS or name.startswith("proba_") else name
-            parts = [_values(item.rows, name) for item in items] if records is None else [_values(records, name)]
-            if kind == "number":
-                columns[key] = pa.array(np.concatenate([_numbers(part) for part in parts]), pa.float64())
-            else:
-                columns[key] = pa.array([text for part in parts for text in _texts(part)], pa.string())
-        columns["request_id"] = pa.array(np.repeat([item.request_id for item in items], counts), pa.string())
-        columns["row"] = pa.array(np.concatenate([np.arange(count, dtype="int32") for count in counts]))
-        when = np.repeat(np.array([int(item.when * 1e9) for item in items], dtype="int64"), counts)
+        columns = self._inputs(items)
+        ids = [request_id for item in items for request_id in item.request_ids]
+        counts = np.array([count for item in items for count in item.counts])
+        sizes = np.array([len(item.rows) for item in items])
+        total = int(sizes.sum())
+        starts = np.cumsum(counts) - counts  # each request's first row; one vectorised step, not one per request
+        columns["request_id"] = pa.array(ids, pa.string()).take(np.repeat(np.arange(len(ids)), counts))
+        columns["row"] = pa.array((np.arange(total) - np.repeat(starts, counts)).astype("int32"))
+        when = np.repeat(np.array([int(item.when * 1e9) for item in items], dtype="int64"), sizes)
         columns["timestamp"] = pa.array(when, pa.int64()).cast(pa.timestamp("ns", tz="UTC"))
-        total = sum(counts)
         for key in ("name", "version", "run_id"):
             columns[f"model_{key}"] = pa.array([self.model[key]] * total, pa.string())
-        columns["role"] = pa.array(np.repeat([item.role for item in items], counts), pa.string())
+        columns["role"] = pa.array([item.role for item in items], pa.string()).take(
+            np.repeat(np.arange(len(items)), sizes)
+        )
         predictions = np.concatenate([np.asarray(item.predictions).ravel() for item in items])
         if self.classes is None:
             columns["prediction"] = pa.array(predictions.astype("float64"), pa.float64())
@@ -204,24 +239,51 @@ class PredictionLog:
                 columns[f"proba_{label}"] = pa.array(proba[:, index], pa.float64())
         return pa.table(columns)
 
+    def _inputs(self, items: list[_Scored]) -> dict[str, Any]:
+        """The input columns, numbers as float64 and the rest as text. JSON records (what serve logs) are read by
+        Arrow in one call; a value of another kind (a number sent as text) sends them down the column-by-column
+        path that converts it, as does a DataFrame (what predict logs)."""
+        import pyarrow as pa
+
+        keys = {
+            name: f"input.{name}" if name in OWN_COLUMNS or name.startswith("proba_") else name for name in self.columns
+        }
+        if all(isinstance(item.rows, list) for item in items):
+            records = [record for item in items for record in item.rows]
+            table = as_arrow(records, self.columns)
+            if table is not None:
+                return {keys[name]: table.column(name) for name in self.columns}
+            parts = {name: [_values(records, name)] for name in self.columns}
+        else:
+            parts = {name: [_values(item.rows, name) for item in items] for name in self.columns}
+        columns: dict[str, Any] = {}
+        for name, kind in self.columns.items():
+            if kind == "number":
+                columns[keys[name]] = pa.array(np.concatenate([_numbers(part) for part in parts[name]]), pa.float64())
+            else:
+                columns[keys[name]] = pa.array([text for part in parts[name] for text in _texts(part)], pa.string())
+        return columns
+
     def _write_file(self, day: str, table) -> None:
         """Written whole under a name readers skip, then renamed (on an object store a file appears whole
         anyway): a reader never meets a half-written file."""
-        import io
-
+        import pyarrow as pa
         import pyarrow.parquet as pq
 
-        buffer = io.BytesIO()
-        pq.write_table(table, buffer)
+        # Arrow's own buffer, not io.BytesIO: encoding then runs without the GIL from start to end, instead of
+        # taking it back for every write into a Python object (each time waiting on the requests' thread)
+        sink = pa.BufferOutputStream()
+        pq.write_table(table, sink)
+        data = sink.getvalue().to_pybytes()
         folder = f"{self._root}/date={day}"
         self._fs.makedirs(folder, exist_ok=True)
         self._files += 1
         name = f"part-{datetime.now(UTC):%H%M%S%f}-{os.getpid()}-{self._token}-{self._files}.parquet"
         if _is_local(self._fs):
-            self._fs.pipe_file(f"{folder}/_{name}", buffer.getvalue())
+            self._fs.pipe_file(f"{folder}/_{name}", data)
             self._fs.mv(f"{folder}/_{name}", f"{folder}/{name}")
         else:
-            self._fs.pipe_file(f"{folder}/{name}", buffer.getvalue())
+            self._fs.pipe_file(f"{folder}/{name}", data)
 
     def _fail(self, exc: Exception) -> None:
         if self._failed is None:  # said once; every row from here on is counted as dropped
@@ -250,6 +312,15 @@ def opened_log(model, location: str | None, sample: float) -> PredictionLog | No
 
 def _is_local(fs) -> bool:
     return "file" in (fs.protocol if isinstance(fs.protocol, tuple) else (fs.protocol,))
+
+
+def _starts(requests: Sequence[tuple[str, int]]) -> list[int]:
+    """Where each request's rows start in a batch."""
+    starts, start = [], 0
+    for _, count in requests:
+        starts.append(start)
+        start += count
+    return starts
 
 
 def share_of(request_id: str) -> float:

@@ -214,20 +214,20 @@ class PredictionLog:
         import pyarrow as pa
 
         columns = self._inputs(items)
-        ids = [request_id for item in items for request_id in item.request_ids]
+        ids = np.array([request_id for item in items for request_id in item.request_ids], dtype=object)
         counts = np.array([count for item in items for count in item.counts])
         sizes = np.array([len(item.rows) for item in items])
         total = int(sizes.sum())
         starts = np.cumsum(counts) - counts  # each request's first row; one vectorised step, not one per request
-        columns["request_id"] = pa.array(ids, pa.string()).take(np.repeat(np.arange(len(ids)), counts))
+        # numpy and plain conversions, no Arrow compute calls: each of those lets go of the GIL and then waits to
+        # take it back from the requests' thread
+        columns["request_id"] = pa.array(np.repeat(ids, counts), pa.string())
         columns["row"] = pa.array((np.arange(total) - np.repeat(starts, counts)).astype("int32"))
         when = np.repeat(np.array([int(item.when * 1e9) for item in items], dtype="int64"), sizes)
-        columns["timestamp"] = pa.array(when, pa.int64()).cast(pa.timestamp("ns", tz="UTC"))
+        columns["timestamp"] = pa.array(when, pa.timestamp("ns", tz="UTC"))
         for key in ("name", "version", "run_id"):
             columns[f"model_{key}"] = pa.array([self.model[key]] * total, pa.string())
-        columns["role"] = pa.array([item.role for item in items], pa.string()).take(
-            np.repeat(np.arange(len(items)), sizes)
-        )
+        columns["role"] = pa.array(np.repeat(np.array([item.role for item in items], dtype=object), sizes), pa.string())
         predictions = np.concatenate([np.asarray(item.predictions).ravel() for item in items])
         if self.classes is None:
             columns["prediction"] = pa.array(predictions.astype("float64"), pa.float64())
@@ -270,20 +270,20 @@ class PredictionLog:
         import pyarrow as pa
         import pyarrow.parquet as pq
 
-        # Arrow's own buffer, not io.BytesIO: encoding then runs without the GIL from start to end, instead of
-        # taking it back for every write into a Python object (each time waiting on the requests' thread)
-        sink = pa.BufferOutputStream()
-        pq.write_table(table, sink)
-        data = sink.getvalue().to_pybytes()
         folder = f"{self._root}/date={day}"
-        self._fs.makedirs(folder, exist_ok=True)
         self._files += 1
         name = f"part-{datetime.now(UTC):%H%M%S%f}-{os.getpid()}-{self._token}-{self._files}.parquet"
         if _is_local(self._fs):
-            self._fs.pipe_file(f"{folder}/_{name}", data)
-            self._fs.mv(f"{folder}/_{name}", f"{folder}/{name}")
-        else:
-            self._fs.pipe_file(f"{folder}/{name}", data)
+            # Arrow opens, encodes, writes and closes the file without the GIL; fsspec's calls would each let go
+            # of it and wait to take it back from the requests' thread
+            os.makedirs(folder, exist_ok=True)
+            pq.write_table(table, f"{folder}/_{name}")
+            os.replace(f"{folder}/_{name}", f"{folder}/{name}")
+            return
+        sink = pa.BufferOutputStream()  # encoded without the GIL too, then sent whole
+        pq.write_table(table, sink)
+        self._fs.makedirs(folder, exist_ok=True)
+        self._fs.pipe_file(f"{folder}/{name}", sink.getvalue().to_pybytes())
 
     def _fail(self, exc: Exception) -> None:
         if self._failed is None:  # said once; every row from here on is counted as dropped

@@ -96,7 +96,7 @@ def _open(url: str):
 def filesystem(url: str):
     """(fsspec filesystem, path) for a URL or a local path. For s3:// the endpoint MLflow's own S3 client uses
     (MinIO, moto, Ceph), unless AWS's variable names one."""
-    import fsspec  # comes with MLflow
+    import fsspec  # a core dependency (s3:// needs the s3 extra's s3fs)
 
     options = {}
     if url.startswith("s3://"):

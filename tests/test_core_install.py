@@ -119,3 +119,14 @@ def test_train_predict_and_monitor_on_the_core_install(workdir):
     done = _tabtrack_core_only("monitor", "titanic/1", "--no-track", cwd=workdir)
     assert done.returncode in (0, 1), done.stderr
     assert f"{len(logged)} rows from the prediction log" in done.stdout, done.stdout
+
+
+def test_compare_on_the_core_install_names_the_families_it_leaves_out(workdir):
+    path = real_tables.write(real_tables.TABLES["penguins"], workdir)
+    done = _tabtrack_core_only("compare", path, "-t", "species", "--cv", "2", "--set", "drop_columns=[rownames]",
+                               cwd=workdir)  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    assert ("WARNING: compare leaves out lightgbm, mlp, xgboost (not installed): pip install 'tabtrack[lightgbm]'; "
+            "pip install 'tabtrack[mlp]'; pip install 'tabtrack[xgboost]'") in done.stderr  # fmt: skip
+    ranked = [line.split("|")[2].strip()[:10] for line in done.stdout.splitlines() if line.startswith("|    ")]
+    assert sorted(ranked) == ["hist_gradi", "logistic_r", "random_for"], done.stdout  # (names cut to the width)

@@ -286,11 +286,25 @@ def _with_folds(config: RunConfig) -> RunConfig:
     return config
 
 
+def _say_left_out(task: str) -> None:
+    """One line naming the families compare leaves out because their packages are not installed, and how to add them."""
+    from tabtrack.extras import install_hint
+    from tabtrack.models.families import all_specs
+
+    missing = {
+        spec.name: spec.missing_packages() for spec in all_specs() if task in spec.tasks and not spec.available()
+    }
+    if missing:
+        hints = sorted({install_hint(packages[0]) for packages in missing.values()})
+        log.warning("compare leaves out %s (not installed): %s", ", ".join(sorted(missing)), "; ".join(hints))
+
+
 def _check_models(models: Iterable[str] | None, task: str) -> list[str]:
     if not models:
         chosen = available_models(task)
         if not chosen:
             raise ConfigError(f"no installed model family supports {task}.")
+        _say_left_out(task)
         return chosen
     chosen = list(dict.fromkeys(m.strip() for m in models if m.strip()))
     for name in chosen:

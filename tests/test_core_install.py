@@ -9,6 +9,7 @@ import re
 import subprocess
 import sys
 import urllib.request
+from functools import cache
 from importlib import metadata
 
 import pandas as pd
@@ -49,6 +50,7 @@ def core_distributions() -> set[str]:
     return names
 
 
+@cache
 def hidden_modules() -> list[str]:
     """Top-level modules that only distributions outside the core closure provide."""
     core = core_distributions()

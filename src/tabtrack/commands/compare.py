@@ -292,7 +292,7 @@ def _say_left_out(task: str) -> None:
     from tabtrack.models.families import all_specs
 
     missing = {
-        spec.name: spec.missing_packages() for spec in all_specs() if task in spec.tasks and not spec.available()
+        spec.name: packages for spec in all_specs() if task in spec.tasks and (packages := spec.missing_packages())
     }
     if missing:
         hints = sorted({install_hint(packages[0]) for packages in missing.values()})

@@ -94,6 +94,7 @@ def test_shadow_scores_every_request_off_the_response_path_and_monitor_compares_
         assert health["challenger"] | {"requests_waiting": 0} == {
             "mode": "shadow", "model": "models:/titanic/2", "version": "2", "rows_scored": 200, "rows_failed": 0,
             "rows_dropped": 0, "requests_waiting": 0, "last_error": None, "answers": health["challenger"]["answers"],
+            "scored": "between requests, on the event loop",  # (it answers from ONNX Runtime)
         }  # fmt: skip
     finally:
         service.stop()
@@ -201,7 +202,23 @@ def test_a_challenger_with_other_inputs_or_a_canary_alone_is_refused_at_start_up
         assert said in done.stderr and len(done.stderr.strip().splitlines()) == 1, done.stderr
 
 
-def test_a_failing_shadow_is_counted_never_raised(tmp_path):
+def test_a_shadow_in_scikit_learn_scores_in_its_own_thread_and_logs_every_request(workdir, served):
+    """A challenger not in ONNX Runtime may be slow: it is scored by its own thread, never on the event loop that
+    answers requests; its answers and the champion's all reach the log by the time the service stops."""
+    service = _Service(workdir, "--shadow", "models:/titanic/2", "--runtime", "sklearn")
+    try:
+        for index in range(10):
+            service.predict(_records(served, index * 3, 3), f"req-{index}")
+        health = service.health()
+        assert health["runtime"] == "sklearn" and health["challenger"]["scored"] == "in its own thread"
+    finally:
+        service.stop()
+    logged = pd.read_parquet(workdir / "log")
+    assert logged.groupby(["role", "model_version"]).size().to_dict() == {("primary", "1"): 30, ("shadow", "2"): 30}
+
+
+@pytest.mark.parametrize("own_thread", [True, False])
+def test_a_failing_shadow_is_counted_never_raised(tmp_path, own_thread):
     """A challenger whose scoring raises (here: on any row with a negative value) fails its rows alone: the other
     requests in the same batch are still scored, and the failures are counted with the last error."""
     from sklearn.linear_model import LinearRegression
@@ -217,7 +234,9 @@ def test_a_failing_shadow_is_counted_never_raised(tmp_path):
 
     pipeline = make_pipeline(FunctionTransformer(refuse_negatives), LinearRegression())
     pipeline.fit(pd.DataFrame({"a": [1.0, 2.0, 3.0]}), [1.0, 2.0, 3.0])
-    shadow = Shadow(LoadedModel(uri="models:/x/2", model=pipeline, columns={"a": "number"}), None)
+    shadow = Shadow(
+        LoadedModel(uri="models:/x/2", model=pipeline, columns={"a": "number"}), None, own_thread=own_thread
+    )
     shadow.submit([{"a": 1.0}, {"a": 2.0}], "ok-1")
     shadow.submit([{"a": -1.0}], "bad")
     shadow.submit([{"a": 3.0}], "ok-2")

@@ -1,10 +1,13 @@
 """A challenger beside the champion in `tabtrack serve`, tried without risk.
 
 Shadow (`--shadow URI`): every response comes from the champion; the challenger scores the same rows off the
-response path. A request puts its records on a bounded queue and goes on; a thread takes what is queued five times
-a second and scores it as one batch (one pass of the model for many requests is far cheaper than one per request,
-and the thread holds the GIL briefly), then logs the answers with role `shadow` and the challenger's version. Its
-failures are counted, never raised; a full queue drops (and counts) rows.
+response path. A request puts its records on a bounded queue and goes on; what is queued is scored as one batch
+(one pass of the model for many requests is far cheaper than one per request) and logged with role `shadow` and
+the challenger's version. A challenger that answers from ONNX Runtime (microseconds a row) is scored on `serve`'s
+event loop, between requests, ten times a second: in a thread, its Python work took the GIL in turns that stalled
+every request in flight. Any other challenger is scored by its own thread five times a second, so that a slow
+model never holds up the event loop. Its failures are counted, never raised; a full queue drops (and counts)
+rows.
 
 Canary (`--shadow URI --canary FRACTION`): the challenger answers a seeded, sticky share of the requests instead
 (the same request id always goes the same way), and each response names the model that answered.
@@ -57,15 +60,25 @@ def canary_share(request_id: str, seed: int = 0) -> float:
 class Shadow:
     """The challenger scoring every request's rows off the response path (see the module docstring)."""
 
-    def __init__(self, model: LoadedModel, prediction_log: PredictionLog | None, *, max_waiting: int = SHADOW_QUEUE):
+    def __init__(
+        self,
+        model: LoadedModel,
+        prediction_log: PredictionLog | None,
+        *,
+        max_waiting: int = SHADOW_QUEUE,
+        own_thread: bool = True,
+    ):
+        """`own_thread` False: the caller calls `step` (serve's event loop, for a challenger in ONNX Runtime)."""
         self.model = model
         self.prediction_log = prediction_log
         self.scored = self.failed = self.dropped = 0
         self.last_error: str | None = None
         self._waiting = Waiting(max_waiting)  # (records, request id) of each request
         self._stopping = threading.Event()
+        self.own_thread = own_thread
         self._thread = threading.Thread(target=self._score_forever, name="tabtrack-shadow", daemon=True)
-        self._thread.start()
+        if own_thread:
+            self._thread.start()
 
     def submit(self, records: list[dict[str, Any]], request_id: str) -> None:
         """Cheap and never raises: the request goes on whatever happens here."""
@@ -79,22 +92,30 @@ class Shadow:
             "model": self.model.uri, "version": meta.get("version"), "rows_scored": self.scored,
             "rows_failed": self.failed, "rows_dropped": self.dropped, "requests_waiting": len(self._waiting),
             "last_error": self.last_error,
+            "scored": "in its own thread" if self.own_thread else "between requests, on the event loop",
         }  # fmt: skip
 
     def close(self) -> None:
         """Score what is queued, then stop (at shutdown)."""
+        if not self.own_thread:
+            self.step()
+            return
         self._stopping.set()
         self._thread.join(timeout=60)
 
-    def _score_forever(self) -> None:
+    def step(self) -> None:
+        """Score what is queued now, as one batch."""
         import joblib
 
+        batch = self._waiting.take_all()
+        if batch:
+            with joblib.parallel_config(backend="sequential"):
+                self._score(batch)
+
+    def _score_forever(self) -> None:
         while True:
             stopping = self._stopping.wait(SHADOW_WAKE_SECONDS)
-            batch = self._waiting.take_all()
-            if batch:
-                with joblib.parallel_config(backend="sequential"):
-                    self._score(batch)
+            self.step()
             if stopping:
                 return
 
@@ -120,3 +141,25 @@ class Shadow:
             log.warning("shadow model %s failed: %s: %s (counted on /health; responses are not affected)",
                         self.model.uri, type(exc).__name__, exc)  # fmt: skip
         self.last_error = f"{type(exc).__name__}: {exc}"[:300]
+
+
+class Challenger:
+    """The challenger a service runs beside its champion: in shadow (`shadow` scores every request off the response
+    path) or as a canary (`answers` a sticky `canary` share of requests), with its own prediction log."""
+
+    def __init__(self, model: LoadedModel, prediction_log: PredictionLog | None, *, canary: float | None = None):
+        self.model, self.log, self.canary = model, prediction_log, canary
+        # in ONNX Runtime, fast enough to be scored between requests (the module docstring)
+        self.shadow = Shadow(model, prediction_log, own_thread=model.onnx is None) if canary is None else None
+        self.headers = model.trace_headers
+
+    def answers(self, request_id: str) -> bool:
+        return self.canary is not None and canary_share(request_id) < self.canary
+
+    @property
+    def stats(self) -> dict[str, Any]:
+        if self.shadow is not None:
+            return {"mode": "shadow", **self.shadow.stats, "answers": self.model.answered_by}
+        meta = self.model.metadata
+        return {"mode": "canary", "share": self.canary, "model": self.model.uri, "version": meta.get("version"),
+                "answers": self.model.answered_by}  # fmt: skip

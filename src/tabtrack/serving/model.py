@@ -31,6 +31,14 @@ class LoadedModel:
     answered_by: str = "scikit-learn"  # what answers, in words, for serve's first lines
 
     @property
+    def trace_headers(self) -> dict[str, str]:
+        """The headers each answer carries, so that it traces back to its model, run, data and code."""
+        headers = {"X-Model-Uri": self.uri, "X-Model-Run-Id": str(self.metadata.get("run_id") or "")}
+        if self.metadata.get("version"):
+            headers["X-Model-Version"] = f"{self.metadata['name']}/{self.metadata['version']}"
+        return headers
+
+    @property
     def classes(self) -> list | None:
         classes = getattr(self.model, "classes_", None)
         return None if classes is None else [c.item() if hasattr(c, "item") else c for c in classes]

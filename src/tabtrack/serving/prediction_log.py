@@ -2,9 +2,10 @@
 probabilities, the model that answered (name, version, run id), the request's id and the time, as Parquet files
 partitioned by day (`date=YYYY-MM-DD/`) under a folder or any fsspec URL (`s3://bucket/prefix`).
 
-Written off the request path: a request puts its rows on a bounded queue and goes on; a writer thread takes them
-once a second and writes what it finds, a file per 5,000 rows. A full queue or a location that
-cannot be written never slows or fails a request: its rows are dropped and counted (`stats`, GET /health).
+Written off the request path: a request puts its rows on a bounded queue and goes on. `serve` turns what is
+queued into Arrow between requests (`convert`, on its event loop); a writer thread converts what is left once a
+second and writes what is held, a file per 5,000 rows. A full queue or a location that cannot be written never
+slows or fails a request: its rows are dropped and counted (`stats`, GET /health).
 
 Columns: the model's input columns (numbers as float64, the rest as text; an input named like one of the log's
 own columns as `input.<name>`), then `request_id`, `row` (its place in the request), `timestamp` (UTC),
@@ -99,6 +100,9 @@ class PredictionLog:
             key: "" if model.get(key) is None else str(model.get(key)) for key in ("name", "version", "run_id")
         }
         self.columns = dict(columns)
+        self._input_keys = {  # each input's column in the log
+            name: f"input.{name}" if name in OWN_COLUMNS or name.startswith("proba_") else name for name in columns
+        }
         self.classes = list(classes) if classes is not None else None
         self.sample = sample
         self.logged = self.dropped = 0
@@ -107,6 +111,9 @@ class PredictionLog:
         self._closed = False
         self._stopping = threading.Event()
         self._waiting = Waiting(max_waiting)
+        self._holding = threading.Lock()  # the converted tables, between the converting and the writing
+        self._held: dict[int, list] = {}  # day (since 1970, UTC) -> tables for its next file
+        self._held_rows = 0
         self._files = 0
         self._token = uuid.uuid4().hex[:6]  # a champion's and a challenger's log in one process never share a name
         try:
@@ -162,42 +169,74 @@ class PredictionLog:
         self._closed = True
         self._stopping.set()
         self._writer.join(timeout=60)
-        self._count(dropped=sum(len(item.rows) for item in self._drained()))  # put as it stopped
+        self._count(dropped=sum(len(item.rows) for item in self._waiting.take_all()))  # put as it stopped
+
+    def convert(self) -> None:
+        """Turns what is queued into Arrow, held for the writer's next files. `serve` calls this from its event
+        loop ten times a second, between requests: this Python work holds the GIL, and done by the writer thread
+        in one turn a second it stalled every request in flight. Returns at once where the writer is at it."""
+        if not self._closed and self._holding.acquire(blocking=False):
+            try:
+                self._convert_queued()
+            finally:
+                self._holding.release()
 
     # -- the writer thread ------------------------------------------------------------------------------------
     def _write_forever(self) -> None:
-        """Wakes once a second (not once a request: each wake-up takes the GIL from the requests), writes what
-        is queued in batches of up to BATCH_ROWS rows, until closed."""
+        """Once a second (not once a request: each wake-up takes the GIL from the requests), converts what is
+        still queued and writes what is held, a file a day per BATCH_ROWS rows, until closed."""
         while True:
             stopping = self._stopping.wait(FLUSH_SECONDS)
-            batch: list[_Scored] = []
-            rows = 0
-            for item in self._drained():
-                batch.append(item)
-                rows += len(item.rows)
-                if rows >= BATCH_ROWS:
-                    self._write(batch)
-                    batch, rows = [], 0
-            self._write(batch)
+            with self._holding:
+                self._convert_queued()
+                held, rows, self._held, self._held_rows = self._held, self._held_rows, {}, 0
+            self._write(held, rows)
             if stopping:
                 return
 
-    def _drained(self) -> list[_Scored]:
-        return self._waiting.take_all()
+    def _convert_queued(self) -> None:
+        """(Holding `_holding`.) Each queued run of one day and up to BATCH_ROWS rows as one table."""
+        runs: list[list[_Scored]] = []
+        rows = day = 0
+        for item in self._waiting.take_all():
+            if runs and int(item.when // 86_400) == day and rows < BATCH_ROWS:
+                runs[-1].append(item)
+                rows += len(item.rows)
+            else:
+                runs.append([item])
+                rows, day = len(item.rows), int(item.when // 86_400)
+        for run in runs:
+            rows = sum(len(item.rows) for item in run)
+            if self._failed is not None:
+                self._count(dropped=rows)
+                continue
+            try:
+                self._held.setdefault(int(run[0].when // 86_400), []).append(self._table(run))
+                self._held_rows += rows
+            except Exception as exc:
+                self._count(dropped=rows)
+                self._fail(exc)
 
-    def _write(self, batch: list[_Scored]) -> None:
-        if not batch:
+    def _write(self, held: dict[int, list], rows: int) -> None:
+        """The held tables, a file per day and BATCH_ROWS rows (Arrow encodes and writes without the GIL)."""
+        if not held:
             return
-        rows = sum(len(item.rows) for item in batch)
         if self._failed is not None:
             self._count(dropped=rows)
             return
+        import pyarrow as pa
+
         try:
-            days: dict[int, list[_Scored]] = {}  # days since 1970 (UTC)
-            for item in batch:
-                days.setdefault(int(item.when // 86_400), []).append(item)
-            for day, items in days.items():
-                self._write_file(datetime.fromtimestamp(day * 86_400, UTC).strftime("%Y-%m-%d"), self._table(items))
+            for day, tables in held.items():
+                date = datetime.fromtimestamp(day * 86_400, UTC).strftime("%Y-%m-%d")
+                part, part_rows = [], 0
+                for index, table in enumerate(tables):
+                    part.append(table)
+                    part_rows += table.num_rows
+                    if part_rows >= BATCH_ROWS or index == len(tables) - 1:
+                        # (a table from rows without probabilities gets empty ones)
+                        self._write_file(date, pa.concat_tables(part, promote_options="default"))
+                        part, part_rows = [], 0
             self._count(logged=rows)
         except Exception as exc:
             self._count(dropped=rows)
@@ -245,9 +284,7 @@ class PredictionLog:
         path that converts it, as does a DataFrame (what predict logs)."""
         import pyarrow as pa
 
-        keys = {
-            name: f"input.{name}" if name in OWN_COLUMNS or name.startswith("proba_") else name for name in self.columns
-        }
+        keys = self._input_keys
         if all(isinstance(item.rows, list) for item in items):
             records = [record for item in items for record in item.rows]
             table = as_arrow(records, self.columns)

@@ -19,6 +19,7 @@ from pydantic import BaseModel, Field, StrictBool, StrictFloat, StrictInt, Stric
 
 from tabtrack import settings
 from tabtrack.errors import TabtrackError
+from tabtrack.serving.challenger import Challenger
 from tabtrack.serving.model import LoadedModel, load
 from tabtrack.serving.prediction_log import (
     DEFAULT_LOCATION,
@@ -31,6 +32,7 @@ from tabtrack.serving.prediction_log import (
 log = logging.getLogger(__name__)
 MAX_BODY_BYTES = 10 * 1024 * 1024
 MAX_RECORDS = 10_000
+JOB_SECONDS = 0.1  # how often each of serve's background jobs runs between requests
 
 # One JSON scalar per cell: lists, objects and the like are rejected with a 422 naming the field.
 Value = StrictInt | StrictFloat | StrictStr | StrictBool | None
@@ -50,6 +52,7 @@ def create_app(
     challenger: Challenger | None = None,
     token: str | None = None,
 ):
+    import asyncio
     import contextlib
 
     import joblib
@@ -58,16 +61,24 @@ def create_app(
     from fastapi.responses import JSONResponse
 
     meta = model.metadata
-    trace_headers = _trace_headers(model)
+    trace_headers = model.trace_headers
 
     @contextlib.asynccontextmanager
     async def lifespan(app):
+        logs = [opened for opened in (prediction_log, challenger.log if challenger else None) if opened is not None]
+        shadow = challenger.shadow if challenger is not None else None
+        jobs = [shadow.step] if shadow is not None and not shadow.own_thread else []
+        jobs += [opened.convert for opened in logs]
+        between = asyncio.create_task(_between_requests(jobs)) if jobs else None
         yield
-        if challenger is not None and challenger.shadow is not None:
-            challenger.shadow.close()  # its last answers reach the log before the log closes
-        for opened in (prediction_log, challenger.log if challenger else None):
-            if opened is not None:  # shutdown, SIGTERM included: what is queued is written
-                opened.close()
+        if between is not None:
+            between.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await between
+        if shadow is not None:
+            shadow.close()  # its last answers reach the log before the log closes
+        for opened in logs:  # shutdown, SIGTERM included: what is queued is written
+            opened.close()
 
     app = FastAPI(title="tabtrack model service", version="1", docs_url="/docs", lifespan=lifespan)
 
@@ -167,37 +178,23 @@ def create_app(
     return app
 
 
-class Challenger:
-    """The challenger a service runs beside its champion: in shadow (`shadow` scores every request off the response
-    path) or as a canary (`answers` a sticky `canary` share of requests), with its own prediction log."""
+async def _between_requests(jobs: list) -> None:
+    """serve's background work, in short turns on the event loop between requests: the shadow's answers (for a
+    challenger in ONNX Runtime) and each log's rows turned into Arrow, each job every JOB_SECONDS, one job a turn.
+    This Python work holds the GIL: in threads, in a turn or five a second, it stalled every request in flight;
+    more often, each job's fixed cost adds up (benchmarks/README.md)."""
+    import asyncio
 
-    def __init__(self, model: LoadedModel, prediction_log: PredictionLog | None, *, canary: float | None = None):
-        from tabtrack.serving.challenger import Shadow
-
-        self.model, self.log, self.canary = model, prediction_log, canary
-        self.shadow = Shadow(model, prediction_log) if canary is None else None
-        self.headers = _trace_headers(model)
-
-    def answers(self, request_id: str) -> bool:
-        from tabtrack.serving.challenger import canary_share
-
-        return self.canary is not None and canary_share(request_id) < self.canary
-
-    @property
-    def stats(self) -> dict[str, Any]:
-        if self.shadow is not None:
-            return {"mode": "shadow", **self.shadow.stats, "answers": self.model.answered_by}
-        meta = self.model.metadata
-        return {"mode": "canary", "share": self.canary, "model": self.model.uri, "version": meta.get("version"),
-                "answers": self.model.answered_by}  # fmt: skip
-
-
-def _trace_headers(model: LoadedModel) -> dict[str, str]:
-    meta = model.metadata
-    headers = {"X-Model-Uri": model.uri, "X-Model-Run-Id": str(meta.get("run_id") or "")}
-    if meta.get("version"):
-        headers["X-Model-Version"] = f"{meta['name']}/{meta['version']}"
-    return headers
+    said = False
+    while True:
+        for job in jobs:
+            await asyncio.sleep(JOB_SECONDS / len(jobs))
+            try:
+                job()
+            except Exception:  # each job counts its own failures; anything else must not end the turns (said once)
+                if not said:
+                    log.exception("background work between requests failed")
+                said = True
 
 
 def interval_fields(model: LoadedModel, predictions, proba) -> dict[str, Any]:

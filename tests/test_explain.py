@@ -80,6 +80,8 @@ try:
     forked.Beside("divide", lambda: 1 / 0, redo_after_crash=False).result()
 except forked.ChildFailed as exc:
     assert "ZeroDivisionError" in str(exc), exc
+else:
+    raise AssertionError("no ChildFailed for the child's ZeroDivisionError")
 assert forked.Beside("add", lambda a, b: a + b, 2, b=3).result() == 5
 print("survived")
 """

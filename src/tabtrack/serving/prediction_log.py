@@ -196,25 +196,25 @@ class PredictionLog:
 
     def _convert_queued(self) -> None:
         """(Holding `_holding`.) Each queued run of one day and up to BATCH_ROWS rows as one table."""
-        runs: list[list[_Scored]] = []
-        rows = day = 0
+        runs: list[tuple[int, list[_Scored]]] = []  # (day since 1970 (UTC), its items)
+        rows = []  # each run's rows
         for item in self._waiting.take_all():
-            if runs and int(item.when // 86_400) == day and rows < BATCH_ROWS:
-                runs[-1].append(item)
-                rows += len(item.rows)
+            day = int(item.when // 86_400)
+            if runs and runs[-1][0] == day and rows[-1] < BATCH_ROWS:
+                runs[-1][1].append(item)
+                rows[-1] += len(item.rows)
             else:
-                runs.append([item])
-                rows, day = len(item.rows), int(item.when // 86_400)
-        for run in runs:
-            rows = sum(len(item.rows) for item in run)
+                runs.append((day, [item]))
+                rows.append(len(item.rows))
+        for (day, items), count in zip(runs, rows, strict=True):
             if self._failed is not None:
-                self._count(dropped=rows)
+                self._count(dropped=count)
                 continue
             try:
-                self._held.setdefault(int(run[0].when // 86_400), []).append(self._table(run))
-                self._held_rows += rows
+                self._held.setdefault(day, []).append(self._table(items))
+                self._held_rows += count
             except Exception as exc:
-                self._count(dropped=rows)
+                self._count(dropped=count)
                 self._fail(exc)
 
     def _write(self, held: dict[int, list], rows: int) -> None:
